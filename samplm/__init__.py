@@ -1,0 +1,47 @@
+"""samplm: customize a frozen Segment Anything Model to your task with prompt-learning adapters.
+
+Data flow::
+
+    image -> SAM image encoder -> (cached embedding) -> SAM prompt encoder -> PLM offset
+          -> frozen SAM mask decoder -> masks (-> optional PMM polygon refinement)
+
+Public API: :class:`PromptAdapter`, :class:`CustomSamPredictor`, :class:`AdapterConfig`.
+"""
+
+from .adapter import PromptAdapter
+from .config import AdapterConfig, BaseModelInfo, PLMConfig, PMMConfig
+from .decode import DecoderOutput, decode_prompts
+from .errors import (
+    AdapterCompatibilityError,
+    AdapterFormatError,
+    AdapterNotFoundError,
+    FingerprintMismatchWarning,
+    ImageNotSetError,
+    PromptError,
+    SamplmError,
+    UnknownAdapterError,
+)
+from .fingerprint import sam_fingerprint
+from .predictor import CustomSamPredictor
+from .version import __version__
+
+__all__ = [
+    "AdapterCompatibilityError",
+    "AdapterConfig",
+    "AdapterFormatError",
+    "AdapterNotFoundError",
+    "BaseModelInfo",
+    "CustomSamPredictor",
+    "DecoderOutput",
+    "FingerprintMismatchWarning",
+    "ImageNotSetError",
+    "PLMConfig",
+    "PMMConfig",
+    "PromptAdapter",
+    "PromptError",
+    "SamplmError",
+    "UnknownAdapterError",
+    "__version__",
+    "decode_prompts",
+    "sam_fingerprint",
+]

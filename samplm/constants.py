@@ -1,0 +1,35 @@
+"""Names on disk, environment variables and defaults, in one place."""
+
+from __future__ import annotations
+
+#: Adapter directory layout (mirrors peft's file names).
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+MODEL_CARD_NAME = "README.md"
+
+#: Value of ``format`` in ``adapter_config.json`` and the versions this release reads.
+ADAPTER_FORMAT = "samplm-adapter"
+ADAPTER_FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+#: Key of the JSON config embedded in the safetensors header metadata.
+SAFETENSORS_CONFIG_KEY = "samplm_config"
+
+#: Hub namespace searched for bare short names such as ``"nose"`` (-> ``samplm/nose``).
+DEFAULT_HUB_NAMESPACE = "samplm"
+ENV_HUB_NAMESPACE = "SAMPLM_HUB_NAMESPACE"
+
+#: Local directory searched for bare short names (``<dir>/<name>/adapter_config.json``).
+ENV_ADAPTERS_DIR = "SAMPLM_ADAPTERS_DIR"
+DEFAULT_ADAPTERS_DIR = "~/.cache/samplm/adapters"
+
+#: Hugging Face Hub environment variables honoured at call time (not only at import time).
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
+ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
+
+#: Model-card metadata.
+LIBRARY_NAME = "samplm"
+PIPELINE_TAG = "mask-generation"
+
+#: SAM's prompt/decoder width; an adapter's ``embed_dim`` must equal the SAM it is attached to.
+SAM_PROMPT_EMBED_DIM = 256

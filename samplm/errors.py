@@ -1,0 +1,70 @@
+"""Exceptions and warnings raised by samplm.
+
+Every error that samplm raises on purpose derives from :class:`SamplmError`, so callers can catch
+one type. The subclasses also derive from the matching built-in (``ValueError``, ``FileNotFoundError``,
+``RuntimeError``, ``KeyError``) so code written against ``SamPredictor`` keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class SamplmError(Exception):
+    """Base class of every error samplm raises on purpose."""
+
+
+class AdapterFormatError(SamplmError, ValueError):
+    """An adapter file exists but is not a valid samplm adapter.
+
+    Args:
+        path: the offending file (or directory).
+        problem: what is wrong with it, in one sentence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class AdapterNotFoundError(SamplmError, FileNotFoundError):
+    """No adapter could be resolved from a name; ``tried`` lists every place that was looked at."""
+
+    def __init__(self, name: str, tried: list[str]) -> None:
+        self.name = name
+        self.tried = list(tried)
+        lines = "\n".join(f"  - {entry}" for entry in self.tried)
+        super().__init__(f"Could not find adapter {name!r}. Tried:\n{lines}")
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format errno/strerror
+        return self.args[0]
+
+
+class AdapterCompatibilityError(SamplmError, ValueError):
+    """An adapter does not fit the SAM it is attached to (width, or fingerprint with strict=True)."""
+
+
+class PromptError(SamplmError, ValueError):
+    """A prompt given to the predictor has the wrong shape, type or values."""
+
+
+class ImageNotSetError(SamplmError, RuntimeError):
+    """``predict`` was called before ``set_image``."""
+
+
+class UnknownAdapterError(SamplmError, KeyError):
+    """An adapter name that is not loaded in the predictor was used."""
+
+    def __init__(self, name: str, loaded: list[str]) -> None:
+        self.name = name
+        self.loaded = list(loaded)
+        known = ", ".join(repr(n) for n in self.loaded) or "none"
+        super().__init__(f"No adapter named {name!r} is loaded (loaded: {known}).")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class FingerprintMismatchWarning(UserWarning):
+    """The adapter was trained against a SAM whose prompt encoder / mask decoder differ from this one."""

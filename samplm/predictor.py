@@ -1,0 +1,261 @@
+"""``CustomSamPredictor``: a drop-in ``SamPredictor`` with named, hot-swappable adapters.
+
+The image encoder runs once per ``set_image``; switching adapters only changes the prompt tokens
+given to the frozen decoder. Nothing in ``segment_anything`` or the shared ``Sam`` object is
+modified, so other predictors on the same ``Sam`` are unaffected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+
+from .adapter import PromptAdapter
+from .decode import decode_prompts
+from .errors import ImageNotSetError, UnknownAdapterError
+from .fingerprint import sam_fingerprint
+from .modeling import ImageContext
+from .prompts import check_numpy_prompts, check_torch_prompts
+
+
+class CustomSamPredictor(SamPredictor):
+    """``SamPredictor`` with per-task prompt-learning adapters.
+
+    Same constructor and method signatures as ``SamPredictor``. With no adapter active (none loaded,
+    or inside :meth:`disable_adapter`) outputs are bit-identical to ``SamPredictor``.
+
+    Args:
+        sam_model: a ``segment_anything`` ``Sam`` (any registry type, or a custom one with 256-d prompts).
+        strict: default for :meth:`load_adapter`: raise (True) or warn (False) when an adapter's
+            recorded SAM fingerprint differs from ``sam_model``.
+
+    Example::
+
+        predictor = CustomSamPredictor(sam)
+        predictor.load_adapter("nose")                    # first adapter loaded becomes active
+        predictor.load_adapter("./adapters/banner", adapter_name="banner")
+        predictor.set_image(image)                        # encoder runs once
+        predictor.set_adapter("banner")
+        masks, scores, logits = predictor.predict(point_coords=pts, point_labels=lbl)
+    """
+
+    def __init__(self, sam_model: Sam, *, strict: bool = False) -> None:
+        self._adapters: dict[str, PromptAdapter] = {}
+        self._active: str | None = None
+        self._disabled_depth = 0
+        self._contexts: dict[str, tuple[tuple[int, ...], ImageContext]] = {}
+        self._fingerprint: str | None = None
+        self.strict = strict
+        super().__init__(sam_model)
+
+    # ------------------------------------------------------------------ adapter management
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the loaded adapters, in load order."""
+        return list(self._adapters)
+
+    @property
+    def active_adapter(self) -> str | None:
+        """Name of the adapter the next prediction uses (``None``: plain SAM)."""
+        return None if self._disabled_depth else self._active
+
+    def get_adapter(self, adapter_name: str) -> PromptAdapter:
+        """The loaded :class:`PromptAdapter` called ``adapter_name``."""
+        self._require(adapter_name)
+        return self._adapters[adapter_name]
+
+    def load_adapter(
+        self,
+        adapter: str | os.PathLike[str] | PromptAdapter,
+        adapter_name: str | None = None,
+        *,
+        activate: bool | None = None,
+        replace: bool = False,
+        strict: bool | None = None,
+        **load_kwargs: Any,
+    ) -> str:
+        """Load an adapter (or add an in-memory one) under a name.
+
+        Args:
+            adapter: short name (``"nose"``), local directory / ``.safetensors`` file,
+                ``"org/repo[@revision]"``, or a :class:`PromptAdapter` instance.
+            adapter_name: name to register it under (default: the adapter's ``task``).
+            activate: make it the active adapter. Default: only if no adapter is active yet, so the
+                first adapter loaded is used right away and later ones wait for :meth:`set_adapter`.
+            replace: allow replacing an adapter already loaded under the same name.
+            strict: raise instead of warn on a SAM fingerprint mismatch (default: ``self.strict``).
+            **load_kwargs: forwarded to :meth:`PromptAdapter.load` (``revision``, ``token``, ...).
+
+        Returns:
+            The name it was registered under.
+        """
+        if isinstance(adapter, PromptAdapter):
+            if load_kwargs:
+                raise TypeError(f"load options {sorted(load_kwargs)} only apply when loading by name")
+            module = adapter
+        else:
+            module = PromptAdapter.load(adapter, **load_kwargs)
+        name = adapter_name or module.task
+        if name in self._adapters and not replace:
+            raise ValueError(f"an adapter named {name!r} is already loaded; pass replace=True to replace it")
+        if self._fingerprint is None:
+            self._fingerprint = sam_fingerprint(self.model)
+        module.check_compatible(
+            self.model, strict=self.strict if strict is None else strict, fingerprint=self._fingerprint
+        )
+        reference = next(self.model.mask_decoder.parameters())
+        module = module.to(device=reference.device, dtype=reference.dtype).eval()
+        module.requires_grad_(False)
+        self._adapters[name] = module
+        self._contexts.pop(name, None)
+        if activate or (activate is None and self._active is None):
+            self._active = name
+        return name
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make a loaded adapter active. Costs no recomputation of the image embedding."""
+        self._require(adapter_name)
+        self._active = adapter_name
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Unload an adapter; if it was active, plain SAM is used until another is set."""
+        self._require(adapter_name)
+        del self._adapters[adapter_name]
+        self._contexts.pop(adapter_name, None)
+        if self._active == adapter_name:
+            self._active = None
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Context manager: predictions inside it use plain SAM (nestable, exception-safe)."""
+        self._disabled_depth += 1
+        try:
+            yield
+        finally:
+            self._disabled_depth -= 1
+
+    def _require(self, adapter_name: str) -> None:
+        if adapter_name not in self._adapters:
+            raise UnknownAdapterError(adapter_name, self.adapters)
+
+    # ------------------------------------------------------------------ image state
+    def reset_image(self) -> None:
+        """Reset the current image and drop the per-image adapter caches."""
+        super().reset_image()
+        self._contexts.clear()
+
+    def _image_context(self, name: str, adapter: PromptAdapter) -> ImageContext:
+        """The PLM's per-image keys/values for the current image, computed once per image and adapter."""
+        projections = (adapter.plm.cross_attn.k_proj, adapter.plm.cross_attn.v_proj)
+        key = (
+            id(self.features),
+            self.features._version,
+            id(adapter),
+            *(p._version for proj in projections for p in proj.parameters()),
+        )
+        cached = self._contexts.get(name)
+        if cached is None or cached[0] != key:
+            context = adapter.plm.image_context(self.features, self.model.prompt_encoder.get_dense_pe())
+            self._contexts[name] = (key, context)
+            return context
+        return cached[1]
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``SamPredictor.predict`` with the active adapter (same arguments and returns).
+
+        Args:
+            point_coords: ``N x 2`` XY pixels in the original image.
+            point_labels: ``N`` labels (1 foreground, 0 background).
+            box: ``4`` XYXY pixels in the original image.
+            mask_input: ``1 x 256 x 256`` low-resolution logits from a previous call.
+            multimask_output: three masks (True) or one (False).
+            return_logits: return logits instead of boolean masks.
+
+        Returns:
+            ``(masks C x H x W, scores C, low_res_logits C x 256 x 256)`` as numpy arrays.
+        """
+        self._require_image()
+        check_numpy_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            image_size=tuple(self.original_size),
+            mask_size=self._mask_size(),
+        )
+        return super().predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits)
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``SamPredictor.predict_torch`` with the active adapter: B prompts on the current image.
+
+        Args:
+            point_coords: ``B x N x 2`` XY pixels in the resized input frame
+                (``predictor.transform.apply_coords``).
+            point_labels: ``B x N``.
+            boxes: ``B x 4`` XYXY in the resized input frame.
+            mask_input: ``B x 1 x 256 x 256``.
+            multimask_output: three masks (True) or one (False).
+            return_logits: return logits instead of boolean masks.
+
+        Returns:
+            ``(masks B x C x H x W, iou_predictions B x C, low_res_logits B x C x 256 x 256)``.
+        """
+        self._require_image()
+        check_torch_prompts(
+            point_coords,
+            point_labels,
+            boxes,
+            mask_input,
+            input_size=tuple(self.input_size),
+            mask_size=self._mask_size(),
+        )
+        name = self.active_adapter
+        adapter = self._adapters[name] if name is not None else None
+        output = decode_prompts(
+            self.model,
+            self.features,
+            point_coords=point_coords,
+            point_labels=point_labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+            plm=adapter.plm if adapter is not None else None,
+            context=self._image_context(name, adapter) if adapter is not None else None,
+        )
+        masks = self.model.postprocess_masks(output.low_res_logits, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, output.iou_predictions, output.low_res_logits
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise ImageNotSetError("An image must be set with .set_image(...) before mask prediction.")
+
+    def _mask_size(self) -> tuple[int, int]:
+        h, w = self.model.prompt_encoder.image_embedding_size
+        return (4 * h, 4 * w)
