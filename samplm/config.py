@@ -96,6 +96,13 @@ class AdapterConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Sections may be given as plain dicts: AdapterConfig(plm={"num_heads": 4}).
+        if isinstance(self.plm, dict):
+            self.plm = PLMConfig(**self.plm)
+        if isinstance(self.pmm, dict):
+            self.pmm = PMMConfig(**self.pmm)
+        if isinstance(self.base_model, dict):
+            self.base_model = BaseModelInfo(**self.base_model)
         unknown = sorted(set(self.prompt_types) - set(PROMPT_TYPES))
         if unknown or not self.prompt_types:
             raise ValueError(f"prompt_types must be a non-empty subset of {PROMPT_TYPES}, got {unknown}")

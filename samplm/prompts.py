@@ -84,7 +84,7 @@ def check_torch_prompts(
     Args:
         point_coords: ``B x N x 2`` XY pixels in the resized frame, or ``None``.
         point_labels: ``B x N``, or ``None``.
-        boxes: ``B x 4`` XYXY pixels in the resized frame, or ``None``.
+        boxes: ``B x 4`` (or ``B x 1 x 4``) XYXY pixels in the resized frame, or ``None``.
         mask_input: ``B x 1 x mask_size``, or ``None``.
         input_size: ``(H, W)`` of the resized image (``predictor.input_size``).
         mask_size: ``(4h, 4w)``.
@@ -114,9 +114,14 @@ def check_torch_prompts(
         )
         batch["point_coords"] = point_coords.shape[0]
     if boxes is not None:
-        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        if boxes.dim() not in (2, 3) or boxes.shape[-1] != 4 or (boxes.dim() == 3 and boxes.shape[1] != 1):
             raise PromptError(f"boxes must be B x 4 (XYXY), got {tuple(boxes.shape)}")
-        _check_boxes(boxes.detach().float().cpu().numpy(), input_size, "boxes", "the resized input frame")
+        _check_boxes(
+            boxes.detach().float().cpu().numpy().reshape(-1, 4),
+            input_size,
+            "boxes",
+            "the resized input frame",
+        )
         batch["boxes"] = boxes.shape[0]
     if mask_input is not None:
         if mask_input.dim() != 4 or tuple(mask_input.shape[1:]) != (1, *mask_size):

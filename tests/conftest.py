@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny SAM (real 256-wide prompt encoder and decoder), images, a loopback Hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# Keep huggingface_hub away from the user's cache and token; set before it is imported.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="samplm-tests-hf-home-")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from hub_server import LoopbackHub
+
+from samplm import AdapterConfig, PromptAdapter
+from samplm.models import build_sam_tiny
+
+TINY_IMAGE_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """Tiny SAM: 128 px input, 8 x 8 x 256 image embedding, 32 x 32 low-res masks."""
+    torch.set_num_threads(2)
+    return build_sam_tiny(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_sam():
+    """A tiny SAM with different weights (another 'checkpoint')."""
+    return build_sam_tiny(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=1)
+
+
+@pytest.fixture()
+def image() -> np.ndarray:
+    """A 90 x 120 RGB uint8 image (not square, so coordinate transforms matter)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
+    img[20:60, 30:90] = (200, 40, 40)
+    return img
+
+
+def make_adapter(task: str = "task", seed: int = 0, **config_kwargs) -> PromptAdapter:
+    """An adapter with random (non-identity) weights, as if trained."""
+    generator = torch.Generator().manual_seed(seed)
+    adapter = PromptAdapter(AdapterConfig(task=task, **config_kwargs))
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        adapter.plm.norm_out.weight.fill_(1.0)
+    return adapter
+
+
+@pytest.fixture()
+def adapter_factory():
+    return make_adapter
+
+
+@pytest.fixture(scope="session")
+def hub():
+    server = LoopbackHub().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def hub_env(hub, monkeypatch, tmp_path):
+    """Point samplm at the loopback Hub (``HF_ENDPOINT``, read at call time), no local adapters."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("SAMPLM_ADAPTERS_DIR", str(tmp_path / "no-local-adapters"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("SAMPLM_HUB_NAMESPACE", raising=False)
+    return hub

@@ -1,0 +1,104 @@
+"""Resolution of adapter names against a real HTTP Hub served on loopback (no mocking)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplm import AdapterNotFoundError, PromptAdapter
+from samplm.constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
+
+
+def _same(a: PromptAdapter, b: PromptAdapter) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_push_then_load_by_repo_id(hub_env, adapter_factory, tmp_path):
+    adapter = adapter_factory("nose", seed=1)
+    url = adapter.push_to_hub("acme/nose-adapter", token="hf_test")
+    assert "/acme/nose-adapter/commit/" in url
+    _oid, files = hub_env.repos["acme/nose-adapter"].commits[-1]
+    assert set(files) == {CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME}
+    assert any("library_name: samplm" in card for card in hub_env.validated_cards)
+    loaded = PromptAdapter.load("acme/nose-adapter", cache_dir=tmp_path / "cache")
+    assert loaded.task == "nose" and _same(adapter, loaded)
+
+
+def test_revision_pinning(hub_env, adapter_factory, tmp_path):
+    first, second = adapter_factory("lips", seed=1), adapter_factory("lips", seed=2)
+    first.push_to_hub("acme/lips")
+    first_oid = hub_env.repos["acme/lips"].commits[-1][0]
+    second.push_to_hub("acme/lips")
+    cache = tmp_path / "cache"
+    assert _same(PromptAdapter.load("acme/lips", cache_dir=cache), second)
+    assert _same(PromptAdapter.load(f"acme/lips@{first_oid}", cache_dir=cache), first)
+    assert _same(PromptAdapter.load("acme/lips", revision=first_oid, cache_dir=cache), first)
+
+
+def test_short_name_uses_namespace_argument_then_env(hub_env, adapter_factory, tmp_path, monkeypatch):
+    adapter = adapter_factory("brow", seed=4)
+    hub_env.commit("samplm/brow", {})  # the default namespace exists but lacks the files
+    adapter.push_to_hub("myorg/brow")
+    cache = tmp_path / "cache"
+    with pytest.raises(AdapterNotFoundError) as info:
+        PromptAdapter.load("brow", cache_dir=cache)
+    assert "samplm/brow" in str(info.value)
+    assert _same(PromptAdapter.load("brow", namespace="myorg", cache_dir=cache), adapter)
+    monkeypatch.setenv("SAMPLM_HUB_NAMESPACE", "myorg")
+    assert _same(PromptAdapter.load("brow", cache_dir=cache), adapter)
+
+
+def test_short_name_prefers_local_adapters_dir(hub_env, adapter_factory, tmp_path, monkeypatch):
+    local = adapter_factory("ear", seed=5)
+    local.save_pretrained(tmp_path / "adapters" / "ear")
+    adapter_factory("ear", seed=6).push_to_hub("samplm/ear")
+    monkeypatch.setenv("SAMPLM_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    assert _same(PromptAdapter.load("ear", cache_dir=tmp_path / "cache"), local)
+    explicit = PromptAdapter.load("ear", adapters_dir=tmp_path / "adapters", cache_dir=tmp_path / "c2")
+    assert _same(explicit, local)
+
+
+def test_offline_uses_cache_only(hub_env, adapter_factory, tmp_path, monkeypatch):
+    adapter = adapter_factory("skin", seed=7)
+    adapter.push_to_hub("acme/skin")
+    cache = tmp_path / "cache"
+    PromptAdapter.load("acme/skin", cache_dir=cache)  # populate the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub_env.requests)
+    assert _same(PromptAdapter.load("acme/skin", cache_dir=cache), adapter)
+    assert len(hub_env.requests) == before  # nothing was sent
+    with pytest.raises(AdapterNotFoundError, match="offline"):
+        PromptAdapter.load("acme/skin", cache_dir=tmp_path / "empty-cache")
+
+
+def test_not_found_lists_every_place_tried(hub_env, tmp_path):
+    with pytest.raises(AdapterNotFoundError) as info:
+        PromptAdapter.load("nothing-here", cache_dir=tmp_path / "cache")
+    tried = info.value.tried
+    assert len(tried) == 3
+    assert "local path nothing-here" in tried[0]
+    assert "no-local-adapters" in tried[1]
+    assert "hub samplm/nothing-here" in tried[2] and hub_env.endpoint in tried[2]
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_revision_and_missing_repo(hub_env, adapter_factory, tmp_path):
+    adapter_factory("neck").push_to_hub("acme/neck")
+    with pytest.raises(AdapterNotFoundError, match="RevisionNotFound|Revision"):
+        PromptAdapter.load("acme/neck@" + "0" * 40, cache_dir=tmp_path / "c")
+    with pytest.raises(AdapterNotFoundError, match="acme/absent"):
+        PromptAdapter.load("acme/absent", cache_dir=tmp_path / "c")
+
+
+def test_local_directory_missing_files_is_reported(tmp_path, hub_env):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / CONFIG_NAME).write_text("{}")
+    with pytest.raises(AdapterNotFoundError, match="missing adapter_model.safetensors"):
+        PromptAdapter.load(tmp_path / "half")
+
+
+def test_push_rejects_bad_repo_id(adapter_factory, hub_env):
+    with pytest.raises(ValueError, match="org/name"):
+        adapter_factory().push_to_hub("not a repo")

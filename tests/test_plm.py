@@ -1,0 +1,119 @@
+"""The Prompt Learning Module and Point Matching Module: sizes, identity at init, caching, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplm.modeling import PointMatchingModule, PromptLearningModule
+
+
+def test_plm_parameter_count_matches_paper():
+    plm = PromptLearningModule()
+    count = sum(p.numel() for p in plm.parameters())
+    assert count == 1_578_752
+    assert abs(count - 1_600_000) / 1_600_000 < 0.02  # paper, Table 4: 1.6M
+
+
+@pytest.mark.parametrize("num_tokens", [2, 3, 5])  # 1 click + pad, box corners + 1 point, 4 clicks + pad
+def test_fresh_plm_is_exact_identity(num_tokens):
+    plm = PromptLearningModule()
+    tokens = torch.randn(4, num_tokens, 256)
+    image = torch.randn(1, 256, 8, 8)
+    pe = torch.randn(1, 256, 8, 8)
+    out = plm(tokens, image, pe)
+    assert torch.equal(out, tokens)
+
+
+def _trained_plm(seed=0) -> PromptLearningModule:
+    torch.manual_seed(seed)
+    plm = PromptLearningModule()
+    torch.nn.init.normal_(plm.norm_out.weight)
+    torch.nn.init.normal_(plm.norm_out.bias)
+    return plm.eval()
+
+
+def test_cached_context_equals_direct_forward():
+    plm = _trained_plm()
+    tokens, image, pe = torch.randn(3, 2, 256), torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8)
+    direct = plm(tokens, image, pe)
+    cached = plm(tokens, context=plm.image_context(image, pe))
+    assert not torch.equal(direct, tokens)
+    torch.testing.assert_close(direct, cached, rtol=0, atol=0)
+
+
+def test_per_prompt_images_match_one_at_a_time():
+    plm = _trained_plm()
+    tokens, images = torch.randn(3, 2, 256), torch.randn(3, 256, 8, 8)
+    pe = torch.randn(1, 256, 8, 8)
+    batched = plm(tokens, images, pe)
+    for i in range(3):
+        single = plm(tokens[i : i + 1], images[i : i + 1], pe)
+        torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-5, atol=1e-5)
+
+
+def test_plm_depends_on_image_and_is_permutation_equivariant():
+    plm = _trained_plm()
+    tokens, pe = torch.randn(1, 3, 256), torch.randn(1, 256, 8, 8)
+    a = plm(tokens, torch.randn(1, 256, 8, 8), pe)
+    b = plm(tokens, torch.randn(1, 256, 8, 8), pe)
+    assert not torch.allclose(a, b)
+    perm = torch.tensor([2, 0, 1])
+    image = torch.randn(1, 256, 8, 8)
+    torch.testing.assert_close(plm(tokens[:, perm], image, pe), plm(tokens, image, pe)[:, perm])
+
+
+def test_gradients_reach_every_parameter_after_first_step():
+    plm = PromptLearningModule()
+    tokens, image, pe = torch.randn(2, 2, 256), torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8)
+    plm(tokens, image, pe).pow(2).sum().backward()
+    with_grad = {n for n, p in plm.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    # Zero-initialised output LayerNorm: only its gain and bias receive gradient at step 0 ...
+    assert with_grad == {"norm_out.weight", "norm_out.bias"}
+    with torch.no_grad():
+        plm.norm_out.weight.fill_(0.1)
+    plm.zero_grad()
+    plm(tokens, image, pe).pow(2).sum().backward()
+    # ... and once it is non-zero every parameter does.
+    missing = [n for n, p in plm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("tokens", "image", "pe", "match"),
+    [
+        (torch.randn(2, 256), torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8), "tokens must be"),
+        (torch.randn(2, 2, 128), torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8), "tokens must be"),
+        (torch.randn(2, 2, 256), torch.randn(1, 128, 8, 8), torch.randn(1, 128, 8, 8), "image_embedding"),
+        (torch.randn(2, 2, 256), torch.randn(1, 256, 8, 8), torch.randn(1, 256, 4, 4), "image_pe"),
+        (torch.randn(2, 2, 256), torch.randn(3, 256, 8, 8), torch.randn(1, 256, 8, 8), "prompt batch"),
+    ],
+)
+def test_plm_shape_errors(tokens, image, pe, match):
+    with pytest.raises(ValueError, match=match):
+        PromptLearningModule()(tokens, image, pe)
+
+
+def test_plm_needs_image_or_context():
+    with pytest.raises(ValueError, match="precomputed context"):
+        PromptLearningModule()(torch.randn(1, 2, 256))
+
+
+def test_pmm_size_and_output_range():
+    pmm = PointMatchingModule()
+    count = sum(p.numel() for p in pmm.parameters())
+    assert abs(count - 1_200_000) / 1_200_000 < 0.05  # paper, Table 4: 1.2M
+    out = pmm(torch.randn(3, 20, 256) * 100)
+    assert out.shape == (3, 20, 2)
+    assert out.abs().max() <= pmm.max_offset
+
+
+def test_pmm_attends_across_points_of_one_contour():
+    pmm = PointMatchingModule().eval()
+    feats = torch.randn(2, 20, 256)
+    base = pmm(feats)
+    changed = feats.clone()
+    changed[0, 5] += 3.0 * torch.randn(256)  # perturb one point of contour 0
+    out = pmm(changed)
+    assert not torch.allclose(out[0, 6], base[0, 6])  # other points of the same contour react
+    torch.testing.assert_close(out[1], base[1])  # the other contour does not

@@ -1,0 +1,265 @@
+"""CustomSamPredictor: bit-identity with SamPredictor, hot swap, caching, isolation, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from samplm import (
+    CustomSamPredictor,
+    ImageNotSetError,
+    PromptAdapter,
+    PromptError,
+    UnknownAdapterError,
+    decode_prompts,
+)
+
+PROMPTS = {
+    "point": {"point_coords": np.array([[40.0, 30.0]]), "point_labels": np.array([1])},
+    "points": {"point_coords": np.array([[40.0, 30.0], [100.0, 70.0]]), "point_labels": np.array([1, 0])},
+    "box": {"box": np.array([25.0, 15.0, 95.0, 65.0])},
+    "point+box": {
+        "point_coords": np.array([[50.0, 40.0]]),
+        "point_labels": np.array([1]),
+        "box": np.array([25.0, 15.0, 95.0, 65.0]),
+    },
+}
+
+
+@pytest.fixture()
+def pair(tiny_sam, image):
+    plain, custom = SamPredictor(tiny_sam), CustomSamPredictor(tiny_sam)
+    plain.set_image(image)
+    custom.set_image(image)
+    return plain, custom
+
+
+def _assert_identical(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y) if isinstance(x, np.ndarray) else torch.equal(x, y)
+
+
+@pytest.mark.parametrize("prompt", sorted(PROMPTS))
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("logits", [True, False])
+def test_no_adapter_is_bit_identical(pair, prompt, multimask, logits):
+    plain, custom = pair
+    kwargs = dict(PROMPTS[prompt], multimask_output=multimask, return_logits=logits)
+    _assert_identical(plain.predict(**kwargs), custom.predict(**kwargs))
+
+
+def test_no_adapter_bit_identical_with_mask_input(pair):
+    plain, custom = pair
+    _, _, low_res = plain.predict(**PROMPTS["point"], multimask_output=False)
+    kwargs = dict(PROMPTS["point"], mask_input=low_res, multimask_output=False)
+    _assert_identical(plain.predict(**kwargs), custom.predict(**kwargs))
+
+
+def _batched(predictor):
+    coords = torch.tensor([[[40.0, 30.0]], [[100.0, 70.0]], [[60.0, 50.0]]])
+    coords = predictor.transform.apply_coords_torch(coords, predictor.original_size)
+    labels = torch.ones(3, 1, dtype=torch.int)
+    boxes = predictor.transform.apply_boxes_torch(
+        torch.tensor([[25.0, 15.0, 95.0, 65.0]] * 3), predictor.original_size
+    )
+    return coords, labels, boxes
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_no_adapter_bit_identical_predict_torch(pair, multimask):
+    plain, custom = pair
+    coords, labels, boxes = _batched(plain)
+    for args in ((coords, labels, None), (None, None, boxes), (coords, labels, boxes)):
+        _assert_identical(
+            plain.predict_torch(*args, multimask_output=multimask),
+            custom.predict_torch(*args, multimask_output=multimask),
+        )
+
+
+def test_disabled_adapter_is_bit_identical(pair, adapter_factory):
+    plain, custom = pair
+    custom.load_adapter(adapter_factory("nose"))
+    assert custom.active_adapter == "nose"
+    with custom.disable_adapter():
+        assert custom.active_adapter is None
+        _assert_identical(plain.predict(**PROMPTS["point"]), custom.predict(**PROMPTS["point"]))
+    assert custom.active_adapter == "nose"
+    assert not np.array_equal(plain.predict(**PROMPTS["point"])[2], custom.predict(**PROMPTS["point"])[2])
+
+
+def test_fresh_adapter_gives_plain_sam_output(pair):
+    plain, custom = pair
+    custom.load_adapter(PromptAdapter(), "fresh")
+    _assert_identical(plain.predict(**PROMPTS["points"]), custom.predict(**PROMPTS["points"]))
+
+
+def test_adapter_output_matches_uncached_reference(pair, adapter_factory, tiny_sam):
+    _, custom = pair
+    adapter = adapter_factory("nose")
+    custom.load_adapter(adapter)
+    coords, labels, _ = _batched(custom)
+    _masks, iou, low_res = custom.predict_torch(coords, labels, multimask_output=True)
+    with torch.no_grad():
+        reference = decode_prompts(
+            tiny_sam, custom.features, point_coords=coords, point_labels=labels, plm=adapter.plm
+        )
+    torch.testing.assert_close(low_res, reference.low_res_logits, rtol=0, atol=0)
+    torch.testing.assert_close(iou, reference.iou_predictions, rtol=0, atol=0)
+
+
+def test_hot_swap_never_reencodes(pair, adapter_factory, tiny_sam, image):
+    _, custom = pair
+    calls = []
+    handle = tiny_sam.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        custom.set_image(image)
+        features = custom.features
+        custom.load_adapter(adapter_factory("nose", seed=1))
+        custom.load_adapter(adapter_factory("banner", seed=2))
+        assert custom.adapters == ["nose", "banner"] and custom.active_adapter == "nose"
+        nose_1 = custom.predict(**PROMPTS["point"])
+        custom.set_adapter("banner")
+        banner = custom.predict(**PROMPTS["point"])
+        custom.set_adapter("nose")
+        nose_2 = custom.predict(**PROMPTS["point"])
+        with custom.disable_adapter():
+            plain = custom.predict(**PROMPTS["point"])
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and custom.features is features
+    _assert_identical(nose_1, nose_2)
+    assert not np.array_equal(nose_1[2], banner[2])
+    assert not np.array_equal(nose_1[2], plain[2])
+
+
+def test_new_image_refreshes_adapter_cache(tiny_sam, image, adapter_factory):
+    custom = CustomSamPredictor(tiny_sam)
+    custom.load_adapter(adapter_factory("nose"))
+    custom.set_image(image)
+    custom.predict(**PROMPTS["point"])
+    other = np.ascontiguousarray(image[::-1])
+    custom.set_image(other)
+    fresh = CustomSamPredictor(tiny_sam)
+    fresh.load_adapter(adapter_factory("nose"))
+    fresh.set_image(other)
+    _assert_identical(custom.predict(**PROMPTS["point"]), fresh.predict(**PROMPTS["point"]))
+
+
+def test_modified_adapter_weights_refresh_cache(pair, adapter_factory):
+    _, custom = pair
+    adapter = adapter_factory("nose")
+    custom.load_adapter(adapter)
+    before = custom.predict(**PROMPTS["point"])
+    with torch.no_grad():
+        custom.get_adapter("nose").plm.cross_attn.k_proj.weight.mul_(3.0)
+    after = custom.predict(**PROMPTS["point"])
+    assert not np.array_equal(before[2], after[2])
+
+
+def test_other_predictors_on_same_sam_are_unaffected(tiny_sam, image, adapter_factory):
+    plain = SamPredictor(tiny_sam)
+    plain.set_image(image)
+    before = plain.predict(**PROMPTS["point"])
+    custom = CustomSamPredictor(tiny_sam)
+    custom.load_adapter(adapter_factory("nose"))
+    custom.set_image(image)
+    custom.predict(**PROMPTS["point"])
+    _assert_identical(before, plain.predict(**PROMPTS["point"]))
+    decoder = tiny_sam.mask_decoder
+    assert not decoder._forward_pre_hooks and not decoder._forward_hooks
+    assert type(decoder).forward is type(decoder).__dict__["forward"]
+
+
+def test_load_by_path_name_default_and_activation(tmp_path, tiny_sam, adapter_factory):
+    adapter_factory("nose", seed=1).save_pretrained(tmp_path / "nose")
+    adapter_factory("banner", seed=2).save_pretrained(tmp_path / "banner")
+    custom = CustomSamPredictor(tiny_sam)
+    assert custom.load_adapter(tmp_path / "nose") == "nose"
+    assert custom.load_adapter(str(tmp_path / "banner"), adapter_name="flag") == "flag"
+    assert custom.active_adapter == "nose"
+    custom.load_adapter(tmp_path / "banner", adapter_name="b2", activate=True)
+    assert custom.active_adapter == "b2"
+    with pytest.raises(ValueError, match="already loaded"):
+        custom.load_adapter(tmp_path / "nose")
+    custom.load_adapter(tmp_path / "nose", replace=True)
+    custom.delete_adapter("b2")
+    assert custom.active_adapter is None and custom.adapters == ["nose", "flag"]
+
+
+def test_adapter_follows_model_device_and_dtype(tiny_sam, adapter_factory):
+    sam64 = copy.deepcopy(tiny_sam).double()
+    custom = CustomSamPredictor(sam64)
+    custom.load_adapter(adapter_factory("nose"))
+    params = list(custom.get_adapter("nose").parameters())
+    assert all(p.dtype == torch.float64 and not p.requires_grad for p in params)
+
+
+def test_strict_fingerprint(tiny_sam, other_sam, adapter_factory):
+    from samplm import AdapterCompatibilityError, FingerprintMismatchWarning
+
+    adapter = adapter_factory("nose")
+    adapter.bind_base_model(other_sam)
+    with pytest.warns(FingerprintMismatchWarning):
+        CustomSamPredictor(tiny_sam).load_adapter(adapter)
+    with pytest.raises(AdapterCompatibilityError):
+        CustomSamPredictor(tiny_sam, strict=True).load_adapter(adapter)
+    with pytest.raises(AdapterCompatibilityError):
+        CustomSamPredictor(tiny_sam).load_adapter(adapter, strict=True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_predict_without_image(tiny_sam):
+    custom = CustomSamPredictor(tiny_sam)
+    with pytest.raises(ImageNotSetError, match="set_image"):
+        custom.predict(**PROMPTS["point"])
+    with pytest.raises(RuntimeError):
+        custom.predict_torch(None, None, boxes=torch.zeros(1, 4))
+
+
+def test_unknown_adapter(pair):
+    _, custom = pair
+    with pytest.raises(UnknownAdapterError, match="'nose'.*loaded: none"):
+        custom.set_adapter("nose")
+    with pytest.raises(KeyError):
+        custom.delete_adapter("nose")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"point_labels": np.array([1])}, "without point_coords"),
+        ({"point_coords": np.array([[1.0, 2.0]])}, "without point_labels"),
+        ({"point_coords": np.array([1.0, 2.0]), "point_labels": np.array([1])}, "N x 2"),
+        ({"point_coords": np.array([[1.0, 2.0]]), "point_labels": np.array([1, 1])}, "must have shape"),
+        ({"point_coords": np.array([[1.0, 2.0]]), "point_labels": np.array([7])}, "labels must be"),
+        ({"point_coords": np.array([[130.0, 20.0]]), "point_labels": np.array([1])}, "outside the image"),
+        ({"point_coords": np.array([[10.0, -1.0]]), "point_labels": np.array([1])}, "outside the image"),
+        ({"point_coords": np.array([[np.nan, 1.0]]), "point_labels": np.array([1])}, "NaN"),
+        ({"box": np.array([10.0, 10.0, 5.0, 20.0])}, "x1 <= x2"),
+        ({"box": np.array([10.0, 10.0, 20.0])}, "shape"),
+        ({"box": np.array([0.0, 0.0, 200.0, 20.0])}, "outside the image"),
+        ({"box": np.array([0.0, 0.0, 20.0, 20.0]), "mask_input": np.zeros((1, 256, 256))}, "mask_input"),
+    ],
+)
+def test_bad_prompts(pair, kwargs, match):
+    _, custom = pair
+    with pytest.raises(PromptError, match=match):
+        custom.predict(**kwargs)
+
+
+def test_bad_batched_prompts(pair):
+    _, custom = pair
+    coords, labels, boxes = _batched(custom)
+    with pytest.raises(PromptError, match="disagree"):
+        custom.predict_torch(coords, labels, boxes[:2])
+    with pytest.raises(PromptError, match="B x N x 2"):
+        custom.predict_torch(coords[0], labels[0])
+    with pytest.raises(PromptError, match="outside the resized input frame"):
+        custom.predict_torch(coords + 500, labels)
