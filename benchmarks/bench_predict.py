@@ -69,7 +69,8 @@ def main() -> None:
         later_loads = [timed(lambda p=p: custom.load_adapter(p)) for p in paths[1:]]
     custom.set_adapter("task0")
     names = custom.adapters
-    switch = [timed(lambda n=names[i % len(names)]: custom.set_adapter(n)) for i in range(2000)]
+    cycle = [names[i % len(names)] for i in range(2000)]
+    switch = [timed(lambda n=name: custom.set_adapter(n)) for name in cycle]
     custom.set_adapter("task0")
 
     click = {"point_coords": np.array([[320.0, 240.0]]), "point_labels": np.array([1])}
@@ -94,7 +95,8 @@ def main() -> None:
     )
     print(f"set_adapter (warm): median {1e6 * statistics.median(switch):.2f} us   target < 1 ms")
     print(
-        f"first predict on a new image with an adapter (builds its per-image cache): {1000 * first_predict:.1f} ms"
+        "first predict on a new image with an adapter (builds its per-image cache): "
+        f"{1000 * first_predict:.1f} ms"
     )
     print(f"\n{'case':34} {'SamPredictor':>14} {'Custom+adapter':>15} {'ratio':>7}")
     for name, (run_plain, run_custom) in cases.items():

@@ -88,7 +88,8 @@ def main() -> None:
             masks, scores, _ = predictor.predict(**click)
             best = int(np.argmax(scores))
             print(
-                f"plain SAM           | best mask {best} area {int(masks[best].sum())} px, score {scores[best]:.3f}"
+                f"plain SAM           | best mask {best} area {int(masks[best].sum())} px, "
+                f"score {scores[best]:.3f}"
             )
         print(f"adapters loaded: {predictor.adapters}, active: {predictor.active_adapter!r}")
 
