@@ -66,5 +66,23 @@ class UnknownAdapterError(SamplmError, KeyError):
         return self.args[0]
 
 
+class DataError(SamplmError, ValueError):
+    """A dataset file is missing or unreadable, or an annotation is invalid.
+
+    Args:
+        path: the offending file.
+        problem: what is wrong, in one sentence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class SkippedDataWarning(UserWarning):
+    """Some annotations were skipped while reading a dataset (the message counts them by reason)."""
+
+
 class FingerprintMismatchWarning(UserWarning):
     """The adapter was trained against a SAM whose prompt encoder / mask decoder differ from this one."""

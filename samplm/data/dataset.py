@@ -1,0 +1,129 @@
+"""``InstanceDataset``: a list of :class:`Instance` with selection, seeded splits and skip accounting."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, SkippedDataWarning
+from .instance import Instance
+
+
+class SkipLog:
+    """Collects skipped annotations by reason; in strict mode the first problem raises instead."""
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def skip(self, reason: str, where: str | Path) -> None:
+        if self.strict:
+            raise DataError(where, reason)
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, str(where))
+
+
+@dataclass
+class InstanceDataset:
+    """Annotated instances read from one source.
+
+    Attributes:
+        instances: the records, in a deterministic order.
+        skipped: number of annotations skipped, by reason.
+        skipped_examples: one offending file per reason.
+        source: where they were read from (for messages).
+    """
+
+    instances: list[Instance]
+    skipped: Counter[str] = field(default_factory=Counter)
+    skipped_examples: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_log(cls, instances: list[Instance], log: SkipLog, source: str) -> InstanceDataset:
+        dataset = cls(list(instances), Counter(log.counts), dict(log.examples), source)
+        dataset.warn_skipped()
+        return dataset
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(self.instances)
+
+    def __getitem__(self, index: int) -> Instance:
+        return self.instances[index]
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({inst.category for inst in self.instances})
+
+    def image_paths(self) -> list[Path]:
+        """Distinct images, sorted."""
+        return sorted({inst.image_path for inst in self.instances})
+
+    def by_image(self) -> dict[Path, list[Instance]]:
+        """Instances grouped by image, images sorted."""
+        groups: dict[Path, list[Instance]] = {}
+        for inst in sorted(self.instances, key=lambda i: (str(i.image_path), i.instance_id)):
+            groups.setdefault(inst.image_path, []).append(inst)
+        return groups
+
+    def select(self, categories: Sequence[str] | None) -> InstanceDataset:
+        """Keep the given categories; an unknown name is an error that lists the available ones."""
+        if not categories:
+            return self
+        available = set(self.categories)
+        unknown = sorted(set(categories) - available)
+        if unknown:
+            raise DataError(
+                self.source,
+                f"unknown categories {unknown}; available: {sorted(available)}",
+            )
+        wanted = set(categories)
+        return InstanceDataset(
+            [i for i in self.instances if i.category in wanted],
+            self.skipped,
+            self.skipped_examples,
+            self.source,
+        )
+
+    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+        """Deterministic split **by image** (all instances of an image land on the same side).
+
+        Images are sorted by path, shuffled with ``numpy.random.default_rng(seed)``, and the first
+        ``round(val_fraction * n_images)`` go to validation (at least one when ``val_fraction > 0``).
+        """
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        images = self.image_paths()
+        order = np.random.default_rng(seed).permutation(len(images))
+        n_val = round(val_fraction * len(images))
+        if val_fraction > 0 and len(images) > 1:
+            n_val = min(max(n_val, 1), len(images) - 1)
+        val_images = {images[i] for i in order[:n_val]}
+        train = [i for i in self.instances if i.image_path not in val_images]
+        val = [i for i in self.instances if i.image_path in val_images]
+        return (
+            InstanceDataset(train, self.skipped, self.skipped_examples, self.source),
+            InstanceDataset(val, Counter(), {}, self.source),
+        )
+
+    def warn_skipped(self) -> None:
+        """Issue one :class:`SkippedDataWarning` summarising what was skipped (if anything)."""
+        if not self.skipped:
+            return
+        total = sum(self.skipped.values())
+        reasons = "; ".join(
+            f"{count} {reason} (e.g. {self.skipped_examples.get(reason, '?')})"
+            for reason, count in self.skipped.most_common()
+        )
+        warnings.warn(
+            f"{self.source}: skipped {total} annotation(s): {reasons}", SkippedDataWarning, stacklevel=3
+        )

@@ -1,0 +1,220 @@
+"""Dataset readers: COCO, VOC, mask folders, CelebAMask-HQ; image modes; splits; skip accounting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samplm.data import load_image, read_celebamask, read_coco, read_dataset, read_mask_folder, read_voc
+from samplm.errors import DataError, SkippedDataWarning
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PLATES = SHARED / "car_license_plate_andrewmvd"
+PERSEG = SHARED / "perseg_persam_examples"
+
+
+def _save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- COCO
+
+
+@pytest.fixture()
+def coco(tmp_path):
+    _save(tmp_path / "img" / "a.png", np.zeros((20, 30, 3), np.uint8))
+    mask = np.zeros((20, 30), bool)
+    mask[5:9, 2:12] = True
+    import pycocotools.mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode()
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+                   {"id": 2, "file_name": "missing.png", "height": 20, "width": 30}],
+        "categories": [{"id": 7, "name": "plate"}, {"id": 8, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [3, 4, 10, 5], "iscrowd": 0,
+             "segmentation": [[3, 4, 13, 4, 13, 9, 3, 9]]},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [2, 5, 10, 4], "iscrowd": 0, "segmentation": rle},
+            {"id": 3, "image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1], "iscrowd": 1, "segmentation": rle},
+            {"id": 4, "image_id": 2, "category_id": 7, "bbox": [0, 0, 5, 5], "iscrowd": 0,
+             "segmentation": [[0, 0, 5, 0, 5, 5]]},
+            {"id": 5, "image_id": 1, "category_id": 8, "bbox": [0, 0, 5, 5], "iscrowd": 0,
+             "segmentation": [[0, 0, 1, 0, 1, 1]]},
+            {"id": 6, "image_id": 1, "category_id": 8, "bbox": [0, 0, 5, 5], "iscrowd": 0, "segmentation": []},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path, mask
+
+
+def test_coco_polygons_rle_and_xywh_boxes(coco):
+    path, rle_mask = coco
+    with pytest.warns(SkippedDataWarning, match="crowd annotation") as record:
+        dataset = read_coco(path, path.parent / "img")
+    message = str(record[0].message)
+    assert "image file missing" in message and "mask smaller than 4 px" in message
+    assert "missing or malformed segmentation" in message
+    assert [i.instance_id for i in dataset] == ["coco:1", "coco:2"]
+    polygon, rle = dataset.instances
+    assert polygon.box == (3.0, 4.0, 13.0, 9.0)  # XYWH [3, 4, 10, 5] -> XYXY
+    expected = np.zeros((20, 30), bool)
+    expected[4:9, 3:13] = True
+    assert np.array_equal(polygon.mask(20, 30), expected)
+    assert np.array_equal(rle.mask(20, 30), rle_mask)
+    assert dataset.skipped["crowd annotation"] == 1
+
+
+def test_coco_category_selection_and_errors(coco, tmp_path):
+    path, _ = coco
+    with pytest.warns(SkippedDataWarning):
+        cars = read_coco(path, path.parent / "img", categories=["car"])
+    assert len(cars) == 0 and cars.skipped["mask smaller than 4 px"] == 1
+    with pytest.raises(DataError, match=r"unknown categories \['bus'\]; available: \['car', 'plate'\]"):
+        read_coco(path, path.parent / "img", categories=["bus"])
+    with pytest.raises(DataError, match=r"annotation id 3\): crowd annotation"):
+        read_coco(path, path.parent / "img", strict=True)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(DataError, match="not a COCO instances file"):
+        read_coco(bad)
+
+
+# ---------------------------------------------------------------- VOC
+
+
+def test_voc_license_plates():
+    dataset = read_voc(PLATES / "annotations")
+    assert len(dataset) == 471 and len(dataset.image_paths()) == 433
+    assert dataset.categories == ["licence"]
+    first = next(i for i in dataset if i.instance_id == "voc:Cars0:0")
+    assert first.box == (181.0, 140.0, 335.0, 194.0)
+    mask = first.mask(300, 400)
+    assert mask.sum() == 154 * 54 and mask[140, 181] and not mask[139, 181] and not mask[140, 335]
+
+
+def test_voc_broken_files_are_counted(tmp_path):
+    ann, img = tmp_path / "annotations", tmp_path / "images"
+    _save(img / "x.jpg", np.zeros((10, 10, 3), np.uint8))
+    ann.mkdir()
+    (ann / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><size><width>10</width><height>10</height></size>"
+        "<object><name>p</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>8</xmax><ymax>6</ymax></bndbox></object>"
+        "<object><name>p</name><bndbox><xmin>5</xmin><ymin>2</ymin><xmax>5</xmax><ymax>6</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    (ann / "y.xml").write_text("<annotation><filename>nope.jpg</filename></annotation>")
+    (ann / "z.xml").write_text("<annotation")
+    with pytest.warns(SkippedDataWarning) as record:
+        dataset = read_voc(ann)
+    assert len(dataset) == 1
+    assert dataset.skipped["degenerate box"] == 1 and dataset.skipped["image file missing"] == 1
+    assert any("unreadable XML" in reason for reason in dataset.skipped)
+    assert "skipped 3 annotation(s)" in str(record[0].message)
+
+
+# ---------------------------------------------------------------- mask folders
+
+
+def test_perseg_layout():
+    dataset = read_mask_folder(PERSEG / "Images", PERSEG / "Annotations")
+    assert len(dataset) == 9 and dataset.categories == ["cat", "colorful_sneaker", "duck_toy"]
+    cats = read_dataset("masks", PERSEG / "Annotations", images=PERSEG / "Images", categories=["cat"])
+    assert len(cats) == 3
+    image = load_image(cats[0].image_path)
+    mask = cats[0].mask(*image.shape[:2])
+    assert 0.05 < mask.mean() < 0.9
+
+
+def test_label_map_and_per_instance_files(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _save(images / "a.png", np.zeros((8, 8, 3), np.uint8))
+    _save(images / "b.png", np.zeros((8, 8, 3), np.uint8))
+    _save(images / "c.png", np.zeros((8, 8, 3), np.uint8))
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:4, :4], labels[4:, 4:] = 1, 2
+    _save(masks / "a.png", labels)
+    one = np.zeros((8, 8), np.uint8)
+    one[1:5, 1:5] = 255
+    _save(masks / "b_0.png", one)
+    _save(masks / "b_1.png", 255 - one)
+    with pytest.warns(SkippedDataWarning, match="image without a mask file"):
+        dataset = read_mask_folder(images, masks)
+    assert [i.instance_id for i in dataset] == [
+        "mask:a.png:1",
+        "mask:a.png:2",
+        "mask:b_0.png",
+        "mask:b_1.png",
+    ]
+    assert dataset[1].mask(8, 8).sum() == 16 and dataset[2].mask(8, 8).sum() == 16
+    with pytest.raises(DataError, match="is 8x8 but the image is 16x16"):
+        dataset[0].mask(16, 16)
+
+
+# ---------------------------------------------------------------- CelebAMask-HQ
+
+
+def test_celebamask_layout(tmp_path):
+    _save(tmp_path / "CelebA-HQ-img" / "3.jpg", np.zeros((16, 16, 3), np.uint8))
+    nose = np.zeros((8, 8), np.uint8)
+    nose[2:4, 3:5] = 255
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00003_nose.png", nose)
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00003_skin.png", 255 - nose)
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00009_nose.png", nose)
+    with pytest.warns(SkippedDataWarning, match="image file missing"):
+        dataset = read_celebamask(tmp_path, categories=["nose"])
+    assert len(dataset) == 1 and dataset[0].category == "nose"
+    mask = dataset[0].mask(16, 16)  # 8 x 8 mask resized to the 16 x 16 image
+    assert mask.sum() == 16 and mask[4:8, 6:10].all()
+    with pytest.raises(DataError, match="unknown parts"):
+        read_celebamask(tmp_path, categories=["beard"])
+
+
+# ---------------------------------------------------------------- images, splits
+
+
+def test_image_modes(tmp_path):
+    gray = _save(tmp_path / "g.png", np.full((4, 5), 100, np.uint8))
+    rgba = _save(tmp_path / "a.png", np.full((4, 5, 4), 50, np.uint8))
+    deep = tmp_path / "d.png"
+    Image.fromarray(np.full((4, 5), 65535, np.uint16)).save(deep)
+    for path, value in ((gray, 100), (rgba, 50), (deep, 255)):
+        image = load_image(path)
+        assert image.shape == (4, 5, 3) and image.dtype == np.uint8 and (image == value).all()
+    with pytest.raises(DataError, match="does not exist"):
+        load_image(tmp_path / "none.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="cannot be read"):
+        load_image(tmp_path / "junk.png")
+
+
+def test_exif_orientation(tmp_path):
+    array = np.zeros((4, 6, 3), np.uint8)
+    array[0, 0] = 255
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rot.jpg"
+    image.save(path, exif=exif, quality=100)
+    assert load_image(path).shape == (6, 4, 3)
+    assert load_image(path, expected_size=(4, 6)).shape == (4, 6, 3)  # annotations on raw pixels
+
+
+def test_split_is_deterministic_and_by_image():
+    dataset = read_voc(PLATES / "annotations")
+    train, val = dataset.split(0.2, seed=0)
+    again_train, again_val = dataset.split(0.2, seed=0)
+    assert [i.instance_id for i in val] == [i.instance_id for i in again_val]
+    assert len(val.image_paths()) == 87 and len(train.image_paths()) == 346
+    assert not set(train.image_paths()) & set(val.image_paths())
+    assert len(train) + len(val) == len(dataset)
+    _, other_val = dataset.split(0.2, seed=1)
+    assert set(other_val.image_paths()) != set(val.image_paths())
