@@ -36,21 +36,62 @@ def coco(tmp_path):
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode()
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30},
-                   {"id": 2, "file_name": "missing.png", "height": 20, "width": 30}],
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+            {"id": 2, "file_name": "missing.png", "height": 20, "width": 30},
+        ],
         "categories": [{"id": 7, "name": "plate"}, {"id": 8, "name": "car"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [3, 4, 10, 5], "iscrowd": 0,
-             "segmentation": [[3, 4, 13, 4, 13, 9, 3, 9]]},
-            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [2, 5, 10, 4], "iscrowd": 0, "segmentation": rle},
-            {"id": 3, "image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1], "iscrowd": 1, "segmentation": rle},
-            {"id": 4, "image_id": 2, "category_id": 7, "bbox": [0, 0, 5, 5], "iscrowd": 0,
-             "segmentation": [[0, 0, 5, 0, 5, 5]]},
-            {"id": 5, "image_id": 1, "category_id": 8, "bbox": [0, 0, 5, 5], "iscrowd": 0,
-             "segmentation": [[0, 0, 1, 0, 1, 1]]},
-            {"id": 6, "image_id": 1, "category_id": 8, "bbox": [0, 0, 5, 5], "iscrowd": 0, "segmentation": []},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [3, 4, 10, 5],
+                "iscrowd": 0,
+                "segmentation": [[3, 4, 13, 4, 13, 9, 3, 9]],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [2, 5, 10, 4],
+                "iscrowd": 0,
+                "segmentation": rle,
+            },
+            {
+                "id": 3,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [0, 0, 1, 1],
+                "iscrowd": 1,
+                "segmentation": rle,
+            },
+            {
+                "id": 4,
+                "image_id": 2,
+                "category_id": 7,
+                "bbox": [0, 0, 5, 5],
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 5, 0, 5, 5]],
+            },
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 8,
+                "bbox": [0, 0, 5, 5],
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 1, 0, 1, 1]],
+            },
+            {
+                "id": 6,
+                "image_id": 1,
+                "category_id": 8,
+                "bbox": [0, 0, 5, 5],
+                "iscrowd": 0,
+                "segmentation": [],
+            },
         ],
-    }  # fmt: skip
+    }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(data))
     return path, mask
@@ -211,7 +252,7 @@ def test_exif_orientation(tmp_path):
 def test_split_is_deterministic_and_by_image():
     dataset = read_voc(PLATES / "annotations")
     train, val = dataset.split(0.2, seed=0)
-    again_train, again_val = dataset.split(0.2, seed=0)
+    _again_train, again_val = dataset.split(0.2, seed=0)
     assert [i.instance_id for i in val] == [i.instance_id for i in again_val]
     assert len(val.image_paths()) == 87 and len(train.image_paths()) == 346
     assert not set(train.image_paths()) & set(val.image_paths())
