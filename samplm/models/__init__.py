@@ -1,5 +1,19 @@
-"""SAM models provided by samplm."""
+"""SAM models: building by type, safe checkpoint loading, the tiny SAM."""
 
+from .loading import (
+    MODEL_TYPES,
+    SAM_MODEL_TYPES,
+    build_sam,
+    build_sam_without_image_encoder,
+    load_state_dict,
+)
 from .tiny import build_sam_tiny
 
-__all__ = ["build_sam_tiny"]
+__all__ = [
+    "MODEL_TYPES",
+    "SAM_MODEL_TYPES",
+    "build_sam",
+    "build_sam_tiny",
+    "build_sam_without_image_encoder",
+    "load_state_dict",
+]

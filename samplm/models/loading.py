@@ -1,0 +1,107 @@
+"""Building SAM models by type, loading checkpoints safely, and a SAM without its image encoder.
+
+Checkpoints are read with ``map_location="cpu"`` and ``weights_only=True`` (or from safetensors), so
+CUDA-saved checkpoints load on CPU machines and no arbitrary pickled code runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
+
+from .tiny import build_sam_tiny
+
+SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
+MODEL_TYPES = (*SAM_MODEL_TYPES, "samplm_tiny")
+_DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's state dict (``.safetensors``, or a torch file with ``weights_only=True``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint {path} does not hold a state dict")
+    return dict(state)
+
+
+def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+    """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or
+    ``samplm_tiny``), with ``checkpoint`` loaded strictly if given. Returned in eval mode on CPU."""
+    if model_type == "samplm_tiny":
+        sam = build_sam_tiny()
+    elif model_type in sam_model_registry:
+        sam = sam_model_registry[model_type](checkpoint=None)
+    else:
+        raise ValueError(f"unknown model type {model_type!r}; choose one of {MODEL_TYPES}")
+    if checkpoint is not None:
+        sam.load_state_dict(load_state_dict(checkpoint), strict=True)
+    return sam.eval()
+
+
+class ImageEncoderPlaceholder(nn.Module):
+    """Stands in for SAM's image encoder when only cached embeddings are used (keeps ``img_size``)."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            "this SAM was built without its image encoder (cached embeddings only); "
+            "build the full model to encode images"
+        )
+
+
+def build_sam_without_image_encoder(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+    """SAM's prompt encoder and mask decoder only, for training/evaluating from cached embeddings.
+
+    For ``vit_h``/``vit_l``/``vit_b`` the two parts are identical in architecture (256 wide, 64 x 64
+    embedding, 1024 px input); only their weights are read from ``checkpoint``. The image encoder is
+    never built, which saves its memory (2.5 GB for ``vit_h``).
+    """
+    if model_type not in SAM_MODEL_TYPES:
+        full = build_sam(model_type, checkpoint)
+        full.image_encoder = ImageEncoderPlaceholder(full.image_encoder.img_size)
+        return full
+    dim, image_size, grid = 256, 1024, 64
+    sam = Sam(
+        image_encoder=ImageEncoderPlaceholder(image_size),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=2048, num_heads=8),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    if checkpoint is not None:
+        state = {k: v for k, v in load_state_dict(checkpoint).items() if k.startswith(_DECODER_PREFIXES)}
+        sam.load_state_dict(state, strict=False)
+        missing = [k for k in sam.state_dict() if k.startswith(_DECODER_PREFIXES) and k not in state]
+        if missing:
+            raise ValueError(
+                f"checkpoint {checkpoint} lacks {len(missing)} decoder weights, e.g. {missing[:3]}"
+            )
+    return sam.eval()

@@ -1,0 +1,108 @@
+"""Embedding cache and SAM loading: same embeddings as SamPredictor, resumable, keyed by model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from segment_anything import SamPredictor
+
+from samplm.cache import EmbeddingCache, encoder_key, sam_encoder_key
+from samplm.errors import DataError
+from samplm.fingerprint import sam_fingerprint
+from samplm.models import build_sam_without_image_encoder, load_state_dict
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(40, 60), (64, 48), (50, 50)]):
+        path = tmp_path / "imgs" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_cached_embeddings_match_predictor(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+    assert cache.build(tiny_sam, images, progress=False) == {"computed": 3, "reused": 0}
+    predictor = SamPredictor(tiny_sam)
+    for path in images:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        predictor.set_image(image)
+        entry = cache.get(path)
+        assert entry.original_size == image.shape[:2]
+        assert entry.input_size == tuple(predictor.input_size)
+        assert entry.embedding.dtype == torch.float16
+        torch.testing.assert_close(entry.embedding.float(), predictor.features, atol=2e-3, rtol=2e-3)
+    assert (cache.directory / "model.json").is_file()
+
+
+def test_build_resumes_after_interruption(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+
+    def interrupted():
+        yield images[0]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.build(tiny_sam, interrupted(), progress=False)
+    assert cache.missing(images) == [str(p) for p in images[1:]]
+    assert not list(cache.directory.rglob("*.tmp"))
+    assert cache.build(tiny_sam, images, progress=False) == {"computed": 2, "reused": 1}
+
+
+def test_cache_is_keyed_by_model_and_content(tmp_path, images, tiny_sam, other_sam):
+    root = tmp_path / "cache"
+    cache = EmbeddingCache.for_model(root, tiny_sam)
+    cache.build(tiny_sam, images[:1], progress=False)
+    other = EmbeddingCache.for_model(root, other_sam)
+    assert other.key != cache.key and not other.contains(images[0])
+    with pytest.raises(ValueError, match="does not match"):
+        cache.build(other_sam, images, progress=False)
+    with pytest.raises(KeyError, match="samplm embed"):
+        cache.get(images[1])
+    # same bytes under another name share the entry; changed bytes do not
+    copy = images[0].parent / "copy.png"
+    copy.write_bytes(images[0].read_bytes())
+    assert EmbeddingCache.for_model(root, tiny_sam).contains(copy)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(images[0])
+    assert not EmbeddingCache.for_model(root, tiny_sam).contains(images[0])
+
+
+def test_encoder_key_from_state_dict_equals_model(tiny_sam):
+    state = tiny_sam.state_dict()
+    key = encoder_key(
+        state, image_size=128, pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]
+    )
+    assert key == sam_encoder_key(tiny_sam)
+
+
+def test_corrupted_entry_is_reported(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+    cache.build(tiny_sam, images[:1], progress=False)
+    entry = next(cache.directory.rglob("*.safetensors"))
+    entry.write_bytes(entry.read_bytes()[:50])
+    with pytest.raises(DataError, match="corrupted cache entry"):
+        cache.get(images[0])
+
+
+def test_sam_without_image_encoder_loads_only_decoder_weights(tmp_path):
+    source = build_sam_without_image_encoder("vit_b")
+    torch.nn.init.normal_(source.mask_decoder.iou_token.weight)
+    state = dict(source.state_dict())
+    state["image_encoder.patch_embed.proj.weight"] = torch.zeros(2, 2)  # ignored
+    path = tmp_path / "ckpt.pth"
+    torch.save(state, path)
+    loaded = build_sam_without_image_encoder("vit_b", path)
+    assert sam_fingerprint(loaded) == sam_fingerprint(source)
+    with pytest.raises(RuntimeError, match="without its image encoder"):
+        loaded.image_encoder(torch.zeros(1, 3, 8, 8))
+    del state["mask_decoder.iou_token.weight"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="lacks 1 decoder weights"):
+        build_sam_without_image_encoder("vit_b", path)
+    assert set(load_state_dict(path)) == set(state)
