@@ -68,6 +68,10 @@ class InstanceDataset:
         """Distinct images, sorted."""
         return sorted({inst.image_path for inst in self.instances})
 
+    def expected_sizes(self) -> dict[str, tuple[int, int]]:
+        """``{image path: (H, W)}`` declared by the annotations (decides EXIF handling and cache keys)."""
+        return {str(i.image_path): i.image_size for i in self.instances if i.image_size is not None}
+
     def by_image(self) -> dict[Path, list[Instance]]:
         """Instances grouped by image, images sorted."""
         groups: dict[Path, list[Instance]] = {}
