@@ -91,6 +91,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     freeze(sam).to(device)
+    torch.manual_seed(config.seed)  # adapter initialisation (PMM) and dropout are seeded too
     adapter = _new_adapter(adapter_config, config)
     adapter.bind_base_model(sam, model_type=model_type)
     adapter.to(device).train()
@@ -104,7 +105,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
     state = {"step": 0, "best": -math.inf, "best_metrics": {}}
     rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
     if resume and checkpoint.is_file():
         state, rng = _load_checkpoint(checkpoint, adapter, optimizer, scheduler, config)

@@ -1,0 +1,145 @@
+"""Training end to end on a tiny SAM: frozen SAM, gradients only in PLM/PMM, loss decreases, exact
+resume, exported adapter usable in CustomSamPredictor."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
+from samplm.cache import EmbeddingCache
+from samplm.data import read_mask_folder
+from samplm.train.config import TrainConfig
+from samplm.train.sampling import PromptSampler
+from samplm.train.trainer import _batch_losses, _new_adapter, freeze, train
+from samplm.train.trainset import TrainingSet
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, tiny_sam):
+    """Six images with a bright rectangle each (the instance); embeddings cached."""
+    root = tmp_path_factory.mktemp("task")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image = rng.integers(0, 60, (72, 96, 3), dtype=np.uint8)
+        mask = np.zeros((72, 96), np.uint8)
+        y, x = 10 + 4 * i, 12 + 6 * i
+        mask[y : y + 30, x : x + 40] = 255
+        image[mask > 0] = (220, 180, 40)
+        (root / "images").mkdir(exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    dataset = read_mask_folder(root / "images", root / "masks")
+    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
+    cache.build(tiny_sam, dataset.image_paths(), progress=False)
+    train_part, val_part = dataset.split(0.34, seed=0)
+    make = lambda part: TrainingSet(part, cache, tiny_sam, num_points=12, progress=False)  # noqa: E731
+    return make(train_part), make(val_part)
+
+
+def _config(**kw):
+    base = dict(steps=6, batch_size=3, lr=1e-3, warmup_steps=2, val_every=3, checkpoint_every=3, log_every=1,
+                pmm_points=12)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_sam_frozen_and_adapter_exported(tmp_path, tiny_sam, task):
+    train_set, val_set = task
+    sam = copy.deepcopy(tiny_sam)
+    before = {k: v.clone() for k, v in sam.state_dict().items()}
+    result = train(
+        sam, train_set, tmp_path, config=_config(), val_set=val_set,
+        adapter_config=AdapterConfig(task="rect"), model_type="samplm_tiny", progress=False,
+    )  # fmt: skip
+    after = sam.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # SAM unchanged bit for bit
+    assert not any(p.requires_grad for p in sam.parameters())
+    assert result.steps == 6 and 0.0 <= result.metrics["val_miou"] <= 1.0
+    loaded = PromptAdapter.load(tmp_path / "adapter")
+    assert loaded.pmm is not None and loaded.config.base_model.model_type == "samplm_tiny"
+    assert loaded.config.metadata["metrics"]["val_miou"] == result.metrics["val_miou"]
+    predictor = CustomSamPredictor(tiny_sam, strict=True)  # same fingerprint: no warning, no error
+    predictor.load_adapter(tmp_path / "adapter")
+    predictor.set_image(np.zeros((72, 96, 3), np.uint8))
+    masks, scores, _ = predictor.predict(point_coords=np.array([[30.0, 30.0]]), point_labels=np.array([1]))
+    assert masks.shape == (3, 72, 96) and scores.shape == (3,)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
+    assert [x["step"] for x in lines if "val_miou" in x] == [3, 6]
+
+
+def test_gradients_reach_only_plm_and_pmm(tiny_sam, task):
+    train_set, _ = task
+    sam = freeze(copy.deepcopy(tiny_sam))
+    config = _config()
+    adapter = _new_adapter(AdapterConfig(), config)
+    with torch.no_grad():
+        adapter.plm.norm_out.weight.fill_(0.5)  # past step 0, so gradient reaches every PLM weight
+    sampler = PromptSampler()
+    losses = _batch_losses(
+        sam, adapter, train_set, train_set.items[:3], np.random.default_rng(0), sampler, config
+    )
+    losses["loss"].backward()
+    assert all(p.grad is None for p in sam.parameters())
+    no_grad = [n for n, p in adapter.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    assert losses["pm_loss"] > 0
+
+
+def test_loss_decreases_on_a_fixed_batch(tiny_sam, task):
+    train_set, _ = task
+    sam = freeze(copy.deepcopy(tiny_sam))
+    config = _config()
+    torch.manual_seed(0)
+    adapter = _new_adapter(AdapterConfig(), config)
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-2)
+    items = train_set.items[:3]
+    history = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = _batch_losses(
+            sam, adapter, train_set, items, np.random.default_rng(1), PromptSampler(), config
+        )["loss"]
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    assert history[-1] < 0.9 * history[0]  # measured: 3.33 -> 2.71 (random tiny SAM, frozen decoder)
+    assert history[-1] < min(history[:10])
+
+
+def test_resume_is_exact(tmp_path, tiny_sam, task):
+    train_set, val_set = task
+    config = _config()
+    full = train(
+        copy.deepcopy(tiny_sam), train_set, tmp_path / "full", config=config, val_set=val_set, progress=False
+    )
+    split = tmp_path / "split"
+    first = train(copy.deepcopy(tiny_sam), train_set, split, config=config, val_set=val_set, progress=False,
+                  stop_after=3)  # fmt: skip
+    assert first.steps == 3
+    resumed = train(copy.deepcopy(tiny_sam), train_set, split, config=config, val_set=val_set, progress=False)
+    assert resumed.steps == 6
+    for (name, a), (_, b) in zip(
+        full.adapter.state_dict().items(), resumed.adapter.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    assert resumed.metrics == full.metrics
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=1000, warmup_steps=250)
+    assert config.lr_factor(0) == pytest.approx(1 / 250)
+    assert config.lr_factor(249) == 1.0
+    assert config.lr_factor(666) == 1.0
+    assert config.lr_factor(667) == pytest.approx(0.1)
+    assert config.lr_factor(867) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="multimask"):
+        TrainConfig(multimask="max")
+    with pytest.raises(ValueError, match="unknown training setting"):
+        TrainConfig.from_dict({"stepz": 3})
