@@ -42,7 +42,7 @@ def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None)
     """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or
     ``samplm_tiny``), with ``checkpoint`` loaded strictly if given. Returned in eval mode on CPU."""
     if model_type == "samplm_tiny":
-        sam = build_sam_tiny()
+        sam = build_sam_tiny(seed=0)  # deterministic, so caches and fingerprints agree across runs
     elif model_type in sam_model_registry:
         sam = sam_model_registry[model_type](checkpoint=None)
     else:
@@ -66,18 +66,29 @@ class ImageEncoderPlaceholder(nn.Module):
         )
 
 
-def build_sam_without_image_encoder(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+SAM_IMAGE_SIZE = 1024
+
+
+def build_sam_without_image_encoder(
+    model_type: str,
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> Sam:
     """SAM's prompt encoder and mask decoder only, for training/evaluating from cached embeddings.
 
     For ``vit_h``/``vit_l``/``vit_b`` the two parts are identical in architecture (256 wide, 64 x 64
     embedding, 1024 px input); only their weights are read from ``checkpoint``. The image encoder is
-    never built, which saves its memory (2.5 GB for ``vit_h``).
+    never built, which saves its memory (2.5 GB for ``vit_h``). ``state_dict`` may be passed instead
+    of ``checkpoint`` when it is already loaded.
     """
     if model_type not in SAM_MODEL_TYPES:
         full = build_sam(model_type, checkpoint)
         full.image_encoder = ImageEncoderPlaceholder(full.image_encoder.img_size)
         return full
-    dim, image_size, grid = 256, 1024, 64
+    dim, image_size, grid = 256, SAM_IMAGE_SIZE, 64
     sam = Sam(
         image_encoder=ImageEncoderPlaceholder(image_size),
         prompt_encoder=PromptEncoder(
@@ -93,11 +104,13 @@ def build_sam_without_image_encoder(model_type: str, checkpoint: str | os.PathLi
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(SAM_PIXEL_MEAN),
+        pixel_std=list(SAM_PIXEL_STD),
     )
-    if checkpoint is not None:
-        state = {k: v for k, v in load_state_dict(checkpoint).items() if k.startswith(_DECODER_PREFIXES)}
+    if checkpoint is not None and state_dict is None:
+        state_dict = load_state_dict(checkpoint)
+    if state_dict is not None:
+        state = {k: v for k, v in state_dict.items() if k.startswith(_DECODER_PREFIXES)}
         sam.load_state_dict(state, strict=False)
         missing = [k for k in sam.state_dict() if k.startswith(_DECODER_PREFIXES) and k not in state]
         if missing:

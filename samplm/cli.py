@@ -1,0 +1,327 @@
+"""The ``samplm`` command: ``embed``, ``train`` and ``push``.
+
+Input errors print one line (``samplm: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import SamplmError
+
+DEFAULT_CACHE = "~/.cache/samplm/embeddings"
+
+_EPILOG_TRAIN = """\
+examples:
+  samplm train --data plates/annotations --format voc --model-type vit_h \\
+      --checkpoint sam_vit_h_4b8939.pth --out runs/plates --steps 2000 --batch-size 10
+  samplm train --config plates.yaml --lr 1e-4        # flags override the config file
+
+The config file (YAML or JSON) may set any flag (use the long name with _ for -, e.g. batch_size)
+and any training setting (e.g. warmup_steps, center_power, box_probability, precision).
+Outputs in --out: adapter/ (best adapter), checkpoints/last.pt, metrics.jsonl, train_config.json.
+"""
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data", help="annotations: COCO JSON, VOC XML folder, mask folder, or CelebAMask-HQ root"
+    )
+    group.add_argument("--format", choices=["coco", "voc", "masks", "celebamask"], help="annotation format")
+    group.add_argument(
+        "--images", help="images folder (default: next to the annotations; required for masks)"
+    )
+    group.add_argument("--category", nargs="+", help="category / part name(s) to learn (default: all)")
+    group.add_argument(
+        "--strict-data", action="store_true", default=None, help="fail on the first bad annotation"
+    )
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model-type", help="vit_h, vit_l, vit_b or samplm_tiny")
+    group.add_argument("--checkpoint", help="SAM checkpoint (.pth or .safetensors); required for vit_*")
+    group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE})")
+    group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samplm",
+        description="Customize a frozen Segment Anything Model to your task with prompt-learning adapters.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = sub.add_parser(
+        "embed",
+        help="encode every image of a dataset once and cache the embeddings (resumable)",
+        description="Run SAM's image encoder once per image and store the embeddings (float16). "
+        "Interrupted runs resume where they stopped. Training then reads only the cache.",
+    )
+    _add_data_args(embed)
+    _add_model_args(embed)
+    embed.add_argument("--config", help="YAML/JSON file with any of these options")
+
+    train = sub.add_parser(
+        "train",
+        help="train an adapter (PLM + PMM) on your annotations",
+        description="Train a prompt-learning adapter on a frozen SAM from cached embeddings "
+        "(images not yet cached are embedded first).",
+        epilog=_EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_data_args(train)
+    _add_model_args(train)
+    group = train.add_argument_group("training")
+    group.add_argument("--out", help="output directory")
+    group.add_argument("--task", help="adapter task name (default: the category, or the --out folder name)")
+    group.add_argument("--steps", type=int, help="optimiser steps (default 20000, as the paper)")
+    group.add_argument("--batch-size", type=int, help="instances per step (default 10)")
+    group.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-5)")
+    group.add_argument(
+        "--no-pmm", action="store_true", default=None, help="train the PLM only (no point matching)"
+    )
+    group.add_argument("--val-data", help="validation annotations (same format); default: split --data")
+    group.add_argument(
+        "--val-fraction", type=float, help="share of images held out for validation (default 0.2)"
+    )
+    group.add_argument("--seed", type=int, help="seed for the split, prompts and initialisation (default 0)")
+    group.add_argument("--precision", choices=["no", "bf16", "fp16"], help="autocast precision (default no)")
+    group.add_argument(
+        "--no-resume", action="store_true", default=None, help="ignore an existing checkpoint in --out"
+    )
+    group.add_argument("--config", help="YAML/JSON file with any option or training setting")
+
+    push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
+    push.add_argument("adapter", help="adapter directory (validated before upload)")
+    push.add_argument("repo_id", help="Hub repository, e.g. my-org/nose")
+    push.add_argument("--token", help="Hub token (default: the stored huggingface_hub token)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", help="branch to commit to (default main)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "push":
+            return _push(args)
+        options = _merged_options(args, parser)
+        return _embed(options) if args.command == "embed" else _train(options)
+    except (SamplmError, FileNotFoundError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"samplm: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("samplm: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _merged_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Config file values, overridden by flags given on the command line."""
+    options: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        options.update(_read_config_file(Path(args.config)))
+        unknown = sorted(set(options) - _RUN_OPTIONS - _TRAIN_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown option(s) in {args.config}: {unknown}")
+    for key, value in vars(args).items():
+        if value is not None and key not in ("command", "config"):
+            options[key] = value
+    return options
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ValueError("reading YAML config files needs PyYAML: pip install 'samplm[train]'") from exc
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _require(options: dict[str, Any], *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if options.get(n) in (None, "")]
+    if missing:
+        raise ValueError(f"missing required option(s): {', '.join(missing)}")
+
+
+def _device(options: dict[str, Any]) -> str:
+    import torch
+
+    return options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _read(options: dict[str, Any], data_key: str = "data"):
+    from .data import read_dataset
+
+    categories = options.get("category")
+    if isinstance(categories, str):
+        categories = [categories]
+    return read_dataset(
+        options["format"], options[data_key], images=options.get("images"), categories=categories,
+        strict=bool(options.get("strict_data")),
+    )  # fmt: skip
+
+
+def _cache_for(options: dict[str, Any], sam):
+    from .cache import EmbeddingCache
+
+    root = Path(options.get("cache") or DEFAULT_CACHE).expanduser()
+    return EmbeddingCache.for_model(root, sam)
+
+
+def _full_sam(options: dict[str, Any]):
+    from .models import SAM_MODEL_TYPES, build_sam
+
+    model_type = options["model_type"]
+    if model_type in SAM_MODEL_TYPES and not options.get("checkpoint"):
+        raise ValueError(
+            f"--checkpoint is required for --model-type {model_type} (SAM's weights are not bundled)"
+        )
+    return build_sam(model_type, options.get("checkpoint"))
+
+
+def _embed_datasets(options: dict[str, Any], datasets, sam=None) -> Any:
+    """Embed every image of ``datasets`` not yet cached; returns ``(full SAM, cache)``."""
+    sam = sam if sam is not None else _full_sam(options)
+    cache = _cache_for(options, sam)
+    for dataset in datasets:
+        stats = cache.build(
+            sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=_device(options)
+        )
+        print(
+            f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
+            f"({cache.directory})"
+        )
+    return sam, cache
+
+
+def _training_model_and_cache(options: dict[str, Any], datasets):
+    """The SAM to train with and its cache. When every image is cached already, a ``vit_*`` SAM is
+    built without its image encoder (the cache key is computed from the checkpoint's weights)."""
+    from .cache import EmbeddingCache, encoder_key
+    from .models import SAM_MODEL_TYPES, build_sam_without_image_encoder, load_state_dict
+    from .models.loading import SAM_IMAGE_SIZE, SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+    model_type = options["model_type"]
+    if model_type in SAM_MODEL_TYPES and options.get("checkpoint"):
+        state = load_state_dict(options["checkpoint"])
+        key = encoder_key(
+            state, image_size=SAM_IMAGE_SIZE, pixel_mean=SAM_PIXEL_MEAN, pixel_std=SAM_PIXEL_STD
+        )
+        cache = EmbeddingCache(Path(options.get("cache") or DEFAULT_CACHE).expanduser(), key)
+        if not any(cache.missing(d.image_paths(), d.expected_sizes()) for d in datasets):
+            print(f"all images cached in {cache.directory}; the image encoder is not loaded")
+            return build_sam_without_image_encoder(model_type, state_dict=state), cache
+    sam, cache = _embed_datasets(options, datasets)
+    sam.image_encoder = _placeholder(sam)  # training reads only the cache
+    return sam, cache
+
+
+def _embed(options: dict[str, Any]) -> int:
+    _require(options, "data", "format", "model_type")
+    _embed_datasets(options, [_read(options)])
+    return 0
+
+
+def _train(options: dict[str, Any]) -> int:
+    from .config import AdapterConfig
+    from .train.config import TrainConfig
+    from .train.trainer import train
+    from .train.trainset import TrainingSet
+
+    _require(options, "data", "format", "model_type", "out")
+    dataset = _read(options)
+    if options.get("val_data"):
+        train_part, val_part = dataset, _read(options, "val_data")
+    else:
+        train_part, val_part = dataset.split(
+            float(options.get("val_fraction", 0.2)), int(options.get("seed", 0))
+        )
+    settings = {f: options[k] for k, f in _TRAIN_FLAGS.items() if k in options}
+    settings.update({k: v for k, v in options.items() if k in _TRAIN_FIELDS})
+    if options.get("no_pmm"):
+        settings["use_pmm"] = False
+    config = TrainConfig.from_dict(settings)
+    parts = [p for p in (train_part, val_part) if len(p)]
+    sam, cache = _training_model_and_cache(options, parts)
+    points = config.pmm_points if config.use_pmm else None
+    train_set = TrainingSet(train_part, cache, sam, num_points=points, description="train targets")
+    val_set = (
+        TrainingSet(val_part, cache, sam, num_points=points, description="val targets")
+        if len(val_part)
+        else None
+    )
+    task = options.get("task") or "+".join(options.get("category") or []) or Path(options["out"]).name
+    metadata = {
+        "dataset": str(options["data"]),
+        "format": options["format"],
+        "train_instances": len(train_set),
+    }
+    result = train(
+        sam, train_set, options["out"], config=config, val_set=val_set,
+        adapter_config=AdapterConfig(task=task, metadata=metadata), model_type=options["model_type"],
+        device=_device(options), resume=not options.get("no_resume"),
+    )  # fmt: skip
+    print(f"adapter written to {result.adapter_dir} ({result.metrics})")
+    print(f'use it: predictor.load_adapter("{result.adapter_dir}")')
+    return 0
+
+
+def _placeholder(sam):
+    from .models.loading import ImageEncoderPlaceholder
+
+    return ImageEncoderPlaceholder(sam.image_encoder.img_size)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .adapter import PromptAdapter
+    from .hub import upload_adapter_folder
+
+    adapter = PromptAdapter.load(Path(args.adapter))  # validate before uploading anything
+    url = upload_adapter_folder(
+        args.adapter, args.repo_id, token=args.token, private=args.private or None, revision=args.revision,
+        commit_message=f"Upload samplm adapter {adapter.task!r}",
+    )  # fmt: skip
+    print(url)
+    return 0
+
+
+_RUN_OPTIONS = {
+    "data", "format", "images", "category", "strict_data", "model_type", "checkpoint", "cache", "device",
+    "out", "task", "steps", "batch_size", "lr", "no_pmm", "val_data", "val_fraction", "seed", "precision",
+    "no_resume",
+}  # fmt: skip
+_TRAIN_FLAGS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "precision": "precision",
+}
+_TRAIN_FIELDS = {
+    "grad_accum", "weight_decay", "warmup_steps", "decay_at", "decay_gamma", "focal_weight", "dice_weight",
+    "iou_weight", "pm_weight", "multimask", "use_pmm", "pmm_points", "pmm_jitter", "center_power",
+    "box_probability", "box_jitter", "extra_points", "val_every", "val_max_instances", "checkpoint_every",
+    "log_every",
+}  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

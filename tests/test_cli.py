@@ -1,0 +1,90 @@
+"""The samplm command line: one-line errors, config files, an end-to-end train, push."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samplm import PromptAdapter
+from samplm.cli import main
+
+
+@pytest.fixture()
+def rect_data(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(5):
+        image = rng.integers(0, 60, (60, 80, 3), dtype=np.uint8)
+        mask = np.zeros((60, 80), np.uint8)
+        mask[10 + 3 * i : 40 + 3 * i, 10 + 4 * i : 50 + 4 * i] = 1
+        image[mask > 0] = (230, 200, 30)
+        Image.fromarray(image).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    return tmp_path
+
+
+def _base(data, tmp_path):
+    return ["--data", str(data / "masks"), "--images", str(data / "images"), "--format", "masks",
+            "--model-type", "samplm_tiny", "--cache", str(tmp_path / "cache")]  # fmt: skip
+
+
+def _error(capsys, argv, *, one_line: bool = True) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplm: error: ") and "Traceback" not in err
+    assert "\n" not in err or not one_line
+    return err
+
+
+def test_errors_are_one_line(capsys, rect_data, tmp_path):
+    assert "--out" in _error(capsys, ["train", *_base(rect_data, tmp_path)])
+    assert "unknown categories ['dog']" in _error(
+        capsys, ["train", *_base(rect_data, tmp_path), "--out", str(tmp_path / "o"), "--category", "dog"]
+    )
+    assert "--checkpoint is required" in _error(
+        capsys, ["embed", "--data", str(rect_data / "masks"), "--images", str(rect_data / "images"),
+                 "--format", "masks", "--model-type", "vit_b"]
+    )  # fmt: skip
+    assert "does not exist" in _error(
+        capsys, ["embed", *_base(rect_data, tmp_path), "--data", str(tmp_path / "no")]
+    )
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"stepz": 3}))
+    assert "unknown option(s)" in _error(capsys, ["train", "--config", str(config)])
+
+
+def test_push_rejects_invalid_adapter(capsys, tmp_path):
+    err = _error(capsys, ["push", str(tmp_path / "nothing"), "org/repo"], one_line=False)
+    assert "Could not find adapter" in err and "(does not exist)" in err  # lists every place tried
+
+
+def test_embed_then_train_end_to_end(capsys, rect_data, tmp_path):
+    assert main(["embed", *_base(rect_data, tmp_path)]) == 0
+    assert "5 embedded, 0 already cached" in capsys.readouterr().out
+    config = tmp_path / "train.json"
+    config.write_text(
+        json.dumps({"steps": 4, "batch_size": 2, "val_every": 2, "warmup_steps": 1, "pmm_points": 8})
+    )
+    out = tmp_path / "run"
+    argv = ["train", *_base(rect_data, tmp_path), "--out", str(out), "--config", str(config), "--lr", "1e-3",
+            "--val-fraction", "0.4"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "0 embedded, 3 already cached" in printed and "adapter written to" in printed
+    adapter = PromptAdapter.load(out / "adapter")
+    assert adapter.task == "run" and adapter.pmm is not None and adapter.pmm.num_points == 8
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["steps"] == 4 and saved["lr"] == 1e-3 and saved["batch_size"] == 2
+    assert main([*argv, "--no-pmm", "--no-resume", "--out", str(tmp_path / "run2")]) == 0
+    assert PromptAdapter.load(tmp_path / "run2" / "adapter").pmm is None
+
+
+def test_push_command(capsys, hub_env, tmp_path, adapter_factory):
+    adapter_factory("nose").save_pretrained(tmp_path / "nose")
+    assert main(["push", str(tmp_path / "nose"), "acme/nose-cli", "--token", "hf_x"]) == 0
+    assert "/acme/nose-cli/commit/" in capsys.readouterr().out
+    assert PromptAdapter.load("acme/nose-cli", cache_dir=tmp_path / "c").task == "nose"
