@@ -6,7 +6,9 @@ Input errors print one line (``samplm: error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,18 +199,39 @@ def _full_sam(options: dict[str, Any]):
     return build_sam(model_type, options.get("checkpoint"))
 
 
+def _is_main_process() -> bool:
+    """True unless this is a secondary process of a multi-process launch (``RANK`` > 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def _main_process_first():
+    """Under a multi-process launch, let the main process run the block first (e.g. embedding images)
+    while the others wait, then run it on the others (which find the work done)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():
+            yield
+    else:
+        yield
+
+
 def _embed_datasets(options: dict[str, Any], datasets, sam=None) -> Any:
     """Embed every image of ``datasets`` not yet cached; returns ``(full SAM, cache)``."""
     sam = sam if sam is not None else _full_sam(options)
     cache = _cache_for(options, sam)
+    shown = _is_main_process()
     for dataset in datasets:
         stats = cache.build(
-            sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=_device(options)
-        )
-        print(
-            f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
-            f"({cache.directory})"
-        )
+            sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=_device(options),
+            progress=shown,
+        )  # fmt: skip
+        if shown:
+            print(
+                f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
+                f"({cache.directory})"
+            )
     return sam, cache
 
 
@@ -227,7 +250,8 @@ def _training_model_and_cache(options: dict[str, Any], datasets):
         )
         cache = EmbeddingCache(Path(options.get("cache") or DEFAULT_CACHE).expanduser(), key)
         if not any(cache.missing(d.image_paths(), d.expected_sizes()) for d in datasets):
-            print(f"all images cached in {cache.directory}; the image encoder is not loaded")
+            if _is_main_process():
+                print(f"all images cached in {cache.directory}; the image encoder is not loaded")
             return build_sam_without_image_encoder(model_type, state_dict=state), cache
     sam, cache = _embed_datasets(options, datasets)
     sam.image_encoder = _placeholder(sam)  # training reads only the cache
@@ -260,11 +284,15 @@ def _train(options: dict[str, Any]) -> int:
         settings["use_pmm"] = False
     config = TrainConfig.from_dict(settings)
     parts = [p for p in (train_part, val_part) if len(p)]
-    sam, cache = _training_model_and_cache(options, parts)
+    with _main_process_first():
+        sam, cache = _training_model_and_cache(options, parts)
     points = config.pmm_points if config.use_pmm else None
-    train_set = TrainingSet(train_part, cache, sam, num_points=points, description="train targets")
+    shown = _is_main_process()
+    train_set = TrainingSet(
+        train_part, cache, sam, num_points=points, progress=shown, description="train targets"
+    )
     val_set = (
-        TrainingSet(val_part, cache, sam, num_points=points, description="val targets")
+        TrainingSet(val_part, cache, sam, num_points=points, progress=shown, description="val targets")
         if len(val_part)
         else None
     )
@@ -279,8 +307,9 @@ def _train(options: dict[str, Any]) -> int:
         adapter_config=AdapterConfig(task=task, metadata=metadata), model_type=options["model_type"],
         device=_device(options), resume=not options.get("no_resume"),
     )  # fmt: skip
-    print(f"adapter written to {result.adapter_dir} ({result.metrics})")
-    print(f'use it: predictor.load_adapter("{result.adapter_dir}")')
+    if shown:
+        print(f"adapter written to {result.adapter_dir} ({result.metrics})")
+        print(f'use it: predictor.load_adapter("{result.adapter_dir}")')
     return 0
 
 

@@ -143,3 +143,40 @@ def test_learning_rate_schedule():
         TrainConfig(multimask="max")
     with pytest.raises(ValueError, match="unknown training setting"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_two_process_data_parallel_training(tmp_path, task, tiny_sam):
+    """torchrun with 2 CPU processes: different instances per process, identical synchronised weights."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    train_set, _ = task
+    data = Path(train_set.items[0].image_path).parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    worker = str(Path(__file__).parent / "ddp_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", port, worker, str(data), str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert (tmp_path / "rank0.seen").read_text() != (tmp_path / "rank1.seen").read_text()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not torch.equal(rank0["plm.norm_out.weight"], torch.zeros(256))  # it did train
+
+
+def test_bf16_autocast_and_grad_accumulation_run(tmp_path, tiny_sam, task):
+    train_set, _ = task
+    config = _config(steps=2, precision="bf16", grad_accum=2)
+    result = train(copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, progress=False)
+    assert result.steps == 2 and result.metrics == {"step": 2}
+    assert all(torch.isfinite(p).all() for p in result.adapter.parameters())

@@ -2,12 +2,13 @@
 
 Per step: ``batch_size`` instances are drawn (seeded), prompts sampled, and for each image the one
 forward path (:func:`samplm.decode.decode_prompts`) runs with gradients flowing through the frozen
-decoder into the PLM. Checkpoints hold the adapter, optimiser, scheduler and RNG states, so a resumed
-run continues exactly where it stopped.
+decoder into the PLM. Random draws come from a stream seeded by (seed, step, process), and checkpoints
+hold the adapter, optimiser and scheduler states, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._io import atomic_write, atomic_write_text
@@ -41,12 +43,21 @@ ADAPTER_DIRNAME = "adapter"
 
 @dataclass
 class TrainResult:
-    """What :func:`train` produced: the best (or final) adapter, its directory and metrics."""
+    """What :func:`train` produced.
+
+    Attributes:
+        adapter: the exported (best by validation mIoU, else final) adapter, read back from disk.
+        adapter_dir: where it was exported.
+        metrics: its metrics (``val_miou``, ``step``).
+        steps: optimiser steps done.
+        last: the adapter as it is after the last step (in memory, on this process).
+    """
 
     adapter: PromptAdapter
     adapter_dir: Path
     metrics: dict[str, float]
     steps: int
+    last: PromptAdapter
 
 
 def freeze(sam: Sam) -> Sam:
@@ -55,6 +66,75 @@ def freeze(sam: Sam) -> Sam:
     for param in sam.parameters():
         param.requires_grad_(False)
     return sam
+
+
+class StepModel(nn.Module):
+    """The trainable adapter behind one ``forward`` that returns a batch's losses.
+
+    Wrapping the loss computation in a module lets ``accelerate``/DDP synchronise gradients; the
+    frozen SAM is held outside the module's parameters so it is never broadcast or all-reduced.
+    """
+
+    def __init__(self, adapter: PromptAdapter, sam: Sam, sampler: PromptSampler, config: TrainConfig) -> None:
+        super().__init__()
+        self.adapter = adapter
+        object.__setattr__(self, "sam", sam)
+        self.sampler = sampler
+        self.config = config
+
+    def forward(
+        self, data: TrainingSet, items: list[TrainingItem], rng: np.random.Generator
+    ) -> dict[str, Tensor]:
+        return _batch_losses(self.sam, self.adapter, data, items, rng, self.sampler, self.config)
+
+
+class _Processes:
+    """Single-process training, or data-parallel training through ``accelerate`` when launched with
+    several processes (``accelerate launch`` / ``torchrun``: ``WORLD_SIZE`` > 1)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.accelerator = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            try:
+                from accelerate import Accelerator
+            except ImportError as exc:
+                raise RuntimeError(
+                    "multi-process training needs accelerate: pip install 'samplm[train]'"
+                ) from exc
+            self.accelerator = Accelerator(cpu=device.type == "cpu")
+            device = self.accelerator.device
+        self.device = device
+        self.rank = self.accelerator.process_index if self.accelerator else 0
+        self.world = self.accelerator.num_processes if self.accelerator else 1
+        self.is_main = self.rank == 0
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        if self.accelerator is None:
+            return model, optimizer
+        return self.accelerator.prepare(model, optimizer)
+
+    def no_sync(self, model: nn.Module, last_micro_step: bool):
+        if self.accelerator is None or last_micro_step:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(model)
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        if self.accelerator is None:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], device=self.device)
+        reduced = self.accelerator.reduce(tensor, reduction="mean")
+        return {k: float(v) for k, v in zip(keys, reduced.tolist(), strict=True)}
+
+    def wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+
+def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> np.random.Generator:
+    """Each (step, process, micro-step) draws from its own seeded stream, so a resumed run makes the
+    same draws as an uninterrupted one without storing generator states."""
+    return np.random.default_rng([seed, step, rank, micro])
 
 
 def train(
@@ -73,14 +153,19 @@ def train(
 ) -> TrainResult:
     """Train an adapter and export the best one to ``out_dir/adapter``.
 
+    Under ``accelerate launch`` / ``torchrun`` with several processes, each process draws its own
+    ``batch_size`` instances per step (global batch = ``batch_size`` x processes) and gradients are
+    averaged (DDP); the main process validates, logs, checkpoints and exports.
+
     Args:
         sam: the SAM (frozen here; its image encoder is not used).
         train_set, val_set: targets + cached embeddings; validation is skipped without ``val_set``.
-        out_dir: receives ``adapter/``, ``checkpoints/last.pt``, ``metrics.jsonl``, ``train_config.json``.
+        out_dir: receives ``adapter/``, ``checkpoints/last.pt``, ``metrics.jsonl``, ``train_config.json``
+            (and ``tensorboard/`` when TensorBoard is installed).
         config: training settings (paper defaults).
         adapter_config: task name, PLM settings, metadata; a PMM section is added when ``use_pmm``.
         model_type: recorded in the adapter config.
-        device: where to train.
+        device: where to train (under a multi-process launch, each process's own device).
         resume: continue from ``out_dir/checkpoints/last.pt`` if present.
         progress: show a progress bar.
         stop_after: stop (after checkpointing) once this many steps are done in total - for
@@ -88,10 +173,10 @@ def train(
     """
     config = config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
+    procs = _Processes(torch.device(device))
+    device = procs.device
     freeze(sam).to(device)
-    torch.manual_seed(config.seed)  # adapter initialisation (PMM) and dropout are seeded too
+    torch.manual_seed(config.seed)  # the same adapter initialisation (PMM) on every process
     adapter = _new_adapter(adapter_config, config)
     adapter.bind_base_model(sam, model_type=model_type)
     adapter.to(device).train()
@@ -103,62 +188,107 @@ def train(
         [p for p in adapter.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    state = {"step": 0, "best": -math.inf, "best_metrics": {}}
-    rng = np.random.default_rng(config.seed)
+    state: dict[str, Any] = {"step": 0, "best": -math.inf, "best_metrics": {}}
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
     if resume and checkpoint.is_file():
-        state, rng = _load_checkpoint(checkpoint, adapter, optimizer, scheduler, config)
-    atomic_write_text(out / "train_config.json", config.to_json())
-    log = (out / METRICS_NAME).open("a", encoding="utf-8")
+        state = _load_checkpoint(checkpoint, adapter, optimizer, scheduler)
+    model, optimizer = procs.prepare(StepModel(adapter, sam, sampler, config), optimizer)
+    scaler = (
+        torch.amp.GradScaler(device.type) if config.precision == "fp16" and device.type == "cuda" else None
+    )
+    main = procs.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "train_config.json", config.to_json())
+    log = (out / METRICS_NAME).open("a", encoding="utf-8") if main else None
+    board = _tensorboard(out) if main else None
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
-    bar = tqdm(total=config.steps, initial=state["step"], desc="training", unit="step", disable=not progress)
+    bar = tqdm(
+        total=config.steps,
+        initial=state["step"],
+        desc="training",
+        unit="step",
+        disable=not (progress and main),
+    )
     try:
         while state["step"] < last:
             started = time.perf_counter()
+            step = state["step"] + 1
             optimizer.zero_grad(set_to_none=True)
             totals: dict[str, float] = defaultdict(float)
-            for _ in range(config.grad_accum):
+            for micro in range(config.grad_accum):
+                rng = _step_seed(config.seed, step, procs.rank, micro)
+                torch.manual_seed(int(rng.integers(2**62)))  # dropout in the PMM
                 picks = rng.choice(len(train_set), size=min(config.batch_size, len(train_set)), replace=False)
-                losses = _batch_losses(
-                    sam, adapter, train_set, [train_set.items[i] for i in picks], rng, sampler, config
-                )
-                (losses["loss"] / config.grad_accum).backward()
+                with procs.no_sync(model, micro == config.grad_accum - 1):
+                    losses = model(train_set, [train_set.items[i] for i in picks], rng)
+                    scaled = losses["loss"] / config.grad_accum
+                    (scaler.scale(scaled) if scaler else scaled).backward()
                 for key, value in losses.items():
                     totals[key] += float(value.detach()) / config.grad_accum
-            optimizer.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
-            state["step"] += 1
-            step = state["step"]
+            state["step"] = step
+            totals = procs.mean(dict(totals))
             bar.update(1)
             bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
-            if step % config.log_every == 0 or step == last:
+            if main and (step % config.log_every == 0 or step == last):
                 record = {
                     "step": step,
                     "lr": scheduler.get_last_lr()[0],
                     "time": time.perf_counter() - started,
                 }
                 record.update({k: round(v, 6) for k, v in totals.items()})
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                _log(log, board, record)
             if val_set is not None and (step % config.val_every == 0 or step == config.steps):
-                miou = evaluate_center_miou(sam, adapter, val_set, config.val_max_instances)
-                log.write(json.dumps({"step": step, "val_miou": round(miou, 6)}) + "\n")
-                log.flush()
-                bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
-                if miou > state["best"]:
-                    state["best"], state["best_metrics"] = miou, {"val_miou": round(miou, 6), "step": step}
-                    _export(adapter, out, state["best_metrics"])
-            if step % config.checkpoint_every == 0 or step == last:
-                _save_checkpoint(checkpoint, adapter, optimizer, scheduler, state, rng)
+                if main:
+                    miou = evaluate_center_miou(sam, adapter, val_set, config.val_max_instances)
+                    _log(log, board, {"step": step, "val_miou": round(miou, 6)})
+                    bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
+                    if miou > state["best"]:
+                        state["best"], state["best_metrics"] = (
+                            miou,
+                            {"val_miou": round(miou, 6), "step": step},
+                        )
+                        _export(adapter, out, state["best_metrics"])
+                procs.wait()
+            if main and (step % config.checkpoint_every == 0 or step == last):
+                _save_checkpoint(checkpoint, adapter, optimizer, scheduler, state)
     finally:
         bar.close()
-        log.close()
-    if val_set is None and state["step"] >= config.steps:
+        if log is not None:
+            log.close()
+        if board is not None:
+            board.close()
+    if main and val_set is None and state["step"] >= config.steps:
         state["best_metrics"] = {"step": state["step"]}
         _export(adapter, out, state["best_metrics"])
+    procs.wait()
     adapter_dir = out / ADAPTER_DIRNAME
     best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else adapter
-    return TrainResult(best, adapter_dir, dict(state["best_metrics"]), state["step"])
+    return TrainResult(best, adapter_dir, dict(state["best_metrics"]), state["step"], adapter)
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer under ``out/tensorboard`` if TensorBoard is installed, else ``None``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _log(log, board, record: dict[str, Any]) -> None:
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    if board is not None:
+        for key, value in record.items():
+            if key != "step":
+                board.add_scalar(key, value, record["step"])
 
 
 def _new_adapter(adapter_config: AdapterConfig | None, config: TrainConfig) -> PromptAdapter:
@@ -280,26 +410,20 @@ def _export(adapter: PromptAdapter, out: Path, metrics: dict[str, Any]) -> None:
     adapter.save_pretrained(out / ADAPTER_DIRNAME)
 
 
-def _save_checkpoint(
-    path: Path, adapter, optimizer, scheduler, state: dict, rng: np.random.Generator
-) -> None:
+def _save_checkpoint(path: Path, adapter, optimizer, scheduler, state: dict) -> None:
     payload = {
         "adapter": adapter.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "state": {"step": state["step"], "best": state["best"], "best_metrics": state["best_metrics"]},
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-        "torch_rng": torch.get_rng_state(),
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _load_checkpoint(path: Path, adapter, optimizer, scheduler, config: TrainConfig):
+def _load_checkpoint(path: Path, adapter, optimizer, scheduler) -> dict[str, Any]:
+    """Restore adapter, optimiser and scheduler; returns the loop state (step, best metric)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     adapter.load_state_dict(payload["adapter"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    rng = np.random.default_rng(config.seed)
-    rng.bit_generator.state = json.loads(payload["numpy_rng"])
-    torch.set_rng_state(payload["torch_rng"])
-    return dict(payload["state"]), rng
+    return dict(payload["state"])
