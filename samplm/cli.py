@@ -240,7 +240,8 @@ def _training_model_and_cache(options: dict[str, Any], datasets):
     built without its image encoder (the cache key is computed from the checkpoint's weights)."""
     from .cache import EmbeddingCache, encoder_key
     from .models import SAM_MODEL_TYPES, build_sam_without_image_encoder, load_state_dict
-    from .models.loading import SAM_IMAGE_SIZE, SAM_PIXEL_MEAN, SAM_PIXEL_STD
+    from .models.loading import SAM_IMAGE_SIZE
+    from .models.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
     model_type = options["model_type"]
     if model_type in SAM_MODEL_TYPES and options.get("checkpoint"):

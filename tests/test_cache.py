@@ -106,3 +106,14 @@ def test_sam_without_image_encoder_loads_only_decoder_weights(tmp_path):
     with pytest.raises(ValueError, match="lacks 1 decoder weights"):
         build_sam_without_image_encoder("vit_b", path)
     assert set(load_state_dict(path)) == set(state)
+
+
+def test_sam_without_image_encoder_matches_registry_model():
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    full = sam_model_registry["vit_b"](checkpoint=None)
+    decoder_only = build_sam_without_image_encoder("vit_b", state_dict=full.state_dict())
+    assert sam_fingerprint(decoder_only) == sam_fingerprint(full)
+    assert decoder_only.image_encoder.img_size == full.image_encoder.img_size == 1024
+    assert decoder_only.prompt_encoder.image_embedding_size == full.prompt_encoder.image_embedding_size

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 import torch
 from segment_anything import sam_model_registry
-from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 from torch import nn
 
+from .parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
 from .tiny import build_sam_tiny
 
 SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
@@ -66,8 +67,6 @@ class ImageEncoderPlaceholder(nn.Module):
         )
 
 
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 SAM_IMAGE_SIZE = 1024
 
 
@@ -88,22 +87,10 @@ def build_sam_without_image_encoder(
         full = build_sam(model_type, checkpoint)
         full.image_encoder = ImageEncoderPlaceholder(full.image_encoder.img_size)
         return full
-    dim, image_size, grid = 256, SAM_IMAGE_SIZE, 64
     sam = Sam(
-        image_encoder=ImageEncoderPlaceholder(image_size),
-        prompt_encoder=PromptEncoder(
-            embed_dim=dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=2048, num_heads=8),
-            transformer_dim=dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
+        image_encoder=ImageEncoderPlaceholder(SAM_IMAGE_SIZE),
+        prompt_encoder=build_prompt_encoder(64, SAM_IMAGE_SIZE),
+        mask_decoder=build_mask_decoder(),
         pixel_mean=list(SAM_PIXEL_MEAN),
         pixel_std=list(SAM_PIXEL_STD),
     )

@@ -10,15 +10,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import ImageEncoderViT, Sam
 
-PROMPT_EMBED_DIM = 256
+from .parts import PROMPT_EMBED_DIM, SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
 
 
 def build_sam_tiny(
@@ -65,23 +59,10 @@ def build_sam_tiny(
                 window_size=0,
                 out_chans=PROMPT_EMBED_DIM,
             ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=PROMPT_EMBED_DIM,
-                image_embedding_size=(grid, grid),
-                input_image_size=(image_size, image_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=2048, num_heads=8
-                ),
-                transformer_dim=PROMPT_EMBED_DIM,
-                iou_head_depth=3,
-                iou_head_hidden_dim=256,
-            ),
-            pixel_mean=[123.675, 116.28, 103.53],
-            pixel_std=[58.395, 57.12, 57.375],
+            prompt_encoder=build_prompt_encoder(grid, image_size),
+            mask_decoder=build_mask_decoder(),
+            pixel_mean=list(SAM_PIXEL_MEAN),
+            pixel_std=list(SAM_PIXEL_STD),
         )
     finally:
         if generator_state is not None:
