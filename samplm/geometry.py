@@ -47,8 +47,8 @@ def box_to_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:
 def polygons_to_mask(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """Rasterise the union of polygons (each ``K x 2`` XY) to an ``H x W`` bool mask.
 
-    A pixel is set when its centre ``(x + 0.5, y + 0.5)`` lies inside a polygon (even-odd rule), or
-    coincides with a vertex. So a COCO polygon along pixel edges covers exactly the pixels it encloses,
+    A pixel is set when its centre ``(x + 0.5, y + 0.5)`` lies inside a polygon (even-odd rule) or on
+    its boundary. So a COCO polygon along pixel edges covers exactly the pixels it encloses,
     and a contour through boundary-pixel centres (:func:`outer_contour`) reproduces its mask.
     """
     out = np.zeros((height, width), dtype=bool)
@@ -57,11 +57,29 @@ def polygons_to_mask(polygons: Sequence[np.ndarray], height: int, width: int) ->
         points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
         if len(points) >= 3:
             out |= _scanline_fill(points, centres_y, width)
-        on_centre = np.all(np.abs(points - 0.5 - np.round(points - 0.5)) < 1e-6, axis=1)
-        cols, rows = np.round(points[on_centre] - 0.5).astype(int).T
+        _mark_centres_on_edges(points, out)
+    return out
+
+
+def _mark_centres_on_edges(points: np.ndarray, out: np.ndarray) -> None:
+    """Set pixels whose centre lies on the closed polyline (boundary counts as inside)."""
+    height, width = out.shape
+    ends = np.roll(points, -1, axis=0)
+    for start, stop in zip(points, ends, strict=True):
+        length = float(np.hypot(*(stop - start)))
+        t = np.linspace(0.0, 1.0, max(2, int(np.ceil(length * 2)) + 1))
+        cells = np.unique(np.floor(start + t[:, None] * (stop - start)).astype(int), axis=0)
+        centres = cells + 0.5
+        direction = stop - start
+        if length > 0:
+            along = np.clip(((centres - start) @ direction) / length**2, 0.0, 1.0)
+            nearest = start + along[:, None] * direction
+        else:
+            nearest = np.repeat(start[None], len(centres), axis=0)
+        on = np.hypot(*(centres - nearest).T) < 1e-6
+        cols, rows = cells[on].T
         keep = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
         out[rows[keep], cols[keep]] = True
-    return out
 
 
 def _scanline_fill(points: np.ndarray, centres_y: np.ndarray, width: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from segment_anything.modeling import Sam
 
 from .adapter import PromptAdapter
 from .decode import decode_prompts
-from .errors import ImageNotSetError, UnknownAdapterError
+from .errors import ImageNotSetError, SamplmError, UnknownAdapterError
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
 from .prompts import check_numpy_prompts, check_torch_prompts
@@ -251,6 +251,45 @@ class CustomSamPredictor(SamPredictor):
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, output.iou_predictions, output.low_res_logits
+
+    @torch.no_grad()
+    def predict_refined(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """:meth:`predict`, then PMM polygon refinement of every returned mask (paper Fig. 5).
+
+        Needs an active adapter that carries PMM weights. Arguments as :meth:`predict`.
+
+        Returns:
+            ``(refined masks C x H x W bool, scores C, low_res_logits C x 256 x 256, polygons)`` where
+            ``polygons[i]`` is the ``K x 2`` XY refined polygon of mask ``i`` (original frame).
+        """
+        from .decoder_features import capture_decoder_features
+        from .refine import refine_masks, require_pmm
+
+        name = self.active_adapter
+        if name is None:
+            raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
+        pmm = require_pmm(self._adapters[name].pmm, f"adapter {name!r}")
+        with capture_decoder_features(self.model) as features:
+            masks, scores, low_res = self.predict(
+                point_coords, point_labels, box, mask_input, multimask_output
+            )
+        refined = refine_masks(
+            pmm,
+            masks,
+            features.image_tokens,
+            original_size=tuple(self.original_size),
+            input_size=tuple(self.input_size),
+            image_size=self.model.image_encoder.img_size,
+            grid=tuple(self.model.prompt_encoder.image_embedding_size),
+        )
+        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygon for r in refined]
 
     def _require_image(self) -> None:
         if not self.is_image_set:

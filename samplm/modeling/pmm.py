@@ -27,6 +27,23 @@ def contour_position_encoding(num_points: int, dim: int, *, device=None, dtype=N
     return enc.to(dtype or torch.float32)
 
 
+def sample_point_features(feature_map: Tensor, points: Tensor, image_size: int) -> Tensor:
+    """Bilinearly sample features at points.
+
+    Args:
+        feature_map: ``B x C x h x w`` features covering SAM's padded ``image_size`` square input frame
+            (e.g. the decoder's two-way-transformer image tokens reshaped to 64 x 64).
+        points: ``B x K x 2`` XY pixels in the input frame.
+        image_size: side of the padded input frame (1024 for SAM).
+
+    Returns:
+        ``B x K x C`` point features.
+    """
+    grid = (points / image_size * 2 - 1)[:, :, None, :].to(feature_map.dtype)  # B x K x 1 x 2
+    sampled = torch.nn.functional.grid_sample(feature_map, grid, align_corners=False)  # B x C x K x 1
+    return sampled[..., 0].transpose(1, 2)
+
+
 class BoundaryBlock(nn.Module):
     """Pre-LayerNorm transformer block over the points of one contour (``B x K x D``)."""
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -29,9 +28,10 @@ from .._io import atomic_write, atomic_write_text
 from ..adapter import PromptAdapter
 from ..config import AdapterConfig, PMMConfig
 from ..decode import decode_prompts
+from ..decoder_features import capture_decoder_features
 from ..geometry import center_point
+from ..modeling import sample_point_features
 from .config import TrainConfig
-from .features import capture_decoder_features
 from .losses import mask_iou, point_matching_loss, segmentation_loss
 from .sampling import PromptSampler
 from .trainset import TrainingItem, TrainingSet
@@ -372,10 +372,7 @@ def _pmm_loss(adapter, data: TrainingSet, features, items: list[TrainingItem], r
         rng.normal(0.0, config.pmm_jitter * cell, gt.shape), dtype=torch.float32, device=fmap.device
     )
     jittered = (gt + noise).clamp(0, data.img_size)
-    sample_at = (jittered / data.img_size * 2 - 1)[:, :, None, :]  # B x K x 1 x 2, align_corners=False frame
-    point_features = F.grid_sample(fmap, sample_at, align_corners=False)[..., 0].transpose(
-        1, 2
-    )  # B x K x 256
+    point_features = sample_point_features(fmap, jittered, data.img_size)
     predicted = jittered + adapter.pmm(point_features)
     return point_matching_loss(gt / cell, predicted / cell)
 
