@@ -78,9 +78,22 @@ def main() -> None:
         full = sam_model_registry[args.model_type](checkpoint=None).eval()
         checkpoint = root / f"sam_{args.model_type}_random.pth"
         torch.save(full.state_dict(), checkpoint)
-        data_args = ["--data", str(root / "data" / "masks"), "--images", str(root / "data" / "images"),
-                     "--format", "masks", "--model-type", args.model_type, "--checkpoint", str(checkpoint),
-                     "--cache", str(root / "cache"), "--device", args.device]  # fmt: skip
+        data_args = [
+            "--data",
+            str(root / "data" / "masks"),
+            "--images",
+            str(root / "data" / "images"),
+            "--format",
+            "masks",
+            "--model-type",
+            args.model_type,
+            "--checkpoint",
+            str(checkpoint),
+            "--cache",
+            str(root / "cache"),
+            "--device",
+            args.device,
+        ]
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "samplm.cli", "embed", *data_args], check=True, capture_output=True
@@ -122,22 +135,41 @@ def main() -> None:
         cached = timed_steps(cached_step, args.steps)
         reencoding = timed_steps(reencoding_step, 2)
         mc, mr = statistics.median(cached), statistics.median(reencoding)
-        print(f"\nbatch of {args.images} instances on {args.images} images, device {args.device}, "
-              f"{torch.get_num_threads()} threads")  # fmt: skip
+        print(
+            f"\nbatch of {args.images} instances on {args.images} images, device {args.device}, "
+            f"{torch.get_num_threads()} threads"
+        )
         print(f"cached step:      {1000 * mc:9.1f} ms  ({1 / mc:.2f} steps/s)")
         print(f"re-encoding step: {1000 * mr:9.1f} ms  ({1 / mr:.3f} steps/s)")
         print(f"speed-up with the cache: {mr / mc:.1f}x   target >= 20x")
 
         out = root / "run"
         child = subprocess.run(
-            [sys.executable, "-c", PEAK_RSS_WRAPPER, "train", *data_args, "--out", str(out), "--steps", "3",
-             "--batch-size", str(args.images), "--val-fraction", "0"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                PEAK_RSS_WRAPPER,
+                "train",
+                *data_args,
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--batch-size",
+                str(args.images),
+                "--val-fraction",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peak_kb = int(child.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
         encoder_skipped = "the image encoder is not loaded" in child.stdout
-        print(f"\n`samplm train` from the cache: image encoder built: {'no' if encoder_skipped else 'YES'}; "
-              f"peak RSS {peak_kb / 1024**2:.2f} GB   target < 3 GB")  # fmt: skip
+        print(
+            f"\n`samplm train` from the cache: image encoder built: {'no' if encoder_skipped else 'YES'}; "
+            f"peak RSS {peak_kb / 1024**2:.2f} GB   target < 3 GB"
+        )
 
 
 # VmHWM is this process's own peak RSS (getrusage's ru_maxrss would include the parent's at fork time).

@@ -100,6 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--config", help="YAML/JSON file with any option or training setting")
 
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate SAM, SAM-F and adapters with the paper's single-click protocol",
+        description="Evaluate on the validation split of --data (the same split as `samplm train` with the "
+        "same --val-fraction/--seed) or on --val-data: one click at each instance's centre, SAM's top "
+        "mask and oracle, SAM-F fitted on the training split, each adapter (PLM, oracle, PMM refinement). "
+        "Writes results.json, results.md, visuals/ and sensitivity/ into --out.",
+    )
+    _add_data_args(evaluate)
+    _add_model_args(evaluate)
+    group = evaluate.add_argument_group("evaluation")
+    group.add_argument(
+        "--adapter", nargs="+", help="adapter(s): directory, .safetensors, org/repo[@rev] or name"
+    )
+    group.add_argument("--out", help="output directory")
+    group.add_argument("--val-data", help="evaluation annotations (same format); default: split --data")
+    group.add_argument("--val-fraction", type=float, help="share of images evaluated (default 0.2)")
+    group.add_argument("--seed", type=int, help="seed of the split (default 0)")
+    group.add_argument("--prompt", choices=["point", "box"], help="centre click (default) or the GT box")
+    group.add_argument("--no-samf", action="store_true", default=None, help="leave out the SAM-F baseline")
+    group.add_argument("--samf-steps", type=int, help="SAM-F fitting steps (default 300)")
+    group.add_argument("--no-refine", action="store_true", default=None, help="leave out PMM refinement")
+    group.add_argument(
+        "--sensitivity", type=int, help="instances to draw prompt sensitivity maps for (default 2)"
+    )
+    group.add_argument("--visuals", type=int, help="worst and best instances to render (default 3 each)")
+    group.add_argument("--max-instances", type=int, help="evaluate at most this many instances")
+    group.add_argument("--config", help="YAML/JSON file with any of these options")
+
     push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
     push.add_argument("adapter", help="adapter directory (validated before upload)")
     push.add_argument("repo_id", help="Hub repository, e.g. my-org/nose")
@@ -116,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "push":
             return _push(args)
         options = _merged_options(args, parser)
-        return _embed(options) if args.command == "embed" else _train(options)
+        return {"embed": _embed, "train": _train, "eval": _eval}[args.command](options)
     except (SamplmError, FileNotFoundError, ValueError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"samplm: error: {message}", file=sys.stderr)
@@ -176,9 +205,12 @@ def _read(options: dict[str, Any], data_key: str = "data"):
     if isinstance(categories, str):
         categories = [categories]
     return read_dataset(
-        options["format"], options[data_key], images=options.get("images"), categories=categories,
+        options["format"],
+        options[data_key],
+        images=options.get("images"),
+        categories=categories,
         strict=bool(options.get("strict_data")),
-    )  # fmt: skip
+    )
 
 
 def _cache_for(options: dict[str, Any], sam):
@@ -224,9 +256,12 @@ def _embed_datasets(options: dict[str, Any], datasets, sam=None) -> Any:
     shown = _is_main_process()
     for dataset in datasets:
         stats = cache.build(
-            sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=_device(options),
+            sam,
+            dataset.image_paths(),
+            expected_sizes=dataset.expected_sizes(),
+            device=_device(options),
             progress=shown,
-        )  # fmt: skip
+        )
         if shown:
             print(
                 f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
@@ -272,13 +307,7 @@ def _train(options: dict[str, Any]) -> int:
     from .train.trainset import TrainingSet
 
     _require(options, "data", "format", "model_type", "out")
-    dataset = _read(options)
-    if options.get("val_data"):
-        train_part, val_part = dataset, _read(options, "val_data")
-    else:
-        train_part, val_part = dataset.split(
-            float(options.get("val_fraction", 0.2)), int(options.get("seed", 0))
-        )
+    train_part, val_part = _split(options, _read(options))
     settings = {f: options[k] for k, f in _TRAIN_FLAGS.items() if k in options}
     settings.update({k: v for k, v in options.items() if k in _TRAIN_FIELDS})
     if options.get("no_pmm"):
@@ -304,13 +333,72 @@ def _train(options: dict[str, Any]) -> int:
         "train_instances": len(train_set),
     }
     result = train(
-        sam, train_set, options["out"], config=config, val_set=val_set,
-        adapter_config=AdapterConfig(task=task, metadata=metadata), model_type=options["model_type"],
-        device=_device(options), resume=not options.get("no_resume"),
-    )  # fmt: skip
+        sam,
+        train_set,
+        options["out"],
+        config=config,
+        val_set=val_set,
+        adapter_config=AdapterConfig(task=task, metadata=metadata),
+        model_type=options["model_type"],
+        device=_device(options),
+        resume=not options.get("no_resume"),
+    )
     if shown:
         print(f"adapter written to {result.adapter_dir} ({result.metrics})")
         print(f'use it: predictor.load_adapter("{result.adapter_dir}")')
+    return 0
+
+
+def _split(options: dict[str, Any], dataset):
+    """(training part, evaluation part): ``--val-data``, or the seeded split of ``--data``."""
+    if options.get("val_data"):
+        return dataset, _read(options, "val_data")
+    return dataset.split(float(options.get("val_fraction", 0.2)), int(options.get("seed", 0)))
+
+
+def _eval(options: dict[str, Any]) -> int:
+    from .adapter import PromptAdapter
+    from .eval import run_evaluation, summary_line
+
+    _require(options, "data", "format", "model_type", "out")
+    train_part, eval_part = _split(options, _read(options))
+    if not len(eval_part):
+        raise ValueError(
+            "nothing to evaluate: the evaluation split is empty (check --val-fraction / --val-data)"
+        )
+    adapters: dict[str, PromptAdapter] = {}
+    for spec in options.get("adapter") or []:
+        adapter = PromptAdapter.load(spec)
+        name = adapter.task if adapter.task not in adapters else f"{adapter.task}#{len(adapters) + 1}"
+        adapters[name] = adapter
+    use_samf = not options.get("no_samf") and len(train_part) > 0
+    parts = [eval_part] + ([train_part] if use_samf else [])
+    with _main_process_first():
+        sam, cache = _training_model_and_cache(options, parts)
+    for adapter in adapters.values():
+        adapter.check_compatible(sam)
+    config = {
+        k: options.get(k) for k in ("data", "val_data", "format", "category", "model_type", "checkpoint")
+    }
+    config.update(val_fraction=options.get("val_fraction", 0.2), seed=options.get("seed", 0))
+    result = run_evaluation(
+        sam,
+        eval_part,
+        cache,
+        options["out"],
+        adapters=adapters,
+        samf_data=train_part if use_samf else None,
+        samf_steps=int(options.get("samf_steps", 300)),
+        prompt=options.get("prompt", "point"),
+        refine=not options.get("no_refine"),
+        sensitivity=int(options.get("sensitivity", 2)),
+        visuals=int(options.get("visuals", 3)),
+        max_instances=options.get("max_instances"),
+        config=config,
+        device=_device(options),
+    )
+    print(summary_line(result))
+    print(f"results written to {Path(options['out']) / 'results.md'} and results.json")
     return 0
 
 
@@ -326,18 +414,47 @@ def _push(args: argparse.Namespace) -> int:
 
     adapter = PromptAdapter.load(Path(args.adapter))  # validate before uploading anything
     url = upload_adapter_folder(
-        args.adapter, args.repo_id, token=args.token, private=args.private or None, revision=args.revision,
+        args.adapter,
+        args.repo_id,
+        token=args.token,
+        private=args.private or None,
+        revision=args.revision,
         commit_message=f"Upload samplm adapter {adapter.task!r}",
-    )  # fmt: skip
+    )
     print(url)
     return 0
 
 
 _RUN_OPTIONS = {
-    "data", "format", "images", "category", "strict_data", "model_type", "checkpoint", "cache", "device",
-    "out", "task", "steps", "batch_size", "lr", "no_pmm", "val_data", "val_fraction", "seed", "precision",
+    "data",
+    "format",
+    "images",
+    "category",
+    "strict_data",
+    "model_type",
+    "checkpoint",
+    "cache",
+    "device",
+    "out",
+    "task",
+    "steps",
+    "batch_size",
+    "lr",
+    "no_pmm",
+    "val_data",
+    "val_fraction",
+    "seed",
+    "precision",
     "no_resume",
-}  # fmt: skip
+    "adapter",
+    "prompt",
+    "no_samf",
+    "samf_steps",
+    "no_refine",
+    "sensitivity",
+    "visuals",
+    "max_instances",
+}
 _TRAIN_FLAGS = {
     "steps": "steps",
     "batch_size": "batch_size",
@@ -346,11 +463,28 @@ _TRAIN_FLAGS = {
     "precision": "precision",
 }
 _TRAIN_FIELDS = {
-    "grad_accum", "weight_decay", "warmup_steps", "decay_at", "decay_gamma", "focal_weight", "dice_weight",
-    "iou_weight", "pm_weight", "multimask", "use_pmm", "pmm_points", "pmm_jitter", "center_power",
-    "box_probability", "box_jitter", "extra_points", "val_every", "val_max_instances", "checkpoint_every",
+    "grad_accum",
+    "weight_decay",
+    "warmup_steps",
+    "decay_at",
+    "decay_gamma",
+    "focal_weight",
+    "dice_weight",
+    "iou_weight",
+    "pm_weight",
+    "multimask",
+    "use_pmm",
+    "pmm_points",
+    "pmm_jitter",
+    "center_power",
+    "box_probability",
+    "box_jitter",
+    "extra_points",
+    "val_every",
+    "val_max_instances",
+    "checkpoint_every",
     "log_every",
-}  # fmt: skip
+}
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ class CustomSamPredictor(SamPredictor):
 
         Returns:
             ``(refined masks C x H x W bool, scores C, low_res_logits C x 256 x 256, polygons)`` where
-            ``polygons[i]`` is the ``K x 2`` XY refined polygon of mask ``i`` (original frame).
+            ``polygons[i]`` lists the ``K x 2`` XY refined polygons of mask ``i``'s parts, largest
+            first (original frame; empty for an empty mask).
         """
         from .decoder_features import capture_decoder_features
         from .refine import refine_masks, require_pmm
@@ -289,7 +290,7 @@ class CustomSamPredictor(SamPredictor):
             image_size=self.model.image_encoder.img_size,
             grid=tuple(self.model.prompt_encoder.image_embedding_size),
         )
-        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygon for r in refined]
+        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
 
     def _require_image(self) -> None:
         if not self.is_image_set:

@@ -3,6 +3,9 @@
 mask -> outer contour -> K points at equal arc length -> features sampled from the decoder's
 two-way-transformer image tokens -> PMM offsets -> refined polygon -> rasterised mask.
 
+A mask of several parts has each part refined on its own (parts smaller than ``min_part`` of the
+mask are kept as they are); holes are not represented by outer contours and are filled.
+
 Frames: masks and polygons are in the original image (XY pixels, pixel centres at ``+0.5``); the PMM
 works in SAM's resized input frame, as in training.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -25,14 +29,19 @@ class RefinedMask:
     """One refined mask.
 
     Attributes:
-        mask: ``H x W`` bool, the refined polygon rasterised.
-        polygon: ``K x 2`` XY refined points (original frame); empty for an empty input mask.
-        initial_polygon: ``K x 2`` XY points sampled on the input mask's contour.
+        mask: ``H x W`` bool: the refined polygons rasterised (plus any small parts kept as they were).
+        polygons: one ``K x 2`` XY refined polygon per refined part (original frame), largest first.
+        initial_polygons: the matching ``K x 2`` points sampled on each part's contour.
     """
 
     mask: np.ndarray
-    polygon: np.ndarray
-    initial_polygon: np.ndarray
+    polygons: list[np.ndarray]
+    initial_polygons: list[np.ndarray]
+
+    @property
+    def polygon(self) -> np.ndarray:
+        """The largest part's refined polygon (``0 x 2`` for an empty mask)."""
+        return self.polygons[0] if self.polygons else np.zeros((0, 2))
 
 
 def require_pmm(pmm: PointMatchingModule | None, name: str = "this adapter") -> PointMatchingModule:
@@ -54,6 +63,7 @@ def refine_masks(
     input_size: tuple[int, int],
     image_size: int,
     grid: tuple[int, int],
+    min_part: float = 0.05,
 ) -> list[RefinedMask]:
     """Refine masks of one prompt with the PMM.
 
@@ -65,6 +75,7 @@ def refine_masks(
         input_size: ``(H', W')`` after ``ResizeLongestSide``.
         image_size: side of SAM's padded input (1024 for SAM).
         grid: ``(h, w)`` of the image embedding.
+        min_part: parts smaller than this fraction of a mask are kept unrefined.
 
     Returns:
         One :class:`RefinedMask` per input mask.
@@ -75,19 +86,31 @@ def refine_masks(
     scale = np.array([input_size[1] / original_size[1], input_size[0] / original_size[0]])
     tokens = image_tokens[:1].float()
     feature_map = tokens.transpose(1, 2).reshape(1, tokens.shape[-1], *grid)
-    device = next(pmm.parameters()).device
+    parameter = next(pmm.parameters())
     results = []
     for mask in masks:
-        if not mask.any():
-            empty = np.zeros((0, 2))
-            results.append(RefinedMask(mask.copy(), empty, empty))
-            continue
-        initial = mask_to_polygon(mask, pmm.num_points)
-        points = torch.as_tensor(initial * scale, dtype=torch.float32, device=device)[None]
-        features = sample_point_features(feature_map.to(device), points, image_size)
-        refined_input = points + pmm(features.to(next(pmm.parameters()).dtype)).float()
-        refined = (refined_input[0].cpu().numpy()) / scale
-        refined[:, 0] = refined[:, 0].clip(0, original_size[1])
-        refined[:, 1] = refined[:, 1].clip(0, original_size[0])
-        results.append(RefinedMask(polygons_to_mask([refined], *original_size), refined, initial))
+        refined_mask = np.zeros_like(mask)
+        polygons, initials = [], []
+        parts = _parts(mask)
+        smallest = max(3, min_part * int(mask.sum()))
+        for part in parts:
+            if part.sum() < smallest:  # small parts are kept as they are
+                refined_mask |= part
+                continue
+            initial = mask_to_polygon(part, pmm.num_points)
+            points = torch.as_tensor(initial * scale, dtype=torch.float32, device=parameter.device)[None]
+            features = sample_point_features(feature_map.to(parameter.device), points, image_size)
+            refined = (points + pmm(features.to(parameter.dtype)).float())[0].cpu().numpy() / scale
+            refined[:, 0] = refined[:, 0].clip(0, original_size[1])
+            refined[:, 1] = refined[:, 1].clip(0, original_size[0])
+            refined_mask |= polygons_to_mask([refined], *original_size)
+            polygons.append(refined)
+            initials.append(initial)
+        results.append(RefinedMask(refined_mask, polygons, initials))
     return results
+
+
+def _parts(mask: np.ndarray) -> list[np.ndarray]:
+    """8-connected parts of a mask (as OpenCV traces contours), largest first."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return sorted((labels == i for i in range(1, count)), key=lambda p: -int(p.sum()))

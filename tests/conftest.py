@@ -79,3 +79,25 @@ def hub_env(hub, monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("SAMPLM_HUB_NAMESPACE", raising=False)
     return hub
+
+
+def write_rect_dataset(root: Path, count: int = 6, size: tuple[int, int] = (72, 96), categories=("object",)):
+    """Images with one bright rectangle each and its mask, in the ``masks`` layout
+    (``images/<category>/<i>.png`` + ``masks/<category>/<i>.png`` when several categories)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    height, width = size
+    for c, category in enumerate(categories):
+        sub = Path(category) if len(categories) > 1 else Path()
+        for folder in ("images", "masks"):
+            (root / folder / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+            mask = np.zeros((height, width), np.uint8)
+            y, x = 8 + 3 * i + 2 * c, 10 + 5 * i
+            mask[y : y + height * 2 // 5, x : x + width * 2 // 5] = 255
+            image[mask > 0] = (220, 180, 40 + 60 * c)
+            Image.fromarray(image).save(root / "images" / sub / f"{i}.png")
+            Image.fromarray(mask).save(root / "masks" / sub / f"{i}.png")
+    return root

@@ -28,8 +28,18 @@ def rect_data(tmp_path):
 
 
 def _base(data, tmp_path):
-    return ["--data", str(data / "masks"), "--images", str(data / "images"), "--format", "masks",
-            "--model-type", "samplm_tiny", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    return [
+        "--data",
+        str(data / "masks"),
+        "--images",
+        str(data / "images"),
+        "--format",
+        "masks",
+        "--model-type",
+        "samplm_tiny",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
 
 
 def _error(capsys, argv, *, one_line: bool = True) -> str:
@@ -46,9 +56,19 @@ def test_errors_are_one_line(capsys, rect_data, tmp_path):
         capsys, ["train", *_base(rect_data, tmp_path), "--out", str(tmp_path / "o"), "--category", "dog"]
     )
     assert "--checkpoint is required" in _error(
-        capsys, ["embed", "--data", str(rect_data / "masks"), "--images", str(rect_data / "images"),
-                 "--format", "masks", "--model-type", "vit_b"]
-    )  # fmt: skip
+        capsys,
+        [
+            "embed",
+            "--data",
+            str(rect_data / "masks"),
+            "--images",
+            str(rect_data / "images"),
+            "--format",
+            "masks",
+            "--model-type",
+            "vit_b",
+        ],
+    )
     assert "does not exist" in _error(
         capsys, ["embed", *_base(rect_data, tmp_path), "--data", str(tmp_path / "no")]
     )
@@ -70,8 +90,18 @@ def test_embed_then_train_end_to_end(capsys, rect_data, tmp_path):
         json.dumps({"steps": 4, "batch_size": 2, "val_every": 2, "warmup_steps": 1, "pmm_points": 8})
     )
     out = tmp_path / "run"
-    argv = ["train", *_base(rect_data, tmp_path), "--out", str(out), "--config", str(config), "--lr", "1e-3",
-            "--val-fraction", "0.4"]  # fmt: skip
+    argv = [
+        "train",
+        *_base(rect_data, tmp_path),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--lr",
+        "1e-3",
+        "--val-fraction",
+        "0.4",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "0 embedded, 3 already cached" in printed and "adapter written to" in printed

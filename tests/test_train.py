@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_rect_dataset
 
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
 from samplm.cache import EmbeddingCache
@@ -23,29 +23,29 @@ from samplm.train.trainset import TrainingSet
 @pytest.fixture(scope="module")
 def task(tmp_path_factory, tiny_sam):
     """Six images with a bright rectangle each (the instance); embeddings cached."""
-    root = tmp_path_factory.mktemp("task")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        image = rng.integers(0, 60, (72, 96, 3), dtype=np.uint8)
-        mask = np.zeros((72, 96), np.uint8)
-        y, x = 10 + 4 * i, 12 + 6 * i
-        mask[y : y + 30, x : x + 40] = 255
-        image[mask > 0] = (220, 180, 40)
-        (root / "images").mkdir(exist_ok=True)
-        (root / "masks").mkdir(exist_ok=True)
-        Image.fromarray(image).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    root = write_rect_dataset(tmp_path_factory.mktemp("task"))
     dataset = read_mask_folder(root / "images", root / "masks")
     cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
     cache.build(tiny_sam, dataset.image_paths(), progress=False)
     train_part, val_part = dataset.split(0.34, seed=0)
-    make = lambda part: TrainingSet(part, cache, tiny_sam, num_points=12, progress=False)  # noqa: E731
+
+    def make(part):
+        return TrainingSet(part, cache, tiny_sam, num_points=12, progress=False)
+
     return make(train_part), make(val_part)
 
 
 def _config(**kw):
-    base = dict(steps=6, batch_size=3, lr=1e-3, warmup_steps=2, val_every=3, checkpoint_every=3, log_every=1,
-                pmm_points=12)  # fmt: skip
+    base = dict(
+        steps=6,
+        batch_size=3,
+        lr=1e-3,
+        warmup_steps=2,
+        val_every=3,
+        checkpoint_every=3,
+        log_every=1,
+        pmm_points=12,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -54,9 +54,15 @@ def test_sam_frozen_and_adapter_exported(tmp_path, tiny_sam, task):
     sam = copy.deepcopy(tiny_sam)
     before = {k: v.clone() for k, v in sam.state_dict().items()}
     result = train(
-        sam, train_set, tmp_path, config=_config(), val_set=val_set,
-        adapter_config=AdapterConfig(task="rect"), model_type="samplm_tiny", progress=False,
-    )  # fmt: skip
+        sam,
+        train_set,
+        tmp_path,
+        config=_config(),
+        val_set=val_set,
+        adapter_config=AdapterConfig(task="rect"),
+        model_type="samplm_tiny",
+        progress=False,
+    )
     after = sam.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # SAM unchanged bit for bit
     assert not any(p.requires_grad for p in sam.parameters())
@@ -120,8 +126,15 @@ def test_resume_is_exact(tmp_path, tiny_sam, task):
         copy.deepcopy(tiny_sam), train_set, tmp_path / "full", config=config, val_set=val_set, progress=False
     )
     split = tmp_path / "split"
-    first = train(copy.deepcopy(tiny_sam), train_set, split, config=config, val_set=val_set, progress=False,
-                  stop_after=3)  # fmt: skip
+    first = train(
+        copy.deepcopy(tiny_sam),
+        train_set,
+        split,
+        config=config,
+        val_set=val_set,
+        progress=False,
+        stop_after=3,
+    )
     assert first.steps == 3
     resumed = train(copy.deepcopy(tiny_sam), train_set, split, config=config, val_set=val_set, progress=False)
     assert resumed.steps == 6
@@ -162,8 +175,20 @@ def test_two_process_data_parallel_training(tmp_path, task, tiny_sam):
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     worker = str(Path(__file__).parent / "ddp_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", port, worker, str(data), str(tmp_path)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        port,
+        worker,
+        str(data),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))

@@ -15,9 +15,25 @@ from .dataset import InstanceDataset, SkipLog
 from .instance import Instance, MaskFileShape
 
 PARTS = (
-    "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
-)  # fmt: skip
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
+)
 IMAGES_FOLDER = "CelebA-HQ-img"
 MASKS_FOLDER = "CelebAMask-HQ-mask-anno"
 _MASK_RE = re.compile(r"^(?P<id>\d+)_(?P<part>[a-z_]+)\.png$")

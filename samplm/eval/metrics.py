@@ -7,6 +7,8 @@ IoU 1 (nothing to find, nothing found); one empty and one non-empty mask have Io
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -84,26 +86,39 @@ def coco_mask_ap(
         rle = mask_utils.encode(np.asfortranarray(gt.astype(np.uint8)))
         area = float(mask_utils.area(rle))
         bbox = [float(v) for v in mask_utils.toBbox(rle)]
-        annotations.append({"id": index + 1, "image_id": index, "category_id": ids[name], "segmentation": rle,
-                            "area": area, "bbox": bbox, "iscrowd": 0})  # fmt: skip
+        annotations.append(
+            {
+                "id": index + 1,
+                "image_id": index,
+                "category_id": ids[name],
+                "segmentation": rle,
+                "area": area,
+                "bbox": bbox,
+                "iscrowd": 0,
+            }
+        )
         det = mask_utils.encode(np.asfortranarray(pred.astype(np.uint8)))
         detections.append(
             {"image_id": index, "category_id": ids[name], "segmentation": det, "score": float(score)}
         )
     if not annotations:
         return None
-    ground_truth = COCO()
-    ground_truth.dataset = {"images": images, "annotations": annotations,
-                            "categories": [{"id": i, "name": n} for n, i in ids.items()]}  # fmt: skip
-    ground_truth.createIndex()
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):
-        results = ground_truth.loadRes(detections)
-        evaluator = COCOeval(ground_truth, results, iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+        return _evaluate_segm(COCO, COCOeval, images, annotations, detections, ids)
+
+
+def _evaluate_segm(coco_cls, eval_cls, images, annotations, detections, ids) -> dict[str, float]:
+    ground_truth = coco_cls()
+    ground_truth.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n} for n, i in ids.items()],
+    }
+    ground_truth.createIndex()
+    results = ground_truth.loadRes(detections)
+    evaluator = eval_cls(ground_truth, results, iouType="segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
     stats = evaluator.stats
     return {"AP": float(stats[0]), "AP50": float(stats[1]), "AP75": float(stats[2])}

@@ -62,8 +62,14 @@ class PromptSampler:
         noise = rng.normal(0.0, self.box_jitter, 4) * np.array([w, h, w, h])
         jittered = np.array([x1, y1, x2, y2]) + noise
         jittered = np.clip(jittered, 0, img_size)
-        return np.array([min(jittered[0], jittered[2]), min(jittered[1], jittered[3]),
-                         max(jittered[0], jittered[2]), max(jittered[1], jittered[3])])  # fmt: skip
+        return np.array(
+            [
+                min(jittered[0], jittered[2]),
+                min(jittered[1], jittered[3]),
+                max(jittered[0], jittered[2]),
+                max(jittered[1], jittered[3]),
+            ]
+        )
 
     @property
     def prompt_types(self) -> list[str]:

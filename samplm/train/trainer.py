@@ -338,14 +338,23 @@ def _batch_losses(
         ].float()
         with autocast, capture_decoder_features(sam) as features:
             output = decode_prompts(
-                sam, embedding, point_coords=coords, point_labels=labels, boxes=boxes,
-                multimask_output=config.multimask == "min", plm=adapter.plm,
-            )  # fmt: skip
+                sam,
+                embedding,
+                point_coords=coords,
+                point_labels=labels,
+                boxes=boxes,
+                multimask_output=config.multimask == "min",
+                plm=adapter.plm,
+            )
         logits = output.low_res_logits.float()
         seg, _, iou = segmentation_loss(
-            logits, output.iou_predictions.float(), targets,
-            focal_weight=config.focal_weight, dice_weight=config.dice_weight, iou_weight=config.iou_weight,
-        )  # fmt: skip
+            logits,
+            output.iou_predictions.float(),
+            targets,
+            focal_weight=config.focal_weight,
+            dice_weight=config.dice_weight,
+            iou_weight=config.iou_weight,
+        )
         seg_total = seg_total + seg.sum()
         iou_total += float(iou.sum())
         if adapter.pmm is not None:
@@ -391,9 +400,12 @@ def evaluate_center_miou(
         x, y = center_point(item.target.low_res)
         coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
         output = decode_prompts(
-            sam, data.embedding(item).to(device), point_coords=coords,
-            point_labels=torch.ones(1, 1, dtype=torch.int64, device=device), plm=adapter.plm,
-        )  # fmt: skip
+            sam,
+            data.embedding(item).to(device),
+            point_coords=coords,
+            point_labels=torch.ones(1, 1, dtype=torch.int64, device=device),
+            plm=adapter.plm,
+        )
         best = output.iou_predictions.argmax(dim=1)
         logits = output.low_res_logits[0, best]
         target = torch.as_tensor(item.target.low_res, device=device)[None].float()

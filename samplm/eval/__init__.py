@@ -1,0 +1,23 @@
+"""Evaluation: the paper's single-click protocol, metrics, the SAM-F baseline, sensitivity maps, reports."""
+
+from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
+from .protocol import EvalResult, InstancePredictor, evaluate
+from .run import run_evaluation, summary_line
+from .samf import SamF, train_samf
+from .sensitivity import SensitivityMap, sensitivity_map
+
+__all__ = [
+    "EvalResult",
+    "InstancePredictor",
+    "SamF",
+    "SensitivityMap",
+    "boundary_iou",
+    "coco_mask_ap",
+    "evaluate",
+    "iou",
+    "mean_by_class",
+    "run_evaluation",
+    "sensitivity_map",
+    "summary_line",
+    "train_samf",
+]

@@ -1,0 +1,134 @@
+"""One evaluation run end to end: SAM-F fitting, metrics, sensitivity maps, visual reports, files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from segment_anything.modeling import Sam
+
+from ..adapter import PromptAdapter
+from ..cache import EmbeddingCache
+from ..data import InstanceDataset, load_image
+from ..train.trainset import TrainingSet
+from .protocol import SAM, SAM_F, EvalResult, InstancePredictor, evaluate, instances_by_id
+from .report import save_instance_panel, save_sensitivity_png, write_results
+from .samf import SamF, train_samf
+from .sensitivity import sensitivity_map
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:80]
+
+
+def run_evaluation(
+    sam: Sam,
+    eval_data: InstanceDataset,
+    cache: EmbeddingCache,
+    out: str | Path,
+    *,
+    adapters: dict[str, PromptAdapter] | None = None,
+    samf_data: InstanceDataset | None = None,
+    samf_steps: int = 300,
+    prompt: str = "point",
+    refine: bool = True,
+    sensitivity: int = 2,
+    sensitivity_grid: int = 16,
+    visuals: int = 3,
+    max_instances: int | None = None,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate and write ``results.json``, ``results.md``, ``visuals/*.png``, ``sensitivity/*.png``.
+
+    Args:
+        sam: frozen SAM (no image encoder needed).
+        eval_data: instances to evaluate (every image must be in ``cache``).
+        cache: embedding cache.
+        out: output directory.
+        adapters: ``{name: adapter}`` to compare.
+        samf_data: training instances to fit SAM-F on (point prompts); ``None`` leaves SAM-F out.
+        samf_steps: SAM-F optimisation steps.
+        prompt: ``"point"`` or ``"box"``.
+        refine: include PMM refinement rows.
+        sensitivity: number of instances (the first ones) to draw prompt sensitivity maps for.
+        sensitivity_grid: clicks per side of each map.
+        visuals: number of worst and of best instances to render.
+        max_instances: cap on evaluated instances.
+        config: run description stored in ``results.json``.
+    """
+    out = Path(out)
+    adapters = adapters or {}
+    samf: SamF | None = None
+    if samf_data is not None and len(samf_data) and prompt == "point":
+        samf = train_samf(
+            sam,
+            TrainingSet(samf_data, cache, sam, progress=False),
+            steps=samf_steps,
+            device=device,
+            progress=progress,
+        )
+    result = evaluate(
+        sam,
+        eval_data,
+        cache,
+        adapters,
+        prompt=prompt,
+        samf=samf,
+        refine=refine,
+        max_instances=max_instances,
+        device=device,
+        progress=progress,
+    )
+    predictor = InstancePredictor(sam, adapters, samf=samf, refine=refine, device=device)
+    by_id = instances_by_id(eval_data)
+    files: dict[str, list[str]] = {"Worst instances": [], "Best instances": [], "Prompt sensitivity maps": []}
+    primary = next((m for m in result.methods if m.endswith(" (PLM)")), SAM)
+    ranked = sorted(result.instances, key=lambda r: (r.iou[primary], r.instance_id))
+    shown = [m for m in result.methods if "oracle" not in m]
+    for title, chosen, tag in (
+        ("Worst instances", ranked[:visuals], "worst"),
+        ("Best instances", ranked[::-1][:visuals], "best"),
+    ):
+        for rank, record in enumerate(chosen, 1):
+            inst = by_id[record.instance_id]
+            entry = cache.get(inst.image_path, inst.image_size)
+            image = load_image(inst.image_path, inst.image_size)
+            gt = inst.mask(*entry.original_size)
+            preds = predictor.predict(entry, record.prompt, gt)
+            name = f"visuals/{tag}_{rank:02d}_{_safe(record.instance_id)}.png"
+            save_instance_panel(
+                out / name, image, gt, {m: (preds[m].mask, record.iou[m]) for m in shown}, record.prompt
+            )
+            files[title].append(name)
+    summaries: dict[str, dict[str, dict[str, float]]] = {}
+    if prompt == "point":
+        for record in result.instances[:sensitivity]:
+            inst = by_id[record.instance_id]
+            entry = cache.get(inst.image_path, inst.image_size)
+            gt = inst.mask(*entry.original_size)
+            maps = sensitivity_map(predictor, entry, gt, grid=sensitivity_grid)
+            name = f"sensitivity/{_safe(record.instance_id)}.png"
+            save_sensitivity_png(out / name, load_image(inst.image_path, inst.image_size), gt, maps)
+            files["Prompt sensitivity maps"].append(name)
+            summaries[record.instance_id] = maps.summary()
+    run_config = {
+        **(config or {}),
+        "prompt": prompt,
+        "adapters": list(adapters),
+        "sensitivity": summaries,
+        "samf": SAM_F in result.methods,
+    }
+    write_results(out, result, run_config, files)
+    return result
+
+
+def summary_line(result: EvalResult) -> str:
+    """One line per method: mIoU over all instances, in percent."""
+    return "\n".join(f"{m:40} mIoU {100 * result.miou[m]['all']:6.2f}" for m in result.methods)
+
+
+__all__ = ["run_evaluation", "summary_line"]

@@ -1,0 +1,82 @@
+"""SAM-F baseline (PerSAM-F's scale-aware fine-tuning, as in the paper's Tables 2-3).
+
+Two learnable weights blend SAM's three multimask logits: ``M = w1*M1 + w2*M2 + (1 - w1 - w2)*M3``.
+SAM itself is untouched; the weights are fit on the training split with dice + focal loss on SAM's
+outputs for the centre click of each training instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..decode import decode_prompts
+from ..geometry import center_point
+from ..train.losses import dice_loss, sigmoid_focal_loss
+from ..train.trainset import TrainingSet
+
+
+@dataclass(frozen=True)
+class SamF:
+    """Blend weights ``(w1, w2)``; the third is ``1 - w1 - w2``."""
+
+    w1: float = 1 / 3
+    w2: float = 1 / 3
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        return (self.w1, self.w2, 1.0 - self.w1 - self.w2)
+
+    def blend(self, logits: Tensor) -> Tensor:
+        """``B x 3 x h x w`` multimask logits -> ``B x 1 x h x w`` blended logits."""
+        w = torch.tensor(self.weights, dtype=logits.dtype, device=logits.device)
+        return (logits * w[None, :, None, None]).sum(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def _sam_logits(sam: Sam, data: TrainingSet, max_instances: int, device) -> tuple[Tensor, Tensor]:
+    scale = data.img_size / data.low_res
+    logits, targets = [], []
+    for item in data.items[:max_instances]:
+        x, y = center_point(item.target.low_res)
+        coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
+        labels = torch.ones(1, 1, dtype=torch.int64, device=device)
+        out = decode_prompts(sam, data.embedding(item).to(device), point_coords=coords, point_labels=labels)
+        logits.append(out.low_res_logits[0].float().cpu())
+        targets.append(torch.as_tensor(item.target.low_res[None], dtype=torch.float32))
+    return torch.stack(logits), torch.stack(targets)
+
+
+def train_samf(
+    sam: Sam,
+    data: TrainingSet,
+    *,
+    steps: int = 300,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    max_instances: int = 2000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> SamF:
+    """Fit SAM-F's two weights on ``data`` (centre clicks), starting from 1/3 each (as PerSAM-F)."""
+    logits, targets = _sam_logits(sam, data, max_instances, device)
+    weights = torch.nn.Parameter(torch.full((2,), 1 / 3))
+    optimizer = torch.optim.Adam([weights], lr=lr)
+    rng = np.random.default_rng(seed)
+    for _ in tqdm(range(steps), desc="fitting SAM-F", unit="step", disable=not progress):
+        picks = torch.as_tensor(rng.choice(len(logits), size=min(batch_size, len(logits)), replace=False))
+        w = torch.cat([weights, 1 - weights.sum(0, keepdim=True)])
+        blended = (logits[picks] * w[None, :, None, None]).sum(dim=1)
+        target = targets[picks][:, 0]
+        loss = (dice_loss(blended, target) + sigmoid_focal_loss(blended, target)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    w1, w2 = (float(v) for v in weights.detach())
+    return SamF(w1, w2)

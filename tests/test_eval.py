@@ -1,0 +1,174 @@
+"""Evaluation protocol, SAM-F, sensitivity maps, reports and `samplm eval` on a tiny SAM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_rect_dataset
+
+from samplm import AdapterConfig, PMMConfig, PromptAdapter
+from samplm.cache import EmbeddingCache
+from samplm.cli import main
+from samplm.data import read_mask_folder
+from samplm.eval import InstancePredictor, SamF, evaluate, run_evaluation, sensitivity_map, train_samf
+from samplm.eval.protocol import SAM, SAM_F, SAM_ORACLE
+from samplm.train.losses import dice_loss, sigmoid_focal_loss
+from samplm.train.trainset import TrainingSet
+
+
+@pytest.fixture(scope="module")
+def rects(tmp_path_factory, tiny_sam):
+    root = write_rect_dataset(tmp_path_factory.mktemp("rects"), count=4, categories=("red", "blue"))
+    dataset = read_mask_folder(root / "images", root / "masks")
+    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
+    cache.build(tiny_sam, dataset.image_paths(), progress=False)
+    return root, dataset, cache
+
+
+def test_samf_blend_math():
+    logits = torch.stack([torch.full((2, 2), 1.0), torch.full((2, 2), 2.0), torch.full((2, 2), 4.0)])[None]
+    blended = SamF(0.5, 0.25).blend(logits)
+    assert blended.shape == (1, 1, 2, 2) and torch.allclose(
+        blended, torch.full((1, 1, 2, 2), 0.5 + 0.5 + 1.0)
+    )
+    assert SamF().weights == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+
+
+def test_samf_fitting_lowers_its_objective(rects, tiny_sam):
+    _, dataset, cache = rects
+    data = TrainingSet(dataset, cache, tiny_sam, progress=False)
+    from samplm.eval.samf import _sam_logits
+
+    logits, targets = _sam_logits(tiny_sam, data, 100, "cpu")
+
+    def objective(samf):
+        blended = samf.blend(logits)[:, 0]
+        return float((dice_loss(blended, targets[:, 0]) + sigmoid_focal_loss(blended, targets[:, 0])).mean())
+
+    fitted = train_samf(tiny_sam, data, steps=60, progress=False)
+    assert fitted != SamF()
+    assert objective(fitted) < objective(SamF())
+
+
+def test_identity_adapter_reproduces_sam_and_oracle_bounds(rects, tiny_sam):
+    _, dataset, cache = rects
+    fresh = PromptAdapter(AdapterConfig(task="fresh", pmm=PMMConfig(num_points=8)))
+    result = evaluate(tiny_sam, dataset, cache, {"fresh": fresh}, samf=SamF(0.2, 0.3), progress=False)
+    assert result.methods == [
+        SAM,
+        SAM_ORACLE,
+        SAM_F,
+        "fresh (PLM)",
+        "fresh (PLM, oracle)",
+        "fresh (PLM+PMM refine)",
+    ]
+    assert len(result.instances) == 8 and result.categories == ["blue", "red"]
+    for record in result.instances:
+        assert record.iou["fresh (PLM)"] == record.iou[SAM]  # a fresh PLM is an exact identity
+        assert record.iou[SAM_ORACLE] >= record.iou[SAM]
+        assert all(0.0 <= v <= 1.0 for v in record.iou.values())
+        x, y = record.prompt["point"]
+        inst = next(i for i in dataset if i.instance_id == record.instance_id)
+        assert inst.mask(72, 96)[int(y), int(x)]  # the click lies inside the object
+    assert result.miou[SAM]["all"] == pytest.approx(np.mean([r.iou[SAM] for r in result.instances]))
+    assert set(result.cross_task()) == {SAM, "fresh (PLM)"}
+    assert set(result.refinement_effect()) == {"fresh"}
+
+
+def test_box_prompts_have_no_samf_row(rects, tiny_sam):
+    _, dataset, cache = rects
+    result = evaluate(tiny_sam, dataset, cache, prompt="box", samf=SamF(), max_instances=3, progress=False)
+    assert result.methods == [SAM, SAM_ORACLE] and len(result.instances) == 3
+    assert "box" in result.instances[0].prompt
+    with pytest.raises(ValueError, match="prompt must be"):
+        evaluate(tiny_sam, dataset, cache, prompt="scribble")
+
+
+def test_sensitivity_map(rects, tiny_sam):
+    _, dataset, cache = rects
+    inst = dataset[0]
+    entry = cache.get(inst.image_path)
+    gt = inst.mask(*entry.original_size)
+    predictor = InstancePredictor(tiny_sam, {"fresh": PromptAdapter(AdapterConfig(task="fresh"))})
+    maps = sensitivity_map(predictor, entry, gt, grid=6)
+    assert maps.iou[SAM].shape == (6, 6) and maps.inside.any() and not maps.inside.all()
+    np.testing.assert_array_equal(maps.iou[SAM], maps.iou["fresh (PLM)"])
+    summary = maps.summary()[SAM]
+    assert 0.0 <= summary["mean"] <= 1.0 and summary["std"] >= 0.0
+
+
+def test_run_evaluation_writes_reports(rects, tiny_sam, tmp_path, adapter_factory):
+    _, dataset, cache = rects
+    train_part, eval_part = dataset.split(0.5, seed=0)
+    adapters = {"red": adapter_factory("red", seed=1), "blue": adapter_factory("blue", seed=2)}
+    result = run_evaluation(
+        tiny_sam,
+        eval_part,
+        cache,
+        tmp_path,
+        adapters=adapters,
+        samf_data=train_part,
+        samf_steps=10,
+        sensitivity=1,
+        sensitivity_grid=4,
+        visuals=2,
+        progress=False,
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["methods"] == result.methods and SAM_F in data["methods"]
+    assert set(data["cross_task"]) == {SAM, "red (PLM)", "blue (PLM)"}
+    assert len(data["instances"]) == len(eval_part)
+    assert len(list((tmp_path / "visuals").glob("*.png"))) == 4
+    assert len(list((tmp_path / "sensitivity").glob("*.png"))) == 1
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| method | blue | red | all | class average |" in markdown and "Cross-task" in markdown
+    from PIL import Image
+
+    panel = Image.open(next((tmp_path / "visuals").glob("worst_01_*.png")))
+    assert panel.height == 256 + 22 and panel.width > 4 * 256
+
+
+def test_eval_cli(capsys, tmp_path, rects, adapter_factory):
+    root, _, _ = rects
+    adapter_factory("red").save_pretrained(tmp_path / "red")
+    base = [
+        "eval",
+        "--data",
+        str(root / "masks"),
+        "--images",
+        str(root / "images"),
+        "--format",
+        "masks",
+        "--model-type",
+        "samplm_tiny",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    assert main([*base, "--adapter", str(tmp_path / "red")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "o"), "--val-fraction", "0"]) == 2
+    assert "evaluation split is empty" in capsys.readouterr().err
+    out = tmp_path / "run"
+    argv = [
+        *base,
+        "--out",
+        str(out),
+        "--adapter",
+        str(tmp_path / "red"),
+        "--samf-steps",
+        "5",
+        "--visuals",
+        "1",
+        "--sensitivity",
+        "0",
+        "--category",
+        "red",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "red (PLM)" in printed and "results written to" in printed
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["category"] == ["red"] and data["config"]["val_fraction"] == 0.2
