@@ -15,10 +15,12 @@ from .errors import (
     AdapterCompatibilityError,
     AdapterFormatError,
     AdapterNotFoundError,
+    DataError,
     FingerprintMismatchWarning,
     ImageNotSetError,
     PromptError,
     SamplmError,
+    SkippedDataWarning,
     UnknownAdapterError,
 )
 from .fingerprint import sam_fingerprint
@@ -32,6 +34,7 @@ __all__ = [
     "AdapterNotFoundError",
     "BaseModelInfo",
     "CustomSamPredictor",
+    "DataError",
     "DecoderOutput",
     "FingerprintMismatchWarning",
     "ImageNotSetError",
@@ -40,6 +43,7 @@ __all__ = [
     "PromptAdapter",
     "PromptError",
     "SamplmError",
+    "SkippedDataWarning",
     "UnknownAdapterError",
     "__version__",
     "decode_prompts",
