@@ -1,6 +1,6 @@
 """Hot-swap several adapters on one SAM without re-encoding the image.
 
-Runs on CPU in seconds with a tiny SAM (real 256-wide prompt encoder and mask decoder, small image
+Runs on CPU in seconds with samplm_tiny (real 256-wide prompt encoder and mask decoder, small image
 encoder). The two adapters here carry random weights, standing in for trained ones: the point is the
 mechanics (save, load by path, switch, disable). Use a real SAM with ``--checkpoint``::
 
@@ -57,7 +57,7 @@ def main() -> None:
 
         sam = sam_model_registry[args.model_type](checkpoint=args.checkpoint)
     else:
-        sam = build_sam_tiny(seed=0)
+        sam = build_sam_tiny()
     sam.eval()
 
     with tempfile.TemporaryDirectory() as workdir:

@@ -129,6 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-instances", type=int, help="evaluate at most this many instances")
     group.add_argument("--config", help="YAML/JSON file with any of these options")
 
+    demo = sub.add_parser(
+        "demo",
+        help="the whole job offline: generate banners, train an adapter, evaluate it (a few CPU minutes)",
+        description="Generate a banner dataset, cache embeddings, train a PLM+PMM adapter on a frozen SAM "
+        "(the built-in samplm_tiny by default), evaluate it with one centre click per held-out banner, print "
+        "base top-confidence / base oracle / adapter mIoU, write overlays and the adapter directory.",
+    )
+    demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    demo.add_argument(
+        "--model-type", default="samplm_tiny", help="samplm_tiny (default), vit_h, vit_l or vit_b"
+    )
+    demo.add_argument("--checkpoint", help="SAM checkpoint for --model-type vit_*")
+    demo.add_argument("--images", type=int, default=300, help="banner images to generate (default 300)")
+    demo.add_argument("--steps", type=int, default=500, help="adapter training steps (default 500)")
+    demo.add_argument("--batch-size", type=int, default=8, help="instances per step (default 8)")
+    demo.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--backgrounds", nargs="*", help="folders of photos to paste banners on (default: procedural)"
+    )
+    demo.add_argument("--device", help="torch device (default: cuda if available)")
+    demo.add_argument("--cache", help="embedding cache directory (default <out>/cache)")
+
     push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
     push.add_argument("adapter", help="adapter directory (validated before upload)")
     push.add_argument("repo_id", help="Hub repository, e.g. my-org/nose")
@@ -144,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "push":
             return _push(args)
+        if args.command == "demo":
+            return _demo(args)
         options = _merged_options(args, parser)
         return {"embed": _embed, "train": _train, "eval": _eval}[args.command](options)
     except (SamplmError, FileNotFoundError, ValueError, KeyError) as exc:
@@ -406,6 +431,38 @@ def _placeholder(sam):
     from .models.loading import ImageEncoderPlaceholder
 
     return ImageEncoderPlaceholder(sam.image_encoder.img_size)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .data.voc import IMAGE_SUFFIXES
+    from .demo import format_demo, run_demo
+    from .models import SAM_MODEL_TYPES
+
+    if args.model_type in SAM_MODEL_TYPES and not args.checkpoint:
+        raise ValueError(f"--checkpoint is required for --model-type {args.model_type}")
+    photos = [
+        p
+        for folder in args.backgrounds or []
+        for p in sorted(Path(folder).rglob("*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if args.backgrounds and not photos:
+        raise ValueError(f"no images found in --backgrounds {args.backgrounds}")
+    result = run_demo(
+        args.out,
+        model_type=args.model_type,
+        checkpoint=args.checkpoint,
+        images=args.images,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        backgrounds=photos or None,
+        cache=args.cache,
+        device=_device({"device": args.device}),
+    )
+    print(format_demo(result))
+    return 0
 
 
 def _push(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import LoopbackHub
 
 from samplm import AdapterConfig, PromptAdapter
-from samplm.models import build_sam_tiny
+from samplm.models import build_small_vit_sam
 
 TINY_IMAGE_SIZE = 128
 
@@ -30,13 +30,13 @@ TINY_IMAGE_SIZE = 128
 def tiny_sam():
     """Tiny SAM: 128 px input, 8 x 8 x 256 image embedding, 32 x 32 low-res masks."""
     torch.set_num_threads(2)
-    return build_sam_tiny(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=0)
+    return build_small_vit_sam(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=0)
 
 
 @pytest.fixture(scope="session")
 def other_sam():
     """A tiny SAM with different weights (another 'checkpoint')."""
-    return build_sam_tiny(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=1)
+    return build_small_vit_sam(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=1)
 
 
 @pytest.fixture()

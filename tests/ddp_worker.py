@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
-from samplm.models import build_sam_tiny
+from samplm.models import build_small_vit_sam
 from samplm.train.config import TrainConfig
 from samplm.train.trainer import StepModel, train
 from samplm.train.trainset import TrainingSet
@@ -20,7 +20,7 @@ from samplm.train.trainset import TrainingSet
 
 def main(data: Path, out: Path) -> None:
     torch.set_num_threads(1)
-    sam = build_sam_tiny(image_size=128, encoder_dim=32, encoder_depth=1, seed=0)
+    sam = build_small_vit_sam(image_size=128, encoder_dim=32, encoder_depth=1, seed=0)
     dataset = read_mask_folder(data / "images", data / "masks")
     cache = EmbeddingCache.for_model(data / "cache", sam)  # built by the test beforehand
     train_set = TrainingSet(dataset, cache, sam, num_points=8, progress=False)

@@ -7,13 +7,16 @@ from .loading import (
     build_sam_without_image_encoder,
     load_state_dict,
 )
-from .tiny import build_sam_tiny
+from .small_vit import build_small_vit_sam
+from .tiny import build_sam_tiny, build_sam_tiny_architecture
 
 __all__ = [
     "MODEL_TYPES",
     "SAM_MODEL_TYPES",
     "build_sam",
     "build_sam_tiny",
+    "build_sam_tiny_architecture",
     "build_sam_without_image_encoder",
+    "build_small_vit_sam",
     "load_state_dict",
 ]

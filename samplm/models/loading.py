@@ -43,7 +43,7 @@ def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None)
     """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or
     ``samplm_tiny``), with ``checkpoint`` loaded strictly if given. Returned in eval mode on CPU."""
     if model_type == "samplm_tiny":
-        sam = build_sam_tiny(seed=0)  # deterministic, so caches and fingerprints agree across runs
+        return build_sam_tiny(checkpoint)
     elif model_type in sam_model_registry:
         sam = sam_model_registry[model_type](checkpoint=None)
     else:

@@ -1,0 +1,354 @@
+"""Pretrain ``samplm_tiny`` with SAM's recipe on the procedural corpus (reproducible, seeded).
+
+    python -m samplm.models.pretrain --out samplm/models/weights/samplm_tiny.safetensors \\
+        --minutes 35 --backgrounds ../shared/data/car_license_plate_andrewmvd/images \\
+        ../shared/data/perseg_persam_examples/Images
+
+Recipe (SAM, Section 3 and its appendix, at small scale): per scene, random prompts on random objects;
+a single click is answered with SAM's three multimask outputs, a box with the single-mask output.
+Losses: 20 x focal + dice at the low-res mask resolution, and MSE of the IoU head. A click inside a
+part (text, logo, stripe) is ambiguous - the user may mean the part or the whole object - so the three
+outputs are trained as a set: the best-matching output for the part and a *different* best-matching
+output for the whole (SAM's min-over-masks, applied to both answers), and the IoU head regresses the
+expected IoU under "part with probability 0.6, whole 0.4". Clicks elsewhere on the object mean the
+whole. This gives the model SAM's ambiguity: its three masks contain both answers (high oracle IoU)
+while its most confident mask for a click on a pattern is the pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .._io import atomic_write
+from ..data.synthetic import PhotoBackgrounds, make_scene
+from ..data.voc import IMAGE_SUFFIXES
+from ..train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from .tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
+
+LOW_RES = 4 * TINY_GRID
+
+
+def _low_res(mask: np.ndarray) -> np.ndarray:
+    return cv2.resize(mask.astype(np.float32), (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def build_corpus(
+    count: int, seed: int, photos: PhotoBackgrounds | None, progress: bool = True, close_parts: int = 0
+):
+    """Scenes as (images N x S x S x 3 uint8, objects: per scene a list of (whole, [parts]) at low res).
+
+    ``close_parts`` > 0 closes each part with an elliptic kernel of that size (px), turning a text
+    string's strokes into a solid text region a 16 x 16 embedding can represent.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_parts, close_parts)) if close_parts else None
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), np.uint8)
+    objects = []
+    for i in tqdm(range(count), desc="generating scenes", disable=not progress):
+        image, scene = make_scene(rng, TINY_IMAGE_SIZE, photos)
+        images[i] = image
+        entries = []
+        for obj in scene:
+            whole = _low_res(obj.whole)
+            if kernel is not None:
+                obj.parts = [
+                    cv2.morphologyEx(p.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool) & obj.whole
+                    for p in obj.parts
+                ]
+            parts = [p for p in (_low_res(p) for p in obj.parts) if p.sum() >= 2]
+            if whole.sum() >= 4:
+                entries.append((whole, parts))
+        objects.append(entries)
+    return images, objects
+
+
+def _cell_in(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    i = int(rng.integers(len(ys)))
+    scale = TINY_IMAGE_SIZE / LOW_RES
+    return np.array([(xs[i] + rng.random()) * scale, (ys[i] + rng.random()) * scale])
+
+
+def _box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    scale = TINY_IMAGE_SIZE / LOW_RES
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64) * scale
+    w, h = box[2] - box[0], box[3] - box[1]
+    box += rng.normal(0, 0.05, 4) * np.array([w, h, w, h])
+    return np.clip(box, 0, TINY_IMAGE_SIZE)
+
+
+def sample_prompts(
+    objects,
+    rng: np.random.Generator,
+    per_scene: int,
+    part_probability: float = 0.6,
+    part_clicks: float = 0.65,
+):
+    """Click prompts ``(xy, [(target, weight), ...])`` and box prompts ``(xyxy, target)``.
+
+    A share ``part_clicks`` of clicks lands on a part; for those the IoU head's target weighs the part
+    answer by ``part_probability`` and the whole by the rest."""
+    clicks, boxes = [], []
+    for _ in range(per_scene):
+        whole, parts = objects[int(rng.integers(len(objects)))]
+        if rng.random() < 0.25:
+            target = parts[int(rng.integers(len(parts)))] if parts and rng.random() < 0.3 else whole
+            boxes.append((_box(target, rng), target))
+            continue
+        if parts and rng.random() < part_clicks:
+            part = parts[int(rng.integers(len(parts)))]
+            clicks.append((_cell_in(part, rng), [(part, part_probability), (whole, 1 - part_probability)]))
+        else:
+            rest = whole & ~np.any(parts, axis=0) if parts else whole
+            clicks.append((_cell_in(rest if rest.any() else whole, rng), [(whole, 1.0)]))
+    return clicks, boxes
+
+
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 20 * sigmoid_focal_loss(logits, target) + dice_loss(logits, target)
+
+
+def click_loss(logits: torch.Tensor, iou_pred: torch.Tensor, hypotheses) -> torch.Tensor:
+    """Set loss over the 3 outputs of one click (see the module docstring). ``logits``: 3 x h x w."""
+    targets = [torch.as_tensor(t, dtype=torch.float32) for t, _ in hypotheses]
+    losses = torch.stack([_mask_loss(logits, t[None].expand_as(logits)) for t in targets])  # H x 3
+    if len(targets) == 1:
+        seg = losses[0].min()
+    else:
+        seg = min(losses[0, j] + losses[1, k] for j, k in itertools.permutations(range(3), 2))
+    expected = sum(
+        w * mask_iou(logits.detach(), t[None].expand_as(logits))
+        for (_, w), t in zip(hypotheses, targets, strict=True)
+    )
+    return seg + torch.nn.functional.mse_loss(iou_pred, expected)
+
+
+def pretrain(
+    out: Path,
+    *,
+    minutes: float,
+    max_steps: int,
+    scenes: int,
+    seed: int,
+    backgrounds: list[Path],
+    images_per_step: int = 8,
+    prompts_per_scene: int = 3,
+    lr: float = 8e-4,
+    warmup: int = 100,
+    init: Path | None = None,
+    part_probability: float = 0.6,
+    part_clicks: float = 0.65,
+    close_parts: int = 0,
+    decoder_only: bool = False,
+) -> dict:
+    torch.manual_seed(seed)
+    photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
+    images, objects = build_corpus(scenes, seed, photos, close_parts=close_parts)
+    usable = [i for i, o in enumerate(objects) if o]
+    held_out, train_ids = usable[:200], usable[200:]
+    sam = build_sam_tiny_architecture()
+    if init is not None:
+        from .loading import load_state_dict
+
+        sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
+    sam.train()
+    cached = None
+    if decoder_only:  # freeze the image encoder and train the decoder on precomputed embeddings
+        sam.image_encoder.requires_grad_(False).eval()
+        with torch.no_grad():
+            cached = torch.cat(
+                [
+                    sam.image_encoder(
+                        sam.preprocess(torch.as_tensor(images[i : i + 32]).permute(0, 3, 1, 2).float())
+                    )
+                    for i in tqdm(range(0, len(images), 32), desc="embedding corpus")
+                ]
+            )
+    optimizer = torch.optim.AdamW([p for p in sam.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed + 1)
+    started = time.perf_counter()
+    planned, step, log = max_steps, 0, []
+    bar = tqdm(total=max_steps, desc="pretraining", unit="step")
+    while step < planned:
+        if step == 30:  # plan the schedule from the measured speed and the time budget
+            per_step = (time.perf_counter() - started) / 30
+            planned = min(max_steps, int(minutes * 60 / per_step))
+            bar.total = planned
+        warm = min(1.0, (step + 1) / max(1, warmup))
+        cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / max(planned, 1))))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * warm * cosine
+        picks = rng.choice(train_ids, size=images_per_step, replace=False)
+        if cached is not None:
+            embeddings = cached[torch.as_tensor(picks)]
+        else:
+            batch = torch.as_tensor(images[picks]).permute(0, 3, 1, 2).float()
+            embeddings = sam.image_encoder(sam.preprocess(batch))
+        total, count = torch.zeros(()), 0
+        for embedding, scene in zip(embeddings, picks, strict=True):
+            clicks, boxes = sample_prompts(
+                objects[scene], rng, prompts_per_scene, part_probability, part_clicks
+            )
+            total = total + _scene_loss(sam, embedding[None], clicks, boxes)
+            count += len(clicks) + len(boxes)
+        loss = total / count
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % 25 == 0:
+            log.append(
+                {
+                    "step": step,
+                    "loss": round(loss.item(), 5),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+    bar.close()
+    sam.eval()
+    report = evaluate_ambiguity(sam, images, objects, held_out)
+    info = {
+        "steps": step,
+        "seconds": round(time.perf_counter() - started, 1),
+        "seed": seed,
+        "scenes": scenes,
+        "backgrounds": [str(b) for b in backgrounds],
+        "held_out": report,
+    }
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in sam.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"samplm_pretrain": json.dumps(info)}))
+    (out.with_suffix(".log.json")).write_text(json.dumps({"info": info, "log": log}, indent=1) + "\n")
+    return info
+
+
+def _scene_loss(sam, embedding, clicks, boxes) -> torch.Tensor:
+    pe = sam.prompt_encoder.get_dense_pe()
+    total = torch.zeros(())
+    if clicks:
+        coords = torch.as_tensor(np.stack([c for c, _ in clicks])[:, None], dtype=torch.float32)
+        sparse, dense = sam.prompt_encoder(
+            points=(coords, torch.ones(len(clicks), 1, dtype=torch.int)), boxes=None, masks=None
+        )
+        logits, iou = sam.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        for i, (_, hypotheses) in enumerate(clicks):
+            total = total + click_loss(logits[i], iou[i], hypotheses)
+    if boxes:
+        box_tensor = torch.as_tensor(np.stack([b for b, _ in boxes]), dtype=torch.float32)
+        sparse, dense = sam.prompt_encoder(points=None, boxes=box_tensor, masks=None)
+        logits, iou = sam.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        targets = torch.as_tensor(np.stack([t for _, t in boxes])[:, None], dtype=torch.float32)
+        seg = _mask_loss(logits, targets)[:, 0]
+        total = (
+            total
+            + seg.sum()
+            + torch.nn.functional.mse_loss(iou, mask_iou(logits.detach(), targets), reduction="sum")
+        )
+    return total
+
+
+@torch.no_grad()
+def evaluate_ambiguity(sam, images, objects, ids) -> dict:
+    """On held-out scenes, a click at the centre of each part: IoU of the most confident mask and of the
+    best of three against the part and against the whole."""
+    rows = {"top_vs_part": [], "top_vs_whole": [], "best_vs_part": [], "best_vs_whole": []}
+    pe = sam.prompt_encoder.get_dense_pe()
+    from ..geometry import center_point
+
+    for i in ids:
+        batch = torch.as_tensor(images[i : i + 1]).permute(0, 3, 1, 2).float()
+        embedding = sam.image_encoder(sam.preprocess(batch))
+        for whole, parts in objects[i]:
+            for part in parts:
+                x, y = center_point(part)
+                scale = TINY_IMAGE_SIZE / LOW_RES
+                coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]])
+                sparse, dense = sam.prompt_encoder(
+                    points=(coords, torch.ones(1, 1, dtype=torch.int)), boxes=None, masks=None
+                )
+                logits, iou = sam.mask_decoder(
+                    image_embeddings=embedding,
+                    image_pe=pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=True,
+                )
+                top = int(iou[0].argmax())
+                for name, target in (("part", part), ("whole", whole)):
+                    values = mask_iou(
+                        logits[0], torch.as_tensor(target, dtype=torch.float32)[None].expand(3, -1, -1)
+                    )
+                    rows[f"top_vs_{name}"].append(float(values[top]))
+                    rows[f"best_vs_{name}"].append(float(values.max()))
+    return {k: round(float(np.mean(v)), 4) for k, v in rows.items()} | {"clicks": len(rows["top_vs_part"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (float16)")
+    parser.add_argument("--minutes", type=float, default=35.0, help="time budget for the optimisation")
+    parser.add_argument("--max-steps", type=int, default=6000)
+    parser.add_argument("--scenes", type=int, default=4000, help="size of the generated corpus")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--backgrounds", type=Path, nargs="*", default=[], help="folders of real photos")
+    parser.add_argument("--init", type=Path, help="start from these weights (a later stage)")
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--part-probability", type=float, default=0.6, help="IoU-head weight of the part answer"
+    )
+    parser.add_argument("--part-clicks", type=float, default=0.65, help="share of clicks placed on parts")
+    parser.add_argument("--close-parts", type=int, default=0, help="close part masks with this kernel (px)")
+    parser.add_argument(
+        "--decoder-only", action="store_true", help="freeze the image encoder (a later stage)"
+    )
+    parser.add_argument("--prompts-per-scene", type=int, default=3)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = sorted(
+        p for folder in args.backgrounds for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    info = pretrain(
+        args.out,
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        scenes=args.scenes,
+        seed=args.seed,
+        backgrounds=files,
+    )
+    print(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()

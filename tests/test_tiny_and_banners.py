@@ -1,0 +1,69 @@
+"""The packaged samplm_tiny model, the banner generator, and the demo's expected result."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from samplm.data import read_mask_folder
+from samplm.data.synthetic import make_banner_image, make_scene, write_banner_dataset
+from samplm.models import build_sam, build_sam_tiny
+from samplm.models.tiny import WEIGHTS_PATH
+
+REDUCED_IMAGES = 40
+REDUCED_STEPS = 30
+
+
+def test_packaged_weights_load_strictly_and_are_small():
+    assert WEIGHTS_PATH.is_file() and WEIGHTS_PATH.stat().st_size < 25 * 1024 * 1024
+    sam = build_sam_tiny()
+    assert sam.image_encoder.img_size == 256 and sam.prompt_encoder.image_embedding_size == (16, 16)
+    assert sam.prompt_encoder.embed_dim == 256 and sam.mask_decoder.transformer_dim == 256
+    assert not sam.training
+    same = build_sam("samplm_tiny")
+    for a, b in zip(sam.state_dict().values(), same.state_dict().values(), strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_banner_generator_is_deterministic_with_exact_masks(tmp_path):
+    a = write_banner_dataset(tmp_path / "a", 4, seed=3, progress=False)
+    b = write_banner_dataset(tmp_path / "b", 4, seed=3, progress=False)
+    c = write_banner_dataset(tmp_path / "c", 4, seed=4, progress=False)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert len(files) == 8
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files)
+    dataset = read_mask_folder(a / "images", a / "masks")
+    assert dataset.categories == ["banner"] and len(dataset) >= 4
+    rng = np.random.default_rng(0)
+    image, masks = make_banner_image(rng, 256)
+    assert image.shape == (256, 256, 3) and masks and all(m.dtype == bool and m.sum() >= 200 for m in masks)
+    labels = np.asarray(Image.open(a / "masks" / "banner" / "0000.png"))
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_scene_objects_have_parts_inside_wholes():
+    rng = np.random.default_rng(1)
+    found_parts = 0
+    for _ in range(10):
+        _, objects = make_scene(rng, 256)
+        for obj in objects:
+            for part in obj.parts:
+                assert not (part & ~obj.whole).any()  # every part lies inside its whole
+                found_parts += 1
+    assert found_parts > 5
+
+
+def test_demo_reduced_size(tmp_path):
+    """`samplm demo` end to end at reduced size: data, cache, adapter, evaluation, report."""
+    from samplm import PromptAdapter
+    from samplm.demo import format_demo, run_demo
+
+    result = run_demo(tmp_path, images=REDUCED_IMAGES, steps=REDUCED_STEPS, progress=False)
+    for value in (result.base_top, result.base_oracle, result.adapter, result.samf, result.refined):
+        assert 0.0 <= value <= 1.0
+    assert result.base_oracle >= result.base_top  # the oracle picks the best of the same three masks
+    adapter = PromptAdapter.load(result.adapter_dir)
+    assert adapter.task == "banner" and adapter.pmm is not None
+    assert adapter.config.base_model.model_type == "samplm_tiny"
+    assert "SAM, oracle (best of 3)" in format_demo(result) and result.results.is_file()
