@@ -67,3 +67,14 @@ def test_demo_reduced_size(tmp_path):
     assert adapter.task == "banner" and adapter.pmm is not None
     assert adapter.config.base_model.model_type == "samplm_tiny"
     assert "SAM, oracle (best of 3)" in format_demo(result) and result.results.is_file()
+
+
+def test_pretraining_script_runs_and_writes_loadable_weights(tmp_path):
+    from samplm.models.pretrain import pretrain
+
+    out = tmp_path / "tiny.safetensors"
+    info = pretrain(out, minutes=5, max_steps=2, scenes=30, seed=0, backgrounds=[], images_per_step=2)
+    assert info["steps"] == 2 and info["held_out"]["clicks"] > 0
+    assert 0.0 <= info["held_out"]["best_vs_whole"] <= 1.0
+    assert build_sam_tiny(out).image_encoder.img_size == 256  # loads strictly into the architecture
+    assert out.with_suffix(".log.json").is_file()

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .._io import atomic_write
 from ..data.synthetic import PhotoBackgrounds, make_scene
 from ..data.voc import IMAGE_SUFFIXES
+from ..decode import decode_prompts
 from ..train.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from .tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
 
@@ -157,7 +158,8 @@ def pretrain(
     photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
     images, objects = build_corpus(scenes, seed, photos, close_parts=close_parts)
     usable = [i for i, o in enumerate(objects) if o]
-    held_out, train_ids = usable[:200], usable[200:]
+    n_held = min(200, len(usable) // 5)
+    held_out, train_ids = usable[:n_held], usable[n_held:]
     sam = build_sam_tiny_architecture()
     if init is not None:
         from .loading import load_state_dict
@@ -238,32 +240,17 @@ def pretrain(
 
 
 def _scene_loss(sam, embedding, clicks, boxes) -> torch.Tensor:
-    pe = sam.prompt_encoder.get_dense_pe()
     total = torch.zeros(())
     if clicks:
         coords = torch.as_tensor(np.stack([c for c, _ in clicks])[:, None], dtype=torch.float32)
-        sparse, dense = sam.prompt_encoder(
-            points=(coords, torch.ones(len(clicks), 1, dtype=torch.int)), boxes=None, masks=None
-        )
-        logits, iou = sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
+        labels = torch.ones(len(clicks), 1, dtype=torch.int)
+        out = decode_prompts(sam, embedding, point_coords=coords, point_labels=labels, multimask_output=True)
         for i, (_, hypotheses) in enumerate(clicks):
-            total = total + click_loss(logits[i], iou[i], hypotheses)
+            total = total + click_loss(out.low_res_logits[i], out.iou_predictions[i], hypotheses)
     if boxes:
         box_tensor = torch.as_tensor(np.stack([b for b, _ in boxes]), dtype=torch.float32)
-        sparse, dense = sam.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-        logits, iou = sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        out = decode_prompts(sam, embedding, boxes=box_tensor, multimask_output=False)
+        logits, iou = out.low_res_logits, out.iou_predictions
         targets = torch.as_tensor(np.stack([t for _, t in boxes])[:, None], dtype=torch.float32)
         seg = _mask_loss(logits, targets)[:, 0]
         total = (
@@ -279,7 +266,6 @@ def evaluate_ambiguity(sam, images, objects, ids) -> dict:
     """On held-out scenes, a click at the centre of each part: IoU of the most confident mask and of the
     best of three against the part and against the whole."""
     rows = {"top_vs_part": [], "top_vs_whole": [], "best_vs_part": [], "best_vs_whole": []}
-    pe = sam.prompt_encoder.get_dense_pe()
     from ..geometry import center_point
 
     for i in ids:
@@ -290,16 +276,9 @@ def evaluate_ambiguity(sam, images, objects, ids) -> dict:
                 x, y = center_point(part)
                 scale = TINY_IMAGE_SIZE / LOW_RES
                 coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]])
-                sparse, dense = sam.prompt_encoder(
-                    points=(coords, torch.ones(1, 1, dtype=torch.int)), boxes=None, masks=None
-                )
-                logits, iou = sam.mask_decoder(
-                    image_embeddings=embedding,
-                    image_pe=pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=True,
-                )
+                labels = torch.ones(1, 1, dtype=torch.int)
+                out = decode_prompts(sam, embedding, point_coords=coords, point_labels=labels)
+                logits, iou = out.low_res_logits, out.iou_predictions
                 top = int(iou[0].argmax())
                 for name, target in (("part", part), ("whole", whole)):
                     values = mask_iou(
