@@ -434,18 +434,13 @@ def _placeholder(sam):
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .data.voc import IMAGE_SUFFIXES
+    from .data.images import find_images
     from .demo import format_demo, run_demo
     from .models import SAM_MODEL_TYPES
 
     if args.model_type in SAM_MODEL_TYPES and not args.checkpoint:
         raise ValueError(f"--checkpoint is required for --model-type {args.model_type}")
-    photos = [
-        p
-        for folder in args.backgrounds or []
-        for p in sorted(Path(folder).rglob("*"))
-        if p.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    photos = find_images(*(args.backgrounds or []))
     if args.backgrounds and not photos:
         raise ValueError(f"no images found in --backgrounds {args.backgrounds}")
     result = run_demo(

@@ -78,3 +78,55 @@ def test_pretraining_script_runs_and_writes_loadable_weights(tmp_path):
     assert 0.0 <= info["held_out"]["best_vs_whole"] <= 1.0
     assert build_sam_tiny(out).image_encoder.img_size == 256  # loads strictly into the architecture
     assert out.with_suffix(".log.json").is_file()
+
+
+def test_pretraining_command_line_passes_every_option(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "stage.safetensors"
+    init = tmp_path / "init.safetensors"
+    from samplm.models.pretrain import pretrain
+
+    pretrain(init, minutes=5, max_steps=1, scenes=30, seed=0, backgrounds=[], images_per_step=2)
+    command = [
+        sys.executable,
+        "-m",
+        "samplm.models.pretrain",
+        "--out",
+        str(out),
+        "--init",
+        str(init),
+        "--max-steps",
+        "1",
+        "--scenes",
+        "30",
+        "--lr",
+        "1e-4",
+        "--warmup",
+        "5",
+        "--part-probability",
+        "0.9",
+        "--part-clicks",
+        "0.8",
+        "--close-parts",
+        "7",
+        "--decoder-only",
+        "--prompts-per-scene",
+        "2",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    info = json.loads(out.with_suffix(".log.json").read_text())["info"]
+    expected = {
+        "init": str(init),
+        "lr": 1e-4,
+        "warmup": 5,
+        "part_probability": 0.9,
+        "part_clicks": 0.8,
+        "close_parts": 7,
+        "decoder_only": True,
+        "prompts_per_scene": 2,
+        "steps": 1,
+    }
+    assert {k: info[k] for k in expected} == expected

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def find_images(*folders: str | os.PathLike[str]) -> list[Path]:
+    """Image files (by suffix) anywhere below the given folders, sorted."""
+    return sorted(
+        p
+        for folder in folders
+        for p in Path(folder).rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 def load_image(path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> np.ndarray:

@@ -20,9 +20,8 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import InstanceDataset, SkipLog
-from .images import read_mask_file
+from .images import find_images, read_mask_file
 from .instance import Instance, MaskFileShape
-from .voc import IMAGE_SUFFIXES
 
 DEFAULT_CATEGORY = "object"
 
@@ -40,7 +39,7 @@ def read_mask_folder(
     for folder, what in ((images_root, "images"), (masks_root, "masks")):
         if not folder.is_dir():
             raise DataError(folder, f"{what} folder does not exist")
-    images = sorted(p for p in images_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = find_images(images_root)
     if not images:
         raise DataError(images_root, "no images found")
     log = SkipLog(strict)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from .dataset import InstanceDataset, SkipLog
+from .images import IMAGE_SUFFIXES
 from .instance import BoxShape, Instance
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def default_voc_images_dir(annotations_dir: Path) -> Path:

@@ -31,8 +31,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
+from ..data.images import find_images
 from ..data.synthetic import PhotoBackgrounds, make_scene
-from ..data.voc import IMAGE_SUFFIXES
 from ..decode import decode_prompts
 from ..train.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from .tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
@@ -229,6 +229,14 @@ def pretrain(
         "seconds": round(time.perf_counter() - started, 1),
         "seed": seed,
         "scenes": scenes,
+        "init": str(init) if init else None,
+        "lr": lr,
+        "warmup": warmup,
+        "part_probability": part_probability,
+        "part_clicks": part_clicks,
+        "close_parts": close_parts,
+        "decoder_only": decoder_only,
+        "prompts_per_scene": prompts_per_scene,
         "backgrounds": [str(b) for b in backgrounds],
         "held_out": report,
     }
@@ -315,16 +323,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = sorted(
-        p for folder in args.backgrounds for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-    )
     info = pretrain(
         args.out,
         minutes=args.minutes,
         max_steps=args.max_steps,
         scenes=args.scenes,
         seed=args.seed,
-        backgrounds=files,
+        backgrounds=find_images(*args.backgrounds),
+        init=args.init,
+        lr=args.lr,
+        warmup=args.warmup,
+        part_probability=args.part_probability,
+        part_clicks=args.part_clicks,
+        close_parts=args.close_parts,
+        decoder_only=args.decoder_only,
+        prompts_per_scene=args.prompts_per_scene,
     )
     print(json.dumps(info, indent=2))
 
