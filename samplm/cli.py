@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SamplmError
+from .train.config import MULTIMASK_MODES
 
 DEFAULT_CACHE = "~/.cache/samplm/embeddings"
 
@@ -144,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", type=int, default=300, help="banner images to generate (default 300)")
     demo.add_argument("--steps", type=int, default=500, help="adapter training steps (default 500)")
     demo.add_argument("--batch-size", type=int, default=8, help="instances per step (default 8)")
-    demo.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    demo.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    demo.add_argument(
+        "--multimask",
+        choices=MULTIMASK_MODES,
+        default="all",
+        help="which of SAM's masks the adapter trains (default all: the three, see docs/training.md)",
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--backgrounds", nargs="*", help="folders of photos to paste banners on (default: procedural)"
@@ -451,6 +458,7 @@ def _demo(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        multimask=args.multimask,
         seed=args.seed,
         backgrounds=photos or None,
         cache=args.cache,

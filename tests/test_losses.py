@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from samplm.train.losses import (
@@ -47,3 +48,21 @@ def test_point_matching_loss():
     pred = torch.tensor([[[0.0, 1.0], [2.0, 0.0], [10.0, 10.0]]])
     # nearest predicted: (0,0)->(0,1): 1 ; (2,0)->(2,0): 0 -> mean 0.5
     assert math.isclose(point_matching_loss(gt, pred).item(), 0.5, rel_tol=1e-6)
+
+
+def test_segmentation_loss_all_trains_every_candidate():
+    torch.manual_seed(0)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    iou_pred = torch.zeros(2, 3)
+    loss_min, chosen, _ = segmentation_loss(logits, iou_pred, target, iou_weight=0.0)
+    loss_all, chosen_all, _ = segmentation_loss(logits, iou_pred, target, iou_weight=0.0, reduce="all")
+    assert torch.equal(chosen, chosen_all) and torch.all(loss_all >= loss_min)
+    (grad_min,) = torch.autograd.grad(loss_min.sum(), logits)
+    (grad_all,) = torch.autograd.grad(loss_all.sum(), logits)
+    touched_min = (grad_min.abs().sum(dim=(2, 3)) > 0).sum(dim=1)
+    touched_all = (grad_all.abs().sum(dim=(2, 3)) > 0).sum(dim=1)
+    assert touched_min.tolist() == [1, 1]  # min-over-masks trains one candidate per prompt
+    assert touched_all.tolist() == [3, 3]  # "all" trains the three
+    with pytest.raises(ValueError, match="reduce"):
+        segmentation_loss(logits, iou_pred, target, reduce="max")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -10,8 +11,8 @@ from samplm.data.synthetic import make_banner_image, make_scene, write_banner_da
 from samplm.models import build_sam, build_sam_tiny
 from samplm.models.tiny import WEIGHTS_PATH
 
-REDUCED_IMAGES = 40
-REDUCED_STEPS = 30
+REDUCED_IMAGES = 60
+REDUCED_STEPS = 150
 
 
 def test_packaged_weights_load_strictly_and_are_small():
@@ -54,15 +55,41 @@ def test_scene_objects_have_parts_inside_wholes():
     assert found_parts > 5
 
 
+def test_plates_are_solid_central_parts_that_keep_the_default_corpus_unchanged():
+    from samplm.data.synthetic import paste_object, procedural_background
+
+    def draw(plates: float, seed: int):
+        rng = np.random.default_rng(seed)
+        image = procedural_background(rng, 256)
+        return image, paste_object(image, [], rng, shape="rect", plates=plates)
+
+    for plates in (0.0, 1.0):  # deterministic for a seed
+        (a, obj_a), (b, obj_b) = draw(plates, 5), draw(plates, 5)
+        assert np.array_equal(a, b) and np.array_equal(obj_a.whole, obj_b.whole)
+    for seed in range(5):
+        _, obj = draw(1.0, seed)
+        plate = obj.parts[0]
+        assert not (plate & ~obj.whole).any()
+        # a plate is one solid region, unlike a string's strokes
+        count, _ = cv2.connectedComponents(plate.astype(np.uint8))
+        assert count == 2
+        assert 0.05 < plate.sum() / obj.whole.sum() < 0.8
+
+
 def test_demo_reduced_size(tmp_path):
-    """`samplm demo` end to end at reduced size: data, cache, adapter, evaluation, report."""
+    """`samplm demo` end to end at reduced size: data, cache, adapter, evaluation, report.
+
+    The frozen base is ambiguous on banners (its most confident mask for a centre click is the
+    banner's plate, text or logo, far below its oracle), and the adapter moves it towards the banner.
+    """
     from samplm import PromptAdapter
     from samplm.demo import format_demo, run_demo
 
-    result = run_demo(tmp_path, images=REDUCED_IMAGES, steps=REDUCED_STEPS, progress=False)
+    result = run_demo(tmp_path, images=REDUCED_IMAGES, steps=REDUCED_STEPS, progress=False, visuals=1)
     for value in (result.base_top, result.base_oracle, result.adapter, result.samf, result.refined):
         assert 0.0 <= value <= 1.0
-    assert result.base_oracle >= result.base_top  # the oracle picks the best of the same three masks
+    assert result.base_oracle >= result.base_top + 0.15  # SAM's ambiguity (measured: 0.439 vs 0.690)
+    assert result.adapter >= result.base_top + 0.03  # the adapter customises the frozen base (0.504)
     adapter = PromptAdapter.load(result.adapter_dir)
     assert adapter.task == "banner" and adapter.pmm is not None
     assert adapter.config.base_model.model_type == "samplm_tiny"
@@ -115,6 +142,8 @@ def test_pretraining_command_line_passes_every_option(tmp_path):
         "--decoder-only",
         "--prompts-per-scene",
         "2",
+        "--plates",
+        "0.7",
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     info = json.loads(out.with_suffix(".log.json").read_text())["info"]
@@ -127,6 +156,7 @@ def test_pretraining_command_line_passes_every_option(tmp_path):
         "close_parts": 7,
         "decoder_only": True,
         "prompts_per_scene": 2,
+        "plates": 0.7,
         "steps": 1,
     }
     assert {k: info[k] for k in expected} == expected

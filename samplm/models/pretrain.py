@@ -45,9 +45,16 @@ def _low_res(mask: np.ndarray) -> np.ndarray:
 
 
 def build_corpus(
-    count: int, seed: int, photos: PhotoBackgrounds | None, progress: bool = True, close_parts: int = 0
+    count: int,
+    seed: int,
+    photos: PhotoBackgrounds | None,
+    progress: bool = True,
+    close_parts: int = 0,
+    plates: float = 0.0,
 ):
     """Scenes as (images N x S x S x 3 uint8, objects: per scene a list of (whole, [parts]) at low res).
+
+    ``plates``: probability that an object's central part is a solid plate carrying text or a logo.
 
     ``close_parts`` > 0 closes each part with an elliptic kernel of that size (px), turning a text
     string's strokes into a solid text region a 16 x 16 embedding can represent.
@@ -57,7 +64,7 @@ def build_corpus(
     images = np.zeros((count, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), np.uint8)
     objects = []
     for i in tqdm(range(count), desc="generating scenes", disable=not progress):
-        image, scene = make_scene(rng, TINY_IMAGE_SIZE, photos)
+        image, scene = make_scene(rng, TINY_IMAGE_SIZE, photos, plates=plates)
         images[i] = image
         entries = []
         for obj in scene:
@@ -153,10 +160,12 @@ def pretrain(
     part_clicks: float = 0.65,
     close_parts: int = 0,
     decoder_only: bool = False,
+    plates: float = 0.0,
+    background_sources: list[str] | None = None,
 ) -> dict:
     torch.manual_seed(seed)
     photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
-    images, objects = build_corpus(scenes, seed, photos, close_parts=close_parts)
+    images, objects = build_corpus(scenes, seed, photos, close_parts=close_parts, plates=plates)
     usable = [i for i, o in enumerate(objects) if o]
     n_held = min(200, len(usable) // 5)
     held_out, train_ids = usable[:n_held], usable[n_held:]
@@ -237,7 +246,9 @@ def pretrain(
         "close_parts": close_parts,
         "decoder_only": decoder_only,
         "prompts_per_scene": prompts_per_scene,
-        "backgrounds": [str(b) for b in backgrounds],
+        "plates": plates,
+        "backgrounds": background_sources or [str(b) for b in backgrounds],
+        "background_images": len(backgrounds),
         "held_out": report,
     }
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in sam.state_dict().items()}
@@ -320,6 +331,9 @@ def main() -> None:
         "--decoder-only", action="store_true", help="freeze the image encoder (a later stage)"
     )
     parser.add_argument("--prompts-per-scene", type=int, default=3)
+    parser.add_argument(
+        "--plates", type=float, default=0.0, help="probability of a solid plate as an object's central part"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -338,6 +352,8 @@ def main() -> None:
         close_parts=args.close_parts,
         decoder_only=args.decoder_only,
         prompts_per_scene=args.prompts_per_scene,
+        plates=args.plates,
+        background_sources=[str(b) for b in args.backgrounds],
     )
     print(json.dumps(info, indent=2))
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-MULTIMASK_MODES = ("min", "single")
+MULTIMASK_MODES = ("min", "all", "single")
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -21,7 +21,9 @@ class TrainConfig:
 
     Loss: ``focal_weight`` : ``dice_weight`` = 20 : 1, plus ``iou_weight`` x MSE of SAM's IoU head, plus
     ``pm_weight`` (lambda = 1) x the point matching loss when ``use_pmm``. ``multimask``: ``"min"``
-    trains the best of SAM's three masks (SAM's recipe), ``"single"`` SAM's single-mask output.
+    trains the best of SAM's three masks (SAM's recipe), ``"all"`` trains all three towards the target
+    (the prompt becomes unambiguous, so whichever mask the IoU head ranks first is the target),
+    ``"single"`` SAM's single-mask output.
 
     Prompts: a click sampled with probability ~ distance_transform ** ``center_power``; with
     ``box_probability`` a jittered box (``box_jitter`` x side); up to ``extra_points`` more clicks.

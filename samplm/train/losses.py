@@ -45,6 +45,7 @@ def segmentation_loss(
     focal_weight: float = 20.0,
     dice_weight: float = 1.0,
     iou_weight: float = 1.0,
+    reduce: str = "min",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """SAM's loss for each of C candidate masks, reduced to the best candidate per prompt.
 
@@ -52,6 +53,9 @@ def segmentation_loss(
         logits: ``B x C x H x W`` low-res mask logits.
         iou_pred: ``B x C`` IoU-head predictions.
         targets: ``B x 1 x H x W`` ground truth in {0, 1}.
+        reduce: ``"min"`` trains the best candidate (SAM's min-over-masks); ``"all"`` trains every
+            candidate towards the target (the mean of their losses), so that no output keeps another
+            granularity.
 
     Returns:
         ``(loss B, chosen index B, IoU of the chosen mask B)``: per prompt, the candidate with the
@@ -64,7 +68,12 @@ def segmentation_loss(
     )
     true_iou = mask_iou(logits.detach(), targets)
     chosen = mask_losses.argmin(dim=1)
-    best = mask_losses.gather(1, chosen[:, None])[:, 0]
+    if reduce == "min":
+        best = mask_losses.gather(1, chosen[:, None])[:, 0]
+    elif reduce == "all":
+        best = mask_losses.mean(dim=1)
+    else:
+        raise ValueError(f"reduce must be 'min' or 'all', got {reduce!r}")
     iou_loss = F.mse_loss(iou_pred, true_iou, reduction="none").mean(1)
     return best + iou_weight * iou_loss, chosen, true_iou.gather(1, chosen[:, None])[:, 0]
 

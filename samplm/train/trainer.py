@@ -343,7 +343,7 @@ def _batch_losses(
                 point_coords=coords,
                 point_labels=labels,
                 boxes=boxes,
-                multimask_output=config.multimask == "min",
+                multimask_output=config.multimask != "single",
                 plm=adapter.plm,
             )
         logits = output.low_res_logits.float()
@@ -354,6 +354,7 @@ def _batch_losses(
             focal_weight=config.focal_weight,
             dice_weight=config.dice_weight,
             iou_weight=config.iou_weight,
+            reduce="all" if config.multimask == "all" else "min",
         )
         seg_total = seg_total + seg.sum()
         iou_total += float(iou.sum())

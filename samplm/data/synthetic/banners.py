@@ -19,12 +19,19 @@ from .drawing import PhotoBackgrounds, procedural_background
 from .objects import SceneObject, paste_object
 
 CATEGORY = "banner"
+PLATES = 0.5
 
 
 def make_banner_image(
-    rng: np.random.Generator, size: int = 256, photos: PhotoBackgrounds | None = None, max_banners: int = 2
+    rng: np.random.Generator,
+    size: int = 256,
+    photos: PhotoBackgrounds | None = None,
+    max_banners: int = 2,
+    plates: float = PLATES,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One image with 1..``max_banners`` banners: (image, banner masks)."""
+    """One image with 1..``max_banners`` banners: (image, banner masks).
+
+    ``plates``: probability that a banner's central text or logo sits on a solid plate of its own."""
     image = (
         photos.sample(rng)
         if photos is not None and len(photos) and rng.random() < 0.7
@@ -32,7 +39,9 @@ def make_banner_image(
     )
     objects: list[SceneObject] = []
     for _ in range(int(rng.integers(1, max_banners + 1))):
-        objects.append(paste_object(image, objects, rng, shape="rect", scale=(0.55, 1.05), warp=0.15))
+        objects.append(
+            paste_object(image, objects, rng, shape="rect", scale=(0.55, 1.05), warp=0.15, plates=plates)
+        )
     return image, [o.whole for o in objects if o.whole.sum() >= 200]
 
 
@@ -44,6 +53,7 @@ def write_banner_dataset(
     size: int = 256,
     backgrounds: list[str | Path] | None = None,
     progress: bool = True,
+    plates: float = PLATES,
 ) -> Path:
     """Generate ``count`` banner images with exact masks under ``root`` (deterministic for a seed).
 
@@ -53,6 +63,7 @@ def write_banner_dataset(
         seed: generator seed.
         size: image side in pixels.
         backgrounds: image files to crop backgrounds from (70% of images); procedural otherwise.
+        plates: probability that a banner's central text or logo sits on a solid plate of its own.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -60,7 +71,7 @@ def write_banner_dataset(
     for folder in ("images", "masks"):
         (root / folder / CATEGORY).mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(count), desc="generating banners", unit="img", disable=not progress):
-        image, masks = make_banner_image(rng, size, photos)
+        image, masks = make_banner_image(rng, size, photos, plates=plates)
         labels = np.zeros(image.shape[:2], np.uint8)
         for value, mask in enumerate(masks, start=1):
             labels[mask] = value

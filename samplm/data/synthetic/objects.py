@@ -23,10 +23,33 @@ class SceneObject:
     parts: list[np.ndarray] = field(default_factory=list)
 
 
+def _plate(canvas: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator, color) -> np.ndarray:
+    """A solid plate (rectangle or ellipse) filling ``box``, carrying a string or a logo; returns the
+    plate's mask (its text or logo included)."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    if rng.random() < 0.7:
+        cv2.rectangle(mask, (x0, y0), (x1 - 1, y1 - 1), 1, -1)
+    else:
+        cv2.ellipse(
+            mask, ((x0 + x1) // 2, (y0 + y1) // 2), ((x1 - x0) // 2, (y1 - y0) // 2), 0, 0, 360, 1, -1
+        )
+    plate = mask.astype(bool)
+    canvas[plate] = color
+    dx, dy = (x1 - x0) // 6, (y1 - y0) // 5
+    inner = (x0 + dx, y0 + dy, x1 - dx, y1 - dy)
+    draw = draw_text_fitted if rng.random() < 0.7 else draw_logo
+    draw(canvas, inner, rng, random_color(rng, color, 120))
+    return plate
+
+
 def _panel(
-    rng: np.random.Generator, size: int, shape: str
+    rng: np.random.Generator, size: int, shape: str, plates: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Draw a panel centred in a ``size`` square canvas: (image, whole mask, part masks)."""
+    """Draw a panel centred in a ``size`` square canvas: (image, whole mask, part masks).
+
+    ``plates`` is the probability that the central element is a solid plate carrying the text or logo
+    (the part is then the plate) rather than bare text strokes or a logo."""
     canvas = np.zeros((size, size, 3), np.uint8)
     whole = np.zeros((size, size), np.uint8)
     w = int(size * rng.uniform(0.45, 0.8))
@@ -53,8 +76,11 @@ def _panel(
     cw, ch = int(w * rng.uniform(0.45, 0.8)), int(h * rng.uniform(0.4, 0.7))
     central = (size // 2 - cw // 2, size // 2 - ch // 2, size // 2 + cw // 2, size // 2 + ch // 2)
     color = random_color(rng, fill, 120)
-    draw = draw_text_fitted if rng.random() < 0.55 else draw_logo
-    parts.append(draw(canvas, central, rng, color) & whole)
+    if plates and rng.random() < plates:
+        parts.append(_plate(canvas, central, rng, color) & whole)
+    else:
+        draw = draw_text_fitted if rng.random() < 0.55 else draw_logo
+        parts.append(draw(canvas, central, rng, color) & whole)
     for _ in range(int(rng.integers(0, 3))):  # smaller extras: stripe band, small logo or small text
         color = random_color(rng, fill, 110)
         if rng.random() < 0.4:
@@ -85,6 +111,7 @@ def paste_object(
     shape: str = "any",
     scale: tuple[float, float] = (0.5, 1.0),
     warp: float = 0.12,
+    plates: float = 0.0,
 ) -> SceneObject:
     """Draw a new object, warp it, paste it on ``image`` (in place) and occlude earlier objects.
 
@@ -94,9 +121,10 @@ def paste_object(
         shape: ``"rect"``, ``"ellipse"``, ``"polygon"`` or ``"any"``.
         scale: range of the object's size relative to the canvas.
         warp: strength of the perspective jitter (fraction of the side).
+        plates: probability that the central part is a solid plate carrying text or a logo.
     """
     size = image.shape[0]
-    layer, whole, parts = _panel(rng, size, shape)
+    layer, whole, parts = _panel(rng, size, shape, plates)
     s = rng.uniform(*scale)
     angle = rng.uniform(-25, 25)
     affine = cv2.getRotationMatrix2D((size / 2, size / 2), angle, s)
