@@ -15,6 +15,8 @@ from samplm.errors import DataError, SkippedDataWarning
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PLATES = SHARED / "car_license_plate_andrewmvd"
 PERSEG = SHARED / "perseg_persam_examples"
+needs_plates = pytest.mark.skipif(not PLATES.is_dir(), reason="license-plate data not found next to the repo")
+needs_perseg = pytest.mark.skipif(not PERSEG.is_dir(), reason="PerSeg data not found next to the repo")
 
 
 def _save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -132,6 +134,7 @@ def test_coco_category_selection_and_errors(coco, tmp_path):
 # ---------------------------------------------------------------- VOC
 
 
+@needs_plates
 def test_voc_license_plates():
     dataset = read_voc(PLATES / "annotations")
     assert len(dataset) == 471 and len(dataset.image_paths()) == 433
@@ -165,6 +168,7 @@ def test_voc_broken_files_are_counted(tmp_path):
 # ---------------------------------------------------------------- mask folders
 
 
+@needs_perseg
 def test_perseg_layout():
     dataset = read_mask_folder(PERSEG / "Images", PERSEG / "Annotations")
     assert len(dataset) == 9 and dataset.categories == ["cat", "colorful_sneaker", "duck_toy"]
@@ -249,6 +253,7 @@ def test_exif_orientation(tmp_path):
     assert load_image(path, expected_size=(4, 6)).shape == (4, 6, 3)  # annotations on raw pixels
 
 
+@needs_plates
 def test_split_is_deterministic_and_by_image():
     dataset = read_voc(PLATES / "annotations")
     train, val = dataset.split(0.2, seed=0)
