@@ -13,7 +13,9 @@ from pathlib import Path
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Write ``path`` atomically: ``write`` fills a temporary file beside it, which is then renamed.
 
-    A crash or exception leaves any previous ``path`` untouched and no partial file behind.
+    A crash or exception leaves any previous ``path`` untouched and no partial file behind. The file
+    gets the permissions an ordinary write would give it (those of the file it replaces, else
+    ``0o666`` minus the umask), not the private mode of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,12 +26,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """Permission bits for a new version of ``path``."""
+    with contextlib.suppress(FileNotFoundError):
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -244,6 +244,23 @@ def test_failed_save_leaves_previous_adapter_intact(saved, adapter_factory, monk
     PromptAdapter.load(saved)
 
 
+def test_saved_files_get_ordinary_permissions_not_the_temp_files_private_mode(tmp_path, adapter_factory):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        adapter_factory().save_pretrained(tmp_path / "a")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "a").iterdir()}
+        assert modes and set(modes.values()) == {0o644}, modes
+        weights = tmp_path / "a" / WEIGHTS_NAME
+        weights.chmod(0o640)  # a later save keeps the permissions the owner chose
+        adapter_factory(seed=5).save_pretrained(tmp_path / "a")
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
+
+
 def test_save_over_file_is_refused(tmp_path, adapter_factory):
     target = tmp_path / "file"
     target.write_text("x")
