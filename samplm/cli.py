@@ -55,6 +55,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import demo as demo_defaults
+    from .data.synthetic.banners import MAX_BANNERS
+
     parser = argparse.ArgumentParser(
         prog="samplm",
         description="Customize a frozen Segment Anything Model to your task with prompt-learning adapters.",
@@ -142,15 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-type", default="samplm_tiny", help="samplm_tiny (default), vit_h, vit_l or vit_b"
     )
     demo.add_argument("--checkpoint", help="SAM checkpoint for --model-type vit_*")
-    demo.add_argument("--images", type=int, default=300, help="banner images to generate (default 300)")
-    demo.add_argument("--steps", type=int, default=500, help="adapter training steps (default 500)")
-    demo.add_argument("--batch-size", type=int, default=8, help="instances per step (default 8)")
-    demo.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    demo.add_argument(
+        "--images",
+        type=int,
+        default=demo_defaults.IMAGES,
+        help="banner images to generate (default %(default)s)",
+    )
+    demo.add_argument(
+        "--max-banners",
+        type=int,
+        default=MAX_BANNERS,
+        help="banners per image: 1 to this many, later ones may occlude earlier ones (default %(default)s)",
+    )
+    demo.add_argument(
+        "--steps", type=int, default=demo_defaults.STEPS, help="adapter training steps (default %(default)s)"
+    )
+    demo.add_argument(
+        "--batch-size",
+        type=int,
+        default=demo_defaults.BATCH_SIZE,
+        help="instances per step (default %(default)s)",
+    )
+    demo.add_argument(
+        "--lr", type=float, default=demo_defaults.LR, help="learning rate (default %(default)s)"
+    )
     demo.add_argument(
         "--multimask",
         choices=MULTIMASK_MODES,
-        default="all",
-        help="which of SAM's masks the adapter trains (default all: the three, see docs/training.md)",
+        default=demo_defaults.MULTIMASK,
+        help="which of SAM's masks the adapter trains (default %(default)s; see docs/training.md)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
@@ -455,6 +478,7 @@ def _demo(args: argparse.Namespace) -> int:
         model_type=args.model_type,
         checkpoint=args.checkpoint,
         images=args.images,
+        max_banners=args.max_banners,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -13,6 +13,7 @@ from .cache import EmbeddingCache
 from .config import AdapterConfig
 from .data import read_mask_folder
 from .data.synthetic import write_banner_dataset
+from .data.synthetic.banners import MAX_BANNERS
 from .eval import run_evaluation
 from .eval.protocol import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
 from .models import build_sam
@@ -21,6 +22,12 @@ from .train.trainer import train
 from .train.trainset import TrainingSet
 
 TASK = "banner"
+# defaults shared by run_demo and `samplm demo`
+IMAGES = 300
+STEPS = 800
+BATCH_SIZE = 8
+LR = 3e-3
+MULTIMASK = "all"
 
 
 @dataclass
@@ -41,12 +48,13 @@ def run_demo(
     *,
     model_type: str = "samplm_tiny",
     checkpoint: str | None = None,
-    images: int = 300,
+    images: int = IMAGES,
+    max_banners: int = MAX_BANNERS,
     val_fraction: float = 0.2,
-    steps: int = 500,
-    batch_size: int = 8,
-    lr: float = 3e-3,
-    multimask: str = "all",
+    steps: int = STEPS,
+    batch_size: int = BATCH_SIZE,
+    lr: float = LR,
+    multimask: str = MULTIMASK,
     seed: int = 0,
     backgrounds: list[Path] | None = None,
     cache: str | Path | None = None,
@@ -57,7 +65,7 @@ def run_demo(
     """Run the banner demo; see the module docstring. Returns the headline numbers."""
     out = Path(out)
     data_dir = write_banner_dataset(
-        out / "data", images, seed=seed, backgrounds=backgrounds, progress=progress
+        out / "data", images, seed=seed, backgrounds=backgrounds, max_banners=max_banners, progress=progress
     )
     dataset = read_mask_folder(data_dir / "images", data_dir / "masks")
     train_part, val_part = dataset.split(val_fraction, seed=seed)

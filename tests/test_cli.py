@@ -75,6 +75,9 @@ def test_errors_are_one_line(capsys, rect_data, tmp_path):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"stepz": 3}))
     assert "unknown option(s)" in _error(capsys, ["train", "--config", str(config)])
+    demo = ["demo", "--out", str(tmp_path / "demo"), "--max-banners", "0"]
+    assert "max_banners must be >= 1" in _error(capsys, demo)
+    assert not (tmp_path / "demo" / "data").exists()  # refused before generating anything
 
 
 def test_push_rejects_invalid_adapter(capsys, tmp_path):

@@ -1,8 +1,12 @@
 """Pretrain ``samplm_tiny`` with SAM's recipe on the procedural corpus (reproducible, seeded).
 
     python -m samplm.models.pretrain --out samplm/models/weights/samplm_tiny.safetensors \\
-        --minutes 35 --backgrounds ../shared/data/car_license_plate_andrewmvd/images \\
+        --minutes 36 --backgrounds ../shared/data/car_license_plate_andrewmvd/images \\
         ../shared/data/perseg_persam_examples/Images
+
+runs the three stages of :data:`RECIPE` in one job, each on a fresh seeded corpus and starting from
+the previous stage's weights: wholes and parts from scratch; solid parts (plates, closed text) with
+part-first IoU targets; then the decoder and IoU head alone on frozen image embeddings.
 
 Recipe (SAM, Section 3 and its appendix, at small scale): per scene, random prompts on random objects;
 a single click is answered with SAM's three multimask outputs, a box with the single-mask output.
@@ -22,12 +26,15 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
@@ -143,65 +150,119 @@ def click_loss(logits: torch.Tensor, iou_pred: torch.Tensor, hypotheses) -> torc
     return seg + torch.nn.functional.mse_loss(iou_pred, expected)
 
 
-def pretrain(
-    out: Path,
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pretraining curriculum.
+
+    Attributes:
+        name: label in logs and progress bars.
+        share: this stage's share of the total time budget.
+        lr, warmup: peak AdamW learning rate and linear warm-up steps (then cosine decay to 0.1 x).
+        plates: probability of a solid plate as an object's central part.
+        close_parts: close part masks with an elliptic kernel of this size (px); 0 keeps them as drawn.
+        part_probability: IoU-head weight of the part answer for a click on a part.
+        part_clicks: share of clicks placed on parts.
+        decoder_only: freeze the image encoder and train on precomputed embeddings.
+        prompts_per_scene: prompts sampled per scene and step.
+    """
+
+    name: str
+    share: float
+    lr: float = 8e-4
+    warmup: int = 100
+    plates: float = 0.0
+    close_parts: int = 0
+    part_probability: float = 0.6
+    part_clicks: float = 0.65
+    decoder_only: bool = False
+    prompts_per_scene: int = 3
+
+
+RECIPE: tuple[Stage, ...] = (
+    Stage("wholes and parts", share=0.55),
+    Stage(
+        "solid parts, part first",
+        share=0.2,
+        lr=4e-4,
+        warmup=50,
+        plates=0.6,
+        close_parts=9,
+        part_probability=0.85,
+        part_clicks=0.8,
+    ),
+    Stage(
+        "decoder and IoU head",
+        share=0.25,
+        lr=5e-4,
+        warmup=50,
+        plates=0.8,
+        close_parts=9,
+        part_probability=0.9,
+        part_clicks=0.8,
+        decoder_only=True,
+        prompts_per_scene=4,
+    ),
+)
+"""The recipe of the shipped weights: each stage starts from the previous one's weights."""
+
+
+def run_stage(
+    sam: Sam,
+    stage: Stage,
     *,
-    minutes: float,
+    seconds: float,
     max_steps: int,
     scenes: int,
     seed: int,
-    backgrounds: list[Path],
+    photos: PhotoBackgrounds | None,
     images_per_step: int = 8,
-    prompts_per_scene: int = 3,
-    lr: float = 8e-4,
-    warmup: int = 100,
-    init: Path | None = None,
-    part_probability: float = 0.6,
-    part_clicks: float = 0.65,
-    close_parts: int = 0,
-    decoder_only: bool = False,
-    plates: float = 0.0,
-    background_sources: list[str] | None = None,
+    progress: bool = True,
 ) -> dict:
+    """Train ``sam`` in place for one stage on a fresh corpus of ``scenes`` scenes (seeded by ``seed``).
+
+    The number of steps is planned from the speed measured over the first 30 steps so that the
+    optimisation takes about ``seconds``, capped at ``max_steps`` (pass the steps a logged run made
+    and a large ``seconds`` to replay it exactly). Returns the stage's log: settings, steps, seconds,
+    loss curve, held-out ambiguity numbers (:func:`evaluate_ambiguity`).
+    """
     torch.manual_seed(seed)
-    photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
-    images, objects = build_corpus(scenes, seed, photos, close_parts=close_parts, plates=plates)
+    images, objects = build_corpus(
+        scenes, seed, photos, progress=progress, close_parts=stage.close_parts, plates=stage.plates
+    )
     usable = [i for i, o in enumerate(objects) if o]
     n_held = min(200, len(usable) // 5)
     held_out, train_ids = usable[:n_held], usable[n_held:]
-    sam = build_sam_tiny_architecture()
-    if init is not None:
-        from .loading import load_state_dict
-
-        sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
     sam.train()
+    sam.image_encoder.requires_grad_(not stage.decoder_only)
     cached = None
-    if decoder_only:  # freeze the image encoder and train the decoder on precomputed embeddings
-        sam.image_encoder.requires_grad_(False).eval()
+    if stage.decoder_only:
+        sam.image_encoder.eval()
         with torch.no_grad():
             cached = torch.cat(
                 [
                     sam.image_encoder(
                         sam.preprocess(torch.as_tensor(images[i : i + 32]).permute(0, 3, 1, 2).float())
                     )
-                    for i in tqdm(range(0, len(images), 32), desc="embedding corpus")
+                    for i in tqdm(range(0, len(images), 32), desc="embedding corpus", disable=not progress)
                 ]
             )
-    optimizer = torch.optim.AdamW([p for p in sam.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        [p for p in sam.parameters() if p.requires_grad], lr=stage.lr, weight_decay=0.01
+    )
     rng = np.random.default_rng(seed + 1)
     started = time.perf_counter()
-    planned, step, log = max_steps, 0, []
-    bar = tqdm(total=max_steps, desc="pretraining", unit="step")
+    planned, step, curve = max_steps, 0, []
+    bar = tqdm(total=max_steps, desc=f"pretraining: {stage.name}", unit="step", disable=not progress)
     while step < planned:
         if step == 30:  # plan the schedule from the measured speed and the time budget
             per_step = (time.perf_counter() - started) / 30
-            planned = min(max_steps, int(minutes * 60 / per_step))
+            planned = max(30, min(max_steps, int(seconds / per_step)))
             bar.total = planned
-        warm = min(1.0, (step + 1) / max(1, warmup))
+        warm = min(1.0, (step + 1) / max(1, stage.warmup))
         cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / max(planned, 1))))
         for group in optimizer.param_groups:
-            group["lr"] = lr * warm * cosine
-        picks = rng.choice(train_ids, size=images_per_step, replace=False)
+            group["lr"] = stage.lr * warm * cosine
+        picks = rng.choice(train_ids, size=min(images_per_step, len(train_ids)), replace=False)
         if cached is not None:
             embeddings = cached[torch.as_tensor(picks)]
         else:
@@ -210,7 +271,7 @@ def pretrain(
         total, count = torch.zeros(()), 0
         for embedding, scene in zip(embeddings, picks, strict=True):
             clicks, boxes = sample_prompts(
-                objects[scene], rng, prompts_per_scene, part_probability, part_clicks
+                objects[scene], rng, stage.prompts_per_scene, stage.part_probability, stage.part_clicks
             )
             total = total + _scene_loss(sam, embedding[None], clicks, boxes)
             count += len(clicks) + len(boxes)
@@ -223,7 +284,7 @@ def pretrain(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % 25 == 0:
-            log.append(
+            curve.append(
                 {
                     "step": step,
                     "loss": round(loss.item(), 5),
@@ -231,30 +292,93 @@ def pretrain(
                 }
             )
     bar.close()
+    sam.image_encoder.requires_grad_(True)
     sam.eval()
-    report = evaluate_ambiguity(sam, images, objects, held_out)
-    info = {
+    return {
+        **asdict(stage),
+        "seed": seed,
         "steps": step,
         "seconds": round(time.perf_counter() - started, 1),
+        "held_out": evaluate_ambiguity(sam, images, objects, held_out),
+        "loss_curve": curve,
+    }
+
+
+def pretrain(
+    out: Path,
+    *,
+    minutes: float,
+    seed: int = 0,
+    scenes: int = 4000,
+    backgrounds: list[Path] = (),
+    stages: Sequence[Stage] = RECIPE,
+    max_steps: Sequence[int] | None = None,
+    init: Path | None = None,
+    images_per_step: int = 8,
+    background_sources: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Pretrain ``samplm_tiny`` through ``stages`` in one job and save float16 weights to ``out``.
+
+    Args:
+        out: output ``.safetensors``; ``out.with_suffix(".log.json")`` receives the log.
+        minutes: time budget of the optimisation, split between the stages by their ``share``.
+        seed: stage ``i`` (from 0) uses seed ``seed + i`` for its corpus, prompts and initialisation.
+        scenes: corpus size per stage.
+        backgrounds: real photos to crop backgrounds from.
+        stages: the curriculum (default :data:`RECIPE`).
+        max_steps: per-stage step caps (default 20,000 each); with a large ``minutes`` this replays a
+            logged run's schedule exactly.
+        init: start from these weights instead of a random initialisation.
+
+    Returns:
+        The log's ``info``: settings, and per stage its steps, seconds and held-out numbers.
+    """
+    if max_steps is not None and len(max_steps) != len(stages):
+        raise ValueError(f"max_steps needs one value per stage ({len(stages)}), got {len(max_steps)}")
+    caps = list(max_steps) if max_steps is not None else [20000] * len(stages)
+    torch.manual_seed(seed)
+    photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
+    sam = build_sam_tiny_architecture()
+    if init is not None:
+        from .loading import load_state_dict
+
+        sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
+    started = time.perf_counter()
+    total_share = sum(stage.share for stage in stages)
+    logs = []
+    for index, (stage, cap) in enumerate(zip(stages, caps, strict=True)):
+        logs.append(
+            run_stage(
+                sam,
+                stage,
+                seconds=60 * minutes * stage.share / total_share,
+                max_steps=cap,
+                scenes=scenes,
+                seed=seed + index,
+                photos=photos,
+                images_per_step=images_per_step,
+                progress=progress,
+            )
+        )
+    info = {
+        "minutes": minutes,
+        "seconds": round(time.perf_counter() - started, 1),
+        "steps": sum(log["steps"] for log in logs),
         "seed": seed,
         "scenes": scenes,
         "init": str(init) if init else None,
-        "lr": lr,
-        "warmup": warmup,
-        "part_probability": part_probability,
-        "part_clicks": part_clicks,
-        "close_parts": close_parts,
-        "decoder_only": decoder_only,
-        "prompts_per_scene": prompts_per_scene,
-        "plates": plates,
         "backgrounds": background_sources or [str(b) for b in backgrounds],
         "background_images": len(backgrounds),
-        "held_out": report,
+        "held_out": logs[-1]["held_out"],
     }
+    curves = [log.pop("loss_curve") for log in logs]
+    info["stages"] = logs
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in sam.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"samplm_pretrain": json.dumps(info)}))
-    (out.with_suffix(".log.json")).write_text(json.dumps({"info": info, "log": log}, indent=1) + "\n")
+    log_text = json.dumps({"info": info, "loss_curves": curves}, indent=1) + "\n"
+    atomic_write(out.with_suffix(".log.json"), lambda tmp: tmp.write_text(log_text))
     return info
 
 
@@ -313,46 +437,43 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors (float16)")
-    parser.add_argument("--minutes", type=float, default=35.0, help="time budget for the optimisation")
-    parser.add_argument("--max-steps", type=int, default=6000)
-    parser.add_argument("--scenes", type=int, default=4000, help="size of the generated corpus")
+    parser.add_argument("--minutes", type=float, default=40.0, help="time budget of the optimisation")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        nargs="+",
+        help=f"step cap per stage ({len(RECIPE)} values); with a large --minutes replays a logged run",
+    )
+    parser.add_argument("--scenes", type=int, default=4000, help="corpus size per stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--backgrounds", type=Path, nargs="*", default=[], help="folders of real photos")
-    parser.add_argument("--init", type=Path, help="start from these weights (a later stage)")
-    parser.add_argument("--lr", type=float, default=8e-4)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--init", type=Path, help="start from these weights")
     parser.add_argument(
-        "--part-probability", type=float, default=0.6, help="IoU-head weight of the part answer"
-    )
-    parser.add_argument("--part-clicks", type=float, default=0.65, help="share of clicks placed on parts")
-    parser.add_argument("--close-parts", type=int, default=0, help="close part masks with this kernel (px)")
-    parser.add_argument(
-        "--decoder-only", action="store_true", help="freeze the image encoder (a later stage)"
-    )
-    parser.add_argument("--prompts-per-scene", type=int, default=3)
-    parser.add_argument(
-        "--plates", type=float, default=0.0, help="probability of a solid plate as an object's central part"
+        "--stages",
+        type=int,
+        nargs="+",
+        help=f"run only these stages of the recipe (1-{len(RECIPE)}), e.g. `--stages 3 --init w`",
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    stages = RECIPE
+    if args.stages:
+        if not all(1 <= i <= len(RECIPE) for i in args.stages):
+            parser.error(f"--stages takes numbers from 1 to {len(RECIPE)}")
+        stages = tuple(RECIPE[i - 1] for i in args.stages)
+    if args.max_steps and len(args.max_steps) != len(stages):
+        parser.error(f"--max-steps needs one value per stage ({len(stages)}), got {len(args.max_steps)}")
     info = pretrain(
         args.out,
         minutes=args.minutes,
-        max_steps=args.max_steps,
-        scenes=args.scenes,
         seed=args.seed,
+        scenes=args.scenes,
         backgrounds=find_images(*args.backgrounds),
+        stages=stages,
+        max_steps=args.max_steps,
         init=args.init,
-        lr=args.lr,
-        warmup=args.warmup,
-        part_probability=args.part_probability,
-        part_clicks=args.part_clicks,
-        close_parts=args.close_parts,
-        decoder_only=args.decoder_only,
-        prompts_per_scene=args.prompts_per_scene,
-        plates=args.plates,
         background_sources=[str(b) for b in args.backgrounds],
     )
     print(json.dumps(info, indent=2))

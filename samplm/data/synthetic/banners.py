@@ -3,7 +3,8 @@ pasted onto backgrounds under random affine + perspective transforms, with exact
 
 ``write_banner_dataset`` writes the ``masks`` layout (``images/banner/NNNN.png``,
 ``masks/banner/NNNN.png``, one label value per banner), which ``samplm.data.read_mask_folder`` and
-``--format masks`` read.
+``--format masks`` read. By default every image carries one banner, as in the paper's set (each banner
+pasted on a background of its own); ``max_banners`` > 1 adds banners that may occlude each other.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from .objects import SceneObject, paste_object
 
 CATEGORY = "banner"
 PLATES = 0.5
+MAX_BANNERS = 1  # as in the paper's set: each banner pasted on a background of its own
 
 
 def make_banner_image(
     rng: np.random.Generator,
     size: int = 256,
     photos: PhotoBackgrounds | None = None,
-    max_banners: int = 2,
+    max_banners: int = MAX_BANNERS,
     plates: float = PLATES,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One image with 1..``max_banners`` banners: (image, banner masks).
@@ -54,6 +56,7 @@ def write_banner_dataset(
     backgrounds: list[str | Path] | None = None,
     progress: bool = True,
     plates: float = PLATES,
+    max_banners: int = MAX_BANNERS,
 ) -> Path:
     """Generate ``count`` banner images with exact masks under ``root`` (deterministic for a seed).
 
@@ -64,14 +67,17 @@ def write_banner_dataset(
         size: image side in pixels.
         backgrounds: image files to crop backgrounds from (70% of images); procedural otherwise.
         plates: probability that a banner's central text or logo sits on a solid plate of its own.
+        max_banners: each image carries 1..``max_banners`` banners (later ones may occlude earlier ones).
     """
+    if max_banners < 1:
+        raise ValueError(f"max_banners must be >= 1, got {max_banners}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     photos = PhotoBackgrounds(backgrounds, size) if backgrounds else None
     for folder in ("images", "masks"):
         (root / folder / CATEGORY).mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(count), desc="generating banners", unit="img", disable=not progress):
-        image, masks = make_banner_image(rng, size, photos, plates=plates)
+        image, masks = make_banner_image(rng, size, photos, max_banners=max_banners, plates=plates)
         labels = np.zeros(image.shape[:2], np.uint8)
         for value, mask in enumerate(masks, start=1):
             labels[mask] = value
