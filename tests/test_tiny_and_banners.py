@@ -137,10 +137,22 @@ def test_pretraining_command_line_runs_chosen_stages_from_init(tmp_path):
     pretrain(init, minutes=5, max_steps=[1], stages=RECIPE[:1], scenes=20, images_per_step=2, progress=False)
     out = tmp_path / "stage3.safetensors"
     base = [sys.executable, "-m", "samplm.models.pretrain", "--out", str(out), "--scenes", "20"]
-    command = [*base, "--init", str(init), "--stages", "3", "--max-steps", "2", "--seed", "7"]
+    command = [
+        *base,
+        "--init",
+        str(init),
+        "--stages",
+        "3",
+        "--max-steps",
+        "2",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     info = json.loads(out.with_suffix(".log.json").read_text())["info"]
-    assert info["init"] == str(init) and info["seed"] == 7
+    assert info["init"] == str(init) and info["seed"] == 7 and info["device"] == "cpu"
     (stage,) = info["stages"]
     assert stage["name"] == RECIPE[2].name and stage["decoder_only"] and stage["steps"] == 2
     assert stage["seed"] == 7 and stage["plates"] == RECIPE[2].plates

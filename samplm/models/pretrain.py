@@ -88,6 +88,11 @@ def build_corpus(
     return images, objects
 
 
+def _pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``N x S x S x 3`` uint8 -> ``N x 3 x S x S`` float on ``device``."""
+    return torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float()
+
+
 def _cell_in(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     i = int(rng.integers(len(ys)))
@@ -137,7 +142,7 @@ def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def click_loss(logits: torch.Tensor, iou_pred: torch.Tensor, hypotheses) -> torch.Tensor:
     """Set loss over the 3 outputs of one click (see the module docstring). ``logits``: 3 x h x w."""
-    targets = [torch.as_tensor(t, dtype=torch.float32) for t, _ in hypotheses]
+    targets = [torch.as_tensor(t, dtype=torch.float32, device=logits.device) for t, _ in hypotheses]
     losses = torch.stack([_mask_loss(logits, t[None].expand_as(logits)) for t in targets])  # H x 3
     if len(targets) == 1:
         seg = losses[0].min()
@@ -229,6 +234,7 @@ def run_stage(
     images, objects = build_corpus(
         scenes, seed, photos, progress=progress, close_parts=stage.close_parts, plates=stage.plates
     )
+    device = next(sam.parameters()).device
     usable = [i for i, o in enumerate(objects) if o]
     n_held = min(200, len(usable) // 5)
     held_out, train_ids = usable[:n_held], usable[n_held:]
@@ -240,9 +246,7 @@ def run_stage(
         with torch.no_grad():
             cached = torch.cat(
                 [
-                    sam.image_encoder(
-                        sam.preprocess(torch.as_tensor(images[i : i + 32]).permute(0, 3, 1, 2).float())
-                    )
+                    sam.image_encoder(sam.preprocess(_pixels(images[i : i + 32], device)))
                     for i in tqdm(range(0, len(images), 32), desc="embedding corpus", disable=not progress)
                 ]
             )
@@ -264,11 +268,10 @@ def run_stage(
             group["lr"] = stage.lr * warm * cosine
         picks = rng.choice(train_ids, size=min(images_per_step, len(train_ids)), replace=False)
         if cached is not None:
-            embeddings = cached[torch.as_tensor(picks)]
+            embeddings = cached[torch.as_tensor(picks, device=device)]
         else:
-            batch = torch.as_tensor(images[picks]).permute(0, 3, 1, 2).float()
-            embeddings = sam.image_encoder(sam.preprocess(batch))
-        total, count = torch.zeros(()), 0
+            embeddings = sam.image_encoder(sam.preprocess(_pixels(images[picks], device)))
+        total, count = torch.zeros((), device=device), 0
         for embedding, scene in zip(embeddings, picks, strict=True):
             clicks, boxes = sample_prompts(
                 objects[scene], rng, stage.prompts_per_scene, stage.part_probability, stage.part_clicks
@@ -317,6 +320,7 @@ def pretrain(
     images_per_step: int = 8,
     background_sources: list[str] | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Pretrain ``samplm_tiny`` through ``stages`` in one job and save float16 weights to ``out``.
 
@@ -330,6 +334,7 @@ def pretrain(
         max_steps: per-stage step caps (default 20,000 each); with a large ``minutes`` this replays a
             logged run's schedule exactly.
         init: start from these weights instead of a random initialisation.
+        device: where to train (e.g. ``"cuda"``); the corpus stays in CPU memory.
 
     Returns:
         The log's ``info``: settings, and per stage its steps, seconds and held-out numbers.
@@ -344,6 +349,7 @@ def pretrain(
         from .loading import load_state_dict
 
         sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
+    sam.to(device)
     started = time.perf_counter()
     total_share = sum(stage.share for stage in stages)
     logs = []
@@ -368,13 +374,14 @@ def pretrain(
         "seed": seed,
         "scenes": scenes,
         "init": str(init) if init else None,
+        "device": str(device),
         "backgrounds": background_sources or [str(b) for b in backgrounds],
         "background_images": len(backgrounds),
         "held_out": logs[-1]["held_out"],
     }
     curves = [log.pop("loss_curve") for log in logs]
     info["stages"] = logs
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in sam.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in sam.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"samplm_pretrain": json.dumps(info)}))
     log_text = json.dumps({"info": info, "loss_curves": curves}, indent=1) + "\n"
@@ -383,18 +390,23 @@ def pretrain(
 
 
 def _scene_loss(sam, embedding, clicks, boxes) -> torch.Tensor:
-    total = torch.zeros(())
+    device = embedding.device
+    total = torch.zeros((), device=device)
     if clicks:
-        coords = torch.as_tensor(np.stack([c for c, _ in clicks])[:, None], dtype=torch.float32)
-        labels = torch.ones(len(clicks), 1, dtype=torch.int)
+        coords = torch.as_tensor(
+            np.stack([c for c, _ in clicks])[:, None], dtype=torch.float32, device=device
+        )
+        labels = torch.ones(len(clicks), 1, dtype=torch.int, device=device)
         out = decode_prompts(sam, embedding, point_coords=coords, point_labels=labels, multimask_output=True)
         for i, (_, hypotheses) in enumerate(clicks):
             total = total + click_loss(out.low_res_logits[i], out.iou_predictions[i], hypotheses)
     if boxes:
-        box_tensor = torch.as_tensor(np.stack([b for b, _ in boxes]), dtype=torch.float32)
+        box_tensor = torch.as_tensor(np.stack([b for b, _ in boxes]), dtype=torch.float32, device=device)
         out = decode_prompts(sam, embedding, boxes=box_tensor, multimask_output=False)
         logits, iou = out.low_res_logits, out.iou_predictions
-        targets = torch.as_tensor(np.stack([t for _, t in boxes])[:, None], dtype=torch.float32)
+        targets = torch.as_tensor(
+            np.stack([t for _, t in boxes])[:, None], dtype=torch.float32, device=device
+        )
         seg = _mask_loss(logits, targets)[:, 0]
         total = (
             total
@@ -408,24 +420,25 @@ def _scene_loss(sam, embedding, clicks, boxes) -> torch.Tensor:
 def evaluate_ambiguity(sam, images, objects, ids) -> dict:
     """On held-out scenes, a click at the centre of each part: IoU of the most confident mask and of the
     best of three against the part and against the whole."""
+    device = next(sam.parameters()).device
     rows = {"top_vs_part": [], "top_vs_whole": [], "best_vs_part": [], "best_vs_whole": []}
     from ..geometry import center_point
 
     for i in ids:
-        batch = torch.as_tensor(images[i : i + 1]).permute(0, 3, 1, 2).float()
-        embedding = sam.image_encoder(sam.preprocess(batch))
+        embedding = sam.image_encoder(sam.preprocess(_pixels(images[i : i + 1], device)))
         for whole, parts in objects[i]:
             for part in parts:
                 x, y = center_point(part)
                 scale = TINY_IMAGE_SIZE / LOW_RES
-                coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]])
-                labels = torch.ones(1, 1, dtype=torch.int)
+                coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
+                labels = torch.ones(1, 1, dtype=torch.int, device=device)
                 out = decode_prompts(sam, embedding, point_coords=coords, point_labels=labels)
                 logits, iou = out.low_res_logits, out.iou_predictions
                 top = int(iou[0].argmax())
                 for name, target in (("part", part), ("whole", whole)):
                     values = mask_iou(
-                        logits[0], torch.as_tensor(target, dtype=torch.float32)[None].expand(3, -1, -1)
+                        logits[0],
+                        torch.as_tensor(target, dtype=torch.float32, device=device)[None].expand(3, -1, -1),
                     )
                     rows[f"top_vs_{name}"].append(float(values[top]))
                     rows[f"best_vs_{name}"].append(float(values.max()))
@@ -449,6 +462,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--backgrounds", type=Path, nargs="*", default=[], help="folders of real photos")
     parser.add_argument("--init", type=Path, help="start from these weights")
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cuda (default: cuda if available, else cpu)"
+    )
     parser.add_argument(
         "--stages",
         type=int,
@@ -475,6 +491,7 @@ def main() -> None:
         max_steps=args.max_steps,
         init=args.init,
         background_sources=[str(b) for b in args.backgrounds],
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )
     print(json.dumps(info, indent=2))
 
