@@ -307,6 +307,15 @@ def run_stage(
     }
 
 
+def step_caps(stages: Sequence[Stage], max_steps: Sequence[int] | None) -> list[int]:
+    """One step cap per stage: ``max_steps`` checked against ``stages``, or 20,000 each."""
+    if max_steps is None:
+        return [20000] * len(stages)
+    if len(max_steps) != len(stages):
+        raise ValueError(f"max_steps needs one value per stage ({len(stages)}), got {len(max_steps)}")
+    return list(max_steps)
+
+
 def pretrain(
     out: Path,
     *,
@@ -339,9 +348,7 @@ def pretrain(
     Returns:
         The log's ``info``: settings, and per stage its steps, seconds and held-out numbers.
     """
-    if max_steps is not None and len(max_steps) != len(stages):
-        raise ValueError(f"max_steps needs one value per stage ({len(stages)}), got {len(max_steps)}")
-    caps = list(max_steps) if max_steps is not None else [20000] * len(stages)
+    caps = step_caps(stages, max_steps)
     torch.manual_seed(seed)
     photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
     sam = build_sam_tiny_architecture()
@@ -479,8 +486,10 @@ def main() -> None:
         if not all(1 <= i <= len(RECIPE) for i in args.stages):
             parser.error(f"--stages takes numbers from 1 to {len(RECIPE)}")
         stages = tuple(RECIPE[i - 1] for i in args.stages)
-    if args.max_steps and len(args.max_steps) != len(stages):
-        parser.error(f"--max-steps needs one value per stage ({len(stages)}), got {len(args.max_steps)}")
+    try:
+        step_caps(stages, args.max_steps)
+    except ValueError as error:
+        parser.error(str(error).replace("max_steps", "--max-steps"))
     info = pretrain(
         args.out,
         minutes=args.minutes,
