@@ -16,13 +16,15 @@ from typing import Any
 
 from .errors import SamplmError
 from .train.config import MULTIMASK_MODES
+from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config
 
 DEFAULT_CACHE = "~/.cache/samplm/embeddings"
 
 _EPILOG_TRAIN = """\
 examples:
+  samplm train --data plates/annotations --format voc --model-type samplm_lite --out runs/plates
   samplm train --data plates/annotations --format voc --model-type vit_h \\
-      --checkpoint sam_vit_h_4b8939.pth --out runs/plates --steps 2000 --batch-size 10
+      --checkpoint sam_vit_h_4b8939.pth --out runs/plates --recipe paper
   samplm train --config plates.yaml --lr 1e-4        # flags override the config file
 
 The config file (YAML or JSON) may set any flag (use the long name with _ for -, e.g. batch_size)
@@ -48,7 +50,10 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model-type", help="vit_h, vit_l, vit_b or samplm_tiny")
+    group.add_argument(
+        "--model-type",
+        help="vit_h, vit_l, vit_b (with --checkpoint), or the built-in samplm_lite or samplm_tiny",
+    )
     group.add_argument("--checkpoint", help="SAM checkpoint (.pth or .safetensors); required for vit_*")
     group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE})")
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -87,9 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     group = train.add_argument_group("training")
     group.add_argument("--out", help="output directory")
     group.add_argument("--task", help="adapter task name (default: the category, or the --out folder name)")
-    group.add_argument("--steps", type=int, help="optimiser steps (default 20000, as the paper)")
-    group.add_argument("--batch-size", type=int, help="instances per step (default 10)")
-    group.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-5)")
+    group.add_argument(
+        "--recipe",
+        choices=RECIPE_CHOICES,
+        help="training recipe: paper (20k steps, lr 1e-5, batch 10), fast (600 steps, lr 3e-3, batch 8) or "
+        "auto (default: fast for samplm_lite/samplm_tiny, paper for vit_*); flags below override it",
+    )
+    group.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
+    group.add_argument("--batch-size", type=int, help="instances per step (default: the recipe's)")
+    group.add_argument("--lr", type=float, help="AdamW learning rate (default: the recipe's)")
     group.add_argument(
         "--no-pmm", action="store_true", default=None, help="train the PLM only (no point matching)"
     )
@@ -135,14 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the whole job offline: generate banners, train an adapter, evaluate it (a few CPU minutes)",
-        description="Generate a banner dataset, cache embeddings, train a PLM+PMM adapter on a frozen SAM "
-        "(the built-in samplm_tiny by default), evaluate it with one centre click per held-out banner, print "
-        "base top-confidence / base oracle / adapter mIoU, write overlays and the adapter directory.",
+        help="the whole job offline: data, adapter training, evaluation (a few CPU minutes)",
+        description="Train a PLM+PMM adapter on a frozen SAM (the built-in samplm_lite by default) with the "
+        "fast recipe and evaluate it with one centre click per held-out instance: generated banners "
+        "(--task banners, default) or real car photos with plate boxes (--task plates --data FOLDER). "
+        "Prints base top-confidence / base oracle / SAM-F / adapter mIoU, writes overlays and the adapter.",
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument(
-        "--model-type", default="samplm_tiny", help="samplm_tiny (default), vit_h, vit_l or vit_b"
+        "--task", choices=demo_defaults.TASKS, default="banners", help="demo task (default banners)"
+    )
+    demo.add_argument(
+        "--data", help="--task plates: VOC folder with annotations/ and images/ (e.g. Kaggle's car-plate set)"
+    )
+    demo.add_argument(
+        "--model-type",
+        default=demo_defaults.MODEL_TYPE,
+        help="samplm_lite (default), samplm_tiny, or vit_h/vit_l/vit_b with --checkpoint",
     )
     demo.add_argument("--checkpoint", help="SAM checkpoint for --model-type vit_*")
     demo.add_argument(
@@ -157,23 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_BANNERS,
         help="banners per image: 1 to this many, later ones may occlude earlier ones (default %(default)s)",
     )
-    demo.add_argument(
-        "--steps", type=int, default=demo_defaults.STEPS, help="adapter training steps (default %(default)s)"
-    )
-    demo.add_argument(
-        "--batch-size",
-        type=int,
-        default=demo_defaults.BATCH_SIZE,
-        help="instances per step (default %(default)s)",
-    )
-    demo.add_argument(
-        "--lr", type=float, default=demo_defaults.LR, help="learning rate (default %(default)s)"
-    )
+    recipe = RECIPES[demo_defaults.RECIPE]
+    demo.add_argument("--steps", type=int, help=f"adapter training steps (default {recipe['steps']})")
+    demo.add_argument("--batch-size", type=int, help=f"instances per step (default {recipe['batch_size']})")
+    demo.add_argument("--lr", type=float, help=f"learning rate (default {recipe['lr']})")
     demo.add_argument(
         "--multimask",
         choices=MULTIMASK_MODES,
-        default=demo_defaults.MULTIMASK,
-        help="which of SAM's masks the adapter trains (default %(default)s; see docs/training.md)",
+        help=f"which of SAM's masks the adapter trains (default {recipe['multimask']}; see docs/training.md)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
@@ -357,7 +368,6 @@ def _embed(options: dict[str, Any]) -> int:
 
 def _train(options: dict[str, Any]) -> int:
     from .config import AdapterConfig
-    from .train.config import TrainConfig
     from .train.trainer import train
     from .train.trainset import TrainingSet
 
@@ -367,7 +377,7 @@ def _train(options: dict[str, Any]) -> int:
     settings.update({k: v for k, v in options.items() if k in _TRAIN_FIELDS})
     if options.get("no_pmm"):
         settings["use_pmm"] = False
-    config = TrainConfig.from_dict(settings)
+    recipe, config = recipe_config(options.get("recipe", "auto"), options["model_type"], **settings)
     parts = [p for p in (train_part, val_part) if len(p)]
     with _main_process_first():
         sam, cache = _training_model_and_cache(options, parts)
@@ -382,6 +392,11 @@ def _train(options: dict[str, Any]) -> int:
         else None
     )
     task = options.get("task") or "+".join(options.get("category") or []) or Path(options["out"]).name
+    if shown:
+        print(
+            f"recipe {recipe}: {config.steps} steps of {config.batch_size}, lr {config.lr:g}, "
+            f"multimask {config.multimask}"
+        )
     metadata = {
         "dataset": str(options["data"]),
         "format": options["format"],
@@ -475,6 +490,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"no images found in --backgrounds {args.backgrounds}")
     result = run_demo(
         args.out,
+        task=args.task,
+        data=args.data,
         model_type=args.model_type,
         checkpoint=args.checkpoint,
         images=args.images,
@@ -521,6 +538,7 @@ _RUN_OPTIONS = {
     "device",
     "out",
     "task",
+    "recipe",
     "steps",
     "batch_size",
     "lr",

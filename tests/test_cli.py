@@ -78,6 +78,10 @@ def test_errors_are_one_line(capsys, rect_data, tmp_path):
     demo = ["demo", "--out", str(tmp_path / "demo"), "--max-banners", "0"]
     assert "max_banners must be >= 1" in _error(capsys, demo)
     assert not (tmp_path / "demo" / "data").exists()  # refused before generating anything
+    plates = ["demo", "--task", "plates", "--out", str(tmp_path / "p")]
+    assert "needs --data" in _error(capsys, plates)
+    missing = [*plates, "--data", str(tmp_path / "nowhere")]
+    assert "nowhere" in _error(capsys, missing) and not (tmp_path / "p").exists()
 
 
 def test_push_rejects_invalid_adapter(capsys, tmp_path):
@@ -108,10 +112,12 @@ def test_embed_then_train_end_to_end(capsys, rect_data, tmp_path):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "0 embedded, 3 already cached" in printed and "adapter written to" in printed
+    assert "recipe fast: 4 steps of 2, lr 0.001, multimask all" in printed  # auto: fast for samplm_tiny
     adapter = PromptAdapter.load(out / "adapter")
     assert adapter.task == "run" and adapter.pmm is not None and adapter.pmm.num_points == 8
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["steps"] == 4 and saved["lr"] == 1e-3 and saved["batch_size"] == 2
+    assert saved["extra"]["recipe"] == "fast" and saved["multimask"] == "all"
     assert main([*argv, "--no-pmm", "--no-resume", "--out", str(tmp_path / "run2")]) == 0
     assert PromptAdapter.load(tmp_path / "run2" / "adapter").pmm is None
 

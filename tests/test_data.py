@@ -256,11 +256,41 @@ def test_exif_orientation(tmp_path):
 @needs_plates
 def test_split_is_deterministic_and_by_image():
     dataset = read_voc(PLATES / "annotations")
-    train, val = dataset.split(0.2, seed=0)
-    _again_train, again_val = dataset.split(0.2, seed=0)
+    train, val = dataset.split(0.2, seed=0, by_content=False)
+    _again_train, again_val = dataset.split(0.2, seed=0, by_content=False)
     assert [i.instance_id for i in val] == [i.instance_id for i in again_val]
     assert len(val.image_paths()) == 87 and len(train.image_paths()) == 346
     assert not set(train.image_paths()) & set(val.image_paths())
     assert len(train) + len(val) == len(dataset)
-    _, other_val = dataset.split(0.2, seed=1)
+    _, other_val = dataset.split(0.2, seed=1, by_content=False)
     assert set(other_val.image_paths()) != set(val.image_paths())
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@needs_plates
+def test_split_by_content_keeps_duplicate_files_on_one_side():
+    dataset = read_voc(PLATES / "annotations")
+    by_path_train, by_path_val = dataset.split(0.5, seed=0, by_content=False)
+    leaked = {_digest(p) for p in by_path_train.image_paths()} & {
+        _digest(p) for p in by_path_val.image_paths()
+    }
+    assert leaked  # the public set holds copies under several names (433 files, 299 distinct)
+    train, val = dataset.split(0.5, seed=0)
+    assert not {_digest(p) for p in train.image_paths()} & {_digest(p) for p in val.image_paths()}
+    assert len(train) + len(val) == len(dataset)
+    assert [i.instance_id for i in val] == [i.instance_id for i in dataset.split(0.5, seed=0)[1]]
+
+
+def test_split_by_content_equals_split_by_path_without_duplicates(tmp_path):
+    for i in range(10):
+        _save(tmp_path / "images" / "x" / f"{i}.png", np.full((8, 8, 3), i, np.uint8))
+        _save(tmp_path / "masks" / "x" / f"{i}.png", np.ones((8, 8), np.uint8) * 255)
+    dataset = read_mask_folder(tmp_path / "images", tmp_path / "masks")
+    for seed in range(3):
+        a, b = dataset.split(0.3, seed=seed), dataset.split(0.3, seed=seed, by_content=False)
+        assert a[1].image_paths() == b[1].image_paths() and a[0].image_paths() == b[0].image_paths()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -98,20 +99,25 @@ class InstanceDataset:
             self.source,
         )
 
-    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+    def split(
+        self, val_fraction: float = 0.2, seed: int = 0, *, by_content: bool = True
+    ) -> tuple[InstanceDataset, InstanceDataset]:
         """Deterministic split **by image** (all instances of an image land on the same side).
 
-        Images are sorted by path, shuffled with ``numpy.random.default_rng(seed)``, and the first
-        ``round(val_fraction * n_images)`` go to validation (at least one when ``val_fraction > 0``).
+        With ``by_content`` (default), image files with identical bytes form one group, so a duplicate
+        file never lands on both sides (public sets often hold copies under several names). Groups are
+        ordered by their first path, shuffled with ``numpy.random.default_rng(seed)``, and the first
+        ``round(val_fraction * n_groups)`` go to validation (at least one when ``val_fraction > 0``).
+        Without duplicates the result is the same either way.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        images = self.image_paths()
-        order = np.random.default_rng(seed).permutation(len(images))
-        n_val = round(val_fraction * len(images))
-        if val_fraction > 0 and len(images) > 1:
-            n_val = min(max(n_val, 1), len(images) - 1)
-        val_images = {images[i] for i in order[:n_val]}
+        groups = _content_groups(self.image_paths()) if by_content else [[p] for p in self.image_paths()]
+        order = np.random.default_rng(seed).permutation(len(groups))
+        n_val = round(val_fraction * len(groups))
+        if val_fraction > 0 and len(groups) > 1:
+            n_val = min(max(n_val, 1), len(groups) - 1)
+        val_images = {path for i in order[:n_val] for path in groups[i]}
         train = [i for i in self.instances if i.image_path not in val_images]
         val = [i for i in self.instances if i.image_path in val_images]
         return (
@@ -131,3 +137,11 @@ class InstanceDataset:
         warnings.warn(
             f"{self.source}: skipped {total} annotation(s): {reasons}", SkippedDataWarning, stacklevel=3
         )
+
+
+def _content_groups(paths: list[Path]) -> list[list[Path]]:
+    """``paths`` (sorted) grouped by the SHA-256 of their bytes, groups ordered by first path."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(path)
+    return list(groups.values())

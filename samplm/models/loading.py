@@ -14,11 +14,13 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from torch import nn
 
+from .lite import build_sam_lite
 from .parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
 from .tiny import build_sam_tiny
 
 SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
-MODEL_TYPES = (*SAM_MODEL_TYPES, "samplm_tiny")
+SMALL_MODEL_TYPES = ("samplm_lite", "samplm_tiny")
+MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES)
 _DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 
 
@@ -40,10 +42,13 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
-    """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or
-    ``samplm_tiny``), with ``checkpoint`` loaded strictly if given. Returned in eval mode on CPU."""
+    """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or one
+    of samplm's own bases ``samplm_lite``/``samplm_tiny``, whose packaged weights are used when
+    ``checkpoint`` is ``None``), with ``checkpoint`` loaded strictly if given. Eval mode, on CPU."""
     if model_type == "samplm_tiny":
         return build_sam_tiny(checkpoint)
+    if model_type == "samplm_lite":
+        return build_sam_lite(checkpoint)
     elif model_type in sam_model_registry:
         sam = sam_model_registry[model_type](checkpoint=None)
     else:

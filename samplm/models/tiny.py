@@ -2,7 +2,7 @@
 
 SAM's own prompt encoder and mask decoder at SAM's width (so adapters have exactly the shapes they have
 on ``vit_h``) and a small CNN image encoder (256 px input, 16 x 16 embedding), pretrained with SAM's
-recipe on a procedural corpus of objects with wholes and parts (``samplm.models.pretrain``).
+recipe on a procedural corpus of objects with wholes and parts (``pretraining/tiny`` in the repository).
 The weights (float16 safetensors) are package data; see ``docs/samplm-tiny.md``.
 """
 

@@ -1,12 +1,11 @@
-"""The pretraining corpus of ``samplm_tiny``: scenes of 1-3 objects with wholes and parts on
-procedural or real-photo backgrounds."""
+"""Synthetic scenes for pretraining: 1-3 objects with wholes and parts on procedural or real-photo
+backgrounds (all of ``samplm_tiny``'s corpus; the composites in ``samplm_lite``'s)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .drawing import PhotoBackgrounds, procedural_background
-from .objects import SceneObject, paste_object
+from samplm.data.synthetic import PhotoBackgrounds, SceneObject, paste_object, procedural_background
 
 
 def make_scene(

@@ -1,6 +1,6 @@
 """Pretrain ``samplm_tiny`` with SAM's recipe on the procedural corpus (reproducible, seeded).
 
-    python -m samplm.models.pretrain --out samplm/models/weights/samplm_tiny.safetensors \\
+    python -m pretraining.tiny.train --out samplm/models/weights/samplm_tiny.safetensors \\
         --minutes 36 --backgrounds ../shared/data/car_license_plate_andrewmvd/images \\
         ../shared/data/perseg_persam_examples/Images
 
@@ -37,12 +37,14 @@ from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
-from .._io import atomic_write
-from ..data.images import find_images
-from ..data.synthetic import PhotoBackgrounds, make_scene
-from ..decode import decode_prompts
-from ..train.losses import dice_loss, mask_iou, sigmoid_focal_loss
-from .tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
+from samplm._io import atomic_write
+from samplm.data.images import find_images
+from samplm.data.synthetic import PhotoBackgrounds
+from samplm.decode import decode_prompts
+from samplm.models.tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
+from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+
+from ..scenes import make_scene
 
 LOW_RES = 4 * TINY_GRID
 

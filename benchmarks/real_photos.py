@@ -1,0 +1,110 @@
+"""The base and its adapters on real photos and on banners: the numbers quoted in docs/samplm-lite.md.
+
+    python benchmarks/real_photos.py --data ../shared/data --out runs/bench-real
+
+One run, default settings everywhere (the ``fast`` recipe chosen by ``auto`` for a small base):
+
+1. Plates (``car_license_plate_andrewmvd``: VOC boxes as rectangle masks): ``samplm demo --task plates``
+   with half the photos held out, split by file content so duplicate files never cross the split (the
+   same half ``samplm_lite`` never saw in pretraining). Centre click: base top and oracle, SAM-F,
+   adapter (PLM), adapter + PMM refinement.
+2. PerSeg (``perseg_persam_examples``, true masks): base top and oracle on its 9 images.
+3. Banners: ``samplm demo`` (generated banners, 300 images, 20 % held out).
+
+Each line ends with the target it is checked against and ``ok`` or ``MISSED``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from samplm.cache import EmbeddingCache
+from samplm.data import read_mask_folder
+from samplm.demo import DemoResult, run_demo
+from samplm.eval import run_evaluation
+from samplm.eval.protocol import SAM, SAM_ORACLE
+from samplm.models import build_sam
+
+
+def perseg_base(data: Path, out: Path, model_type: str) -> dict[str, float]:
+    """Base top / oracle mIoU (0-1) for a centre click on every PerSeg image."""
+    dataset = read_mask_folder(data / "Images", data / "Annotations")
+    sam = build_sam(model_type)
+    cache = EmbeddingCache.for_model(out / "cache", sam)
+    cache.build(sam, dataset.image_paths(), progress=False)
+    result = run_evaluation(
+        sam, dataset, cache, out / "eval", refine=False, sensitivity=0, visuals=0, progress=False
+    )
+    return {"top": result.miou[SAM]["all"], "oracle": result.miou[SAM_ORACLE]["all"]}
+
+
+def check(name: str, value: float, target: float) -> str:
+    verdict = "ok" if value >= target else "MISSED"
+    return f"{name:<44} {100 * value:6.2f}   target >= {100 * target:6.2f}   {verdict}"
+
+
+def demo_rows(result: DemoResult) -> list[str]:
+    rows = [
+        f"  base top {100 * result.base_top:.2f}  base oracle {100 * result.base_oracle:.2f}  "
+        f"SAM-F {100 * (result.samf or 0):.2f}  adapter {100 * result.adapter:.2f}  "
+        f"adapter+PMM refine {100 * (result.refined or 0):.2f}"
+    ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder holding the two real-photo sets")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-real"))
+    parser.add_argument("--model-type", default="samplm_lite")
+    parser.add_argument("--skip-banners", action="store_true")
+    args = parser.parse_args()
+    lines, record, start = [], {}, time.time()
+
+    plates = run_demo(
+        args.out / "plates",
+        task="plates",
+        data=args.data / "car_license_plate_andrewmvd",
+        model_type=args.model_type,
+        visuals=2,
+        progress=False,
+    )
+    record["plates"] = {k: v for k, v in vars(plates).items() if isinstance(v, float | None)}
+    lines += [
+        "plates (held-out half, centre click)",
+        *demo_rows(plates),
+        check("  base oracle", plates.base_oracle, 0.60),
+        check("  adapter vs base top + 15", plates.adapter, plates.base_top + 0.15),
+        check("  adapter vs base oracle", plates.adapter, plates.base_oracle),
+    ]
+
+    perseg = perseg_base(args.data / "perseg_persam_examples", args.out / "perseg", args.model_type)
+    record["perseg"] = perseg
+    lines += [
+        "PerSeg (9 images, centre click)",
+        f"  base top {100 * perseg['top']:.2f}",
+        check("  base oracle", perseg["oracle"], 0.70),
+    ]
+
+    if not args.skip_banners:
+        banners = run_demo(args.out / "banners", model_type=args.model_type, visuals=2, progress=False)
+        record["banners"] = {k: v for k, v in vars(banners).items() if isinstance(v, float | None)}
+        lines += [
+            "banners (samplm demo defaults)",
+            *demo_rows(banners),
+            check("  adapter vs base top + 30", banners.adapter, banners.base_top + 0.30),
+            check("  adapter vs SAM-F + 10", banners.adapter, (banners.samf or 0) + 0.10),
+        ]
+
+    record["seconds"] = round(time.time() - start, 1)
+    print("\n".join([f"base: {args.model_type}", *lines, f"wall time {record['seconds']:.0f} s"]))
+    (args.out / "results.json").write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

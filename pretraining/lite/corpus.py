@@ -1,0 +1,137 @@
+"""The ``samplm_lite`` pretraining corpus: views of real photos with region hierarchies, and synthetic
+panels composited onto real photos with exact wholes and parts.
+
+A *view* is one 512 px image as SAM sees it (longest side resized, padded bottom-right). Each view
+stores the frozen trunk's features (float16; the trunk is not trained, so it runs once per view) and
+its targets at the decoder's low resolution (``4 x grid`` = 128 px per side): a region hierarchy
+(:mod:`.regions`) for photos, exact object masks for composites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+from tqdm.auto import tqdm
+
+from samplm.data.images import load_image
+from samplm.data.synthetic import PhotoBackgrounds
+from samplm.models.lite import LITE_GRID, LITE_IMAGE_SIZE
+from samplm.models.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+from ..scenes import make_scene
+from .regions import Hierarchy, build_hierarchy
+
+LOW_RES = 4 * LITE_GRID
+STRIDE = LITE_IMAGE_SIZE // LOW_RES  # input pixels per low-res pixel
+
+
+@dataclass
+class SceneTarget:
+    """An exact object of a composite at low resolution: its whole and its parts (bool masks)."""
+
+    whole: np.ndarray
+    parts: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class View:
+    """One training view.
+
+    Attributes:
+        features: the trunk's stride 8/16/32 maps of the padded input (float16, batch dim dropped).
+        size: ``(h, w)`` of the image inside the padded low-res frame.
+        hierarchy: pseudo-mask hierarchy (photos), or ``None``.
+        objects: exact objects (composites), possibly empty.
+    """
+
+    features: list[torch.Tensor]
+    size: tuple[int, int]
+    hierarchy: Hierarchy | None
+    objects: list[SceneTarget]
+
+
+def resize_view(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 -> the image resized so its longest side is 512 (SAM's ResizeLongestSide)."""
+    return ResizeLongestSide(LITE_IMAGE_SIZE).apply_image(image)
+
+
+def to_input(resized: np.ndarray) -> torch.Tensor:
+    """A resized view -> ``1 x 3 x 512 x 512`` normalised and padded bottom-right, as ``Sam.preprocess``."""
+    x = (torch.as_tensor(resized).permute(2, 0, 1).float() - torch.tensor(SAM_PIXEL_MEAN)[:, None, None]) / (
+        torch.tensor(SAM_PIXEL_STD)[:, None, None]
+    )
+    h, w = x.shape[-2:]
+    return torch.nn.functional.pad(x, (0, LITE_IMAGE_SIZE - w, 0, LITE_IMAGE_SIZE - h))[None]
+
+
+def low_res_size(resized: np.ndarray) -> tuple[int, int]:
+    return (max(1, resized.shape[0] // STRIDE), max(1, resized.shape[1] // STRIDE))
+
+
+def _photo_view(trunk: torch.nn.Module, resized: np.ndarray) -> View:
+    features = trunk(to_input(resized))
+    size = low_res_size(resized)
+    grid = ((resized.shape[0] + 15) // 16, (resized.shape[1] + 15) // 16)
+    stride16 = features[1][0, :, : grid[0], : grid[1]].float().numpy()
+    hierarchy = build_hierarchy(resized, stride16, size)
+    return View([f[0].half() for f in features], size, hierarchy, [])
+
+
+def _low(mask: np.ndarray) -> np.ndarray:
+    return cv2.resize(mask.astype(np.float32), (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def _scene_view(trunk: torch.nn.Module, rng: np.random.Generator, photos: PhotoBackgrounds) -> View:
+    image, scene = make_scene(rng, LITE_IMAGE_SIZE, photos)
+    features = trunk(to_input(image))
+    objects = []
+    for obj in scene:
+        whole = _low(obj.whole)
+        parts = [p for p in (_low(p) for p in obj.parts) if p.sum() >= 4]
+        if whole.sum() >= 16:
+            objects.append(SceneTarget(whole, parts))
+    return View([f[0].half() for f in features], (LOW_RES, LOW_RES), None, objects)
+
+
+def zoom_crop(
+    image: np.ndarray, rng: np.random.Generator, low: float = 0.4, high: float = 0.75
+) -> np.ndarray:
+    """A random crop of ``low``-``high`` of each side (close-ups of a photo's content)."""
+    h, w = image.shape[:2]
+    f = rng.uniform(low, high)
+    ch, cw = max(16, int(h * f)), max(16, int(w * f))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return image[y : y + ch, x : x + cw]
+
+
+def photo_views(image: np.ndarray, rng: np.random.Generator, crops: int) -> list[np.ndarray]:
+    """The full photo and ``crops`` zoomed crops, each flipped left-right with probability 0.5."""
+    views = [image] + [zoom_crop(image, rng) for _ in range(crops)]
+    return [np.ascontiguousarray(v[:, ::-1]) if rng.random() < 0.5 else v for v in views]
+
+
+@torch.no_grad()
+def build_corpus(
+    trunk: torch.nn.Module,
+    photos: list[Path],
+    seed: int,
+    crops: int = 2,
+    scenes: int = 150,
+    progress: bool = True,
+) -> list[View]:
+    """Views of every photo (full + ``crops`` zoomed crops) and ``scenes`` synthetic composites."""
+    rng = np.random.default_rng(seed)
+    trunk.eval()
+    views = []
+    for path in tqdm(photos, desc="photo views", disable=not progress):
+        for image in photo_views(load_image(path), rng, crops):
+            views.append(_photo_view(trunk, resize_view(image)))
+    backgrounds = PhotoBackgrounds(photos, LITE_IMAGE_SIZE)
+    for _ in tqdm(range(scenes), desc="composites", disable=not progress):
+        views.append(_scene_view(trunk, rng, backgrounds))
+    return views

@@ -1,0 +1,235 @@
+"""Pretrain ``samplm_lite`` on real photos (reproducible, seeded; see ``pretraining/README.md``).
+
+    python -m pretraining.lite.train --minutes 90 --out samplm/models/weights/samplm_lite.safetensors
+
+The ImageNet EfficientNet-Lite0 trunk stays frozen, so its features are computed once per corpus view.
+SAM's prompt encoder and mask decoder start from ``samplm_tiny``'s (same shapes: a decoder that already
+answers clicks with masks skips the empty-mask plateau of a decoder learned from scratch); the neck
+starts at random. Neck, prompt encoder and decoder then learn SAM's recipe: a click is answered by three
+nested targets (small / middle / large region of its chain, one per multimask output), a box by one
+target on the single-mask output; 20 x focal + dice at 128 x 128 and MSE of the IoU head, whose
+target for each output is its mean IoU with the three answers (the click does not say which is meant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from segment_anything.modeling import Sam
+
+from samplm._io import atomic_write, atomic_write_text
+from samplm.decode import decode_prompts
+from samplm.models.lite import build_sam_lite_architecture
+from samplm.models.loading import load_state_dict
+from samplm.models.tiny import WEIGHTS_PATH as TINY_WEIGHTS
+from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+
+from .backbone import load_imagenet_trunk
+from .corpus import View, build_corpus
+from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
+from .prompts import ViewPrompts, sample_view_prompts
+
+DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SAM's 20 x focal + dice per mask. ``B x C x H x W`` -> ``B x C``."""
+    return 20 * sigmoid_focal_loss(logits, targets) + dice_loss(logits, targets)
+
+
+def view_loss(sam: Sam, embedding: torch.Tensor, prompts: ViewPrompts) -> torch.Tensor:
+    """Loss of one view's prompts (``embedding``: ``1 x 256 x 32 x 32``)."""
+    total = embedding.new_zeros(())
+    if len(prompts.clicks):
+        out = decode_prompts(
+            sam,
+            embedding,
+            point_coords=prompts.clicks,
+            point_labels=torch.ones(len(prompts.clicks), 1),
+            multimask_output=True,
+        )
+        logits, targets = out.low_res_logits, prompts.click_targets
+        with torch.no_grad():
+            cross = mask_iou(logits[:, :, None], targets[:, None])  # B x output x answer
+        total = (
+            total + mask_loss(logits, targets).mean() + ((out.iou_predictions - cross.mean(2)) ** 2).mean()
+        )
+    if len(prompts.boxes):
+        out = decode_prompts(sam, embedding, boxes=prompts.boxes, multimask_output=False)
+        logits, targets = out.low_res_logits, prompts.box_targets
+        with torch.no_grad():
+            quality = mask_iou(logits, targets)
+        total = total + mask_loss(logits, targets).mean() + ((out.iou_predictions - quality) ** 2).mean()
+    return total
+
+
+def embed(sam: Sam, views: list[View]) -> torch.Tensor:
+    """The neck on the views' cached trunk features -> ``V x 256 x 32 x 32``."""
+    levels = [torch.stack([v.features[i] for v in views]).float() for i in range(3)]
+    return sam.image_encoder.neck(levels)
+
+
+def lr_factor(step: int, total: int, warmup: int = 100) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def init_decoder(sam: Sam, path: Path) -> int:
+    """Copy the prompt encoder and mask decoder of the SAM weights at ``path``; returns the tensor count."""
+    state = {k: v.float() for k, v in load_state_dict(path).items() if k.startswith(DECODER_PREFIXES)}
+    own = [k for k in sam.state_dict() if k.startswith(DECODER_PREFIXES)]
+    if sorted(state) != sorted(own):
+        raise ValueError(f"{path} does not hold a prompt encoder and mask decoder of SAM's width")
+    sam.load_state_dict(state, strict=False)
+    return len(state)
+
+
+def trainable(sam: Sam) -> list[torch.nn.Parameter]:
+    for p in sam.image_encoder.trunk.parameters():
+        p.requires_grad_(False)
+    return [p for n, p in sam.named_parameters() if not n.startswith("image_encoder.trunk.")]
+
+
+def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
+    """Steps until ``args.minutes`` (or ``args.max_steps``) are spent; evaluates ``args.evals`` times
+    (``evaluate`` also saves the weights so far)."""
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    opt = torch.optim.AdamW(trainable(sam), lr=args.lr, weight_decay=0.01)
+    budget, start, step, total = args.minutes * 60, time.time(), 0, args.max_steps or 10**9
+    next_eval, losses = 1, []
+    while step < total and (args.max_steps or time.time() - start < budget):
+        if step == 30 and not args.max_steps:  # fix the schedule's length from the measured speed
+            total = int(30 * budget / (time.time() - start))
+            log["planned_steps"] = total
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_factor(step, total)
+        batch = [views[int(i)] for i in rng.choice(len(views), args.views, replace=False)]
+        embeddings = embed(sam, batch)
+        loss = sum(
+            view_loss(sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes))
+            for i, v in enumerate(batch)
+        ) / len(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable(sam), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % 50 == 0:
+            log["loss"].append([step, round(time.time() - start, 1), float(np.mean(losses[-50:]))])
+            print(f"step {step} {time.time() - start:.0f}s loss {np.mean(losses[-50:]):.4f}", flush=True)
+        done = step / total if args.max_steps else (time.time() - start) / budget
+        if done >= next_eval / args.evals and next_eval < args.evals:
+            log["evals"].append({"step": step, "seconds": round(time.time() - start), **evaluate()})
+            print(log["evals"][-1], flush=True)
+            next_eval += 1
+    log["steps"], log["train_seconds"] = step, round(time.time() - start, 1)
+
+
+def extra_photos() -> list[Path]:
+    """General photos that ship inside installed packages (scikit-image, matplotlib)."""
+    import matplotlib
+    import skimage
+
+    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]
+    out = [Path(skimage.__file__).parent / "data" / n for n in names]
+    out.append(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg")
+    return [p for p in out if p.is_file()]
+
+
+def save_weights(sam: Sam, out: Path, log: dict) -> None:
+    state = {k: v.detach().half().contiguous() for k, v in sam.state_dict().items()}
+    atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"model_type": "samplm_lite"}))
+    atomic_write_text(out.with_suffix(".log.json"), json.dumps(log, indent=1))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--out", type=Path, required=True, help="weights file (.safetensors); a .log.json lands beside it"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="folder holding car_license_plate_andrewmvd and perseg_persam_examples",
+    )
+    p.add_argument("--minutes", type=float, default=90.0, help="optimisation time budget")
+    p.add_argument(
+        "--max-steps", type=int, default=0, help="replay an exact number of steps instead of a time budget"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init-decoder",
+        type=Path,
+        default=TINY_WEIGHTS,
+        help="SAM weights whose prompt encoder and mask decoder start the training (default: samplm_tiny's)",
+    )
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--views", type=int, default=4, help="views per step")
+    p.add_argument("--clicks", type=int, default=8, help="click prompts per view")
+    p.add_argument("--boxes", type=int, default=3, help="box prompts per view")
+    p.add_argument("--crops", type=int, default=2, help="zoomed crops per plate photo")
+    p.add_argument("--scenes", type=int, default=150, help="synthetic composites")
+    p.add_argument("--evals", type=int, default=4, help="held-out checks during training")
+    p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
+    p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    plates = args.data / "car_license_plate_andrewmvd"
+    train_set, held_out = plate_split(plates)
+    photos = train_set.image_paths()[: args.limit_photos or None]
+    sam = build_sam_lite_architecture()
+    load_imagenet_trunk(sam.image_encoder.trunk)
+    init_decoder(sam, args.init_decoder)
+    log = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "loss": [],
+        "evals": [],
+        "photos": len(photos),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    t0 = time.time()
+    views = build_corpus(sam.image_encoder.trunk, photos, args.seed, crops=args.crops, scenes=args.scenes)
+    extra = build_corpus(sam.image_encoder.trunk, extra_photos(), args.seed + 1, crops=8, scenes=0)
+    views += extra
+    log["corpus"] = {"views": len(views), "seconds": round(time.time() - t0, 1)}
+    print(log["corpus"], flush=True)
+    checks = {
+        "plates": items_of(held_out, args.eval_plates),
+        "perseg": perseg_items(args.data / "perseg_persam_examples"),
+    }
+
+    def evaluate() -> dict:
+        sam.eval()
+        result = {name: centre_click_miou(sam, items) for name, items in checks.items()}
+        save_weights(sam, args.out, {**log, "partial": True})
+        sam.train()
+        sam.image_encoder.trunk.eval()
+        return result
+
+    sam.train()
+    sam.image_encoder.trunk.eval()
+    train_loop(sam, views, args, log, evaluate)
+    log["final"] = evaluate()
+    print(log["final"], flush=True)
+    save_weights(sam.eval(), args.out, log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The samplm_lite pretraining tools (``pretraining/lite``): region hierarchy, prompts, one training step."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from pretraining.lite.corpus import LOW_RES, View
+from pretraining.lite.prompts import sample_view_prompts
+from pretraining.lite.regions import build_hierarchy, click_levels
+
+
+def nested_squares(size: int = 128) -> np.ndarray:
+    """Grey background, a blue 64 px square, and inside it a yellow 24 px square (plus mild noise)."""
+    rng = np.random.default_rng(0)
+    image = np.full((size, size, 3), 128, np.float64)
+    image[32:96, 32:96] = (30, 60, 200)
+    image[52:76, 52:76] = (240, 220, 30)
+    image += rng.normal(0, 3, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def square_features(size: int = 128) -> np.ndarray:
+    """Stand-in trunk features (``2 x 8 x 8``): the outer square differs from the background."""
+    feats = np.zeros((2, 8, 8), np.float32)
+    feats[0, 2:6, 2:6] = 1.0
+    feats[1] = 1.0 - feats[0]
+    return feats
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_hierarchy_chains_are_nested_and_find_both_squares():
+    image = nested_squares()
+    h = build_hierarchy(image, square_features(), (32, 32), scale=50, min_size=10)
+    inner = np.zeros((32, 32), bool)
+    inner[13:19, 13:19] = True
+    outer = np.zeros((32, 32), bool)
+    outer[8:24, 8:24] = True
+    chain = h.chain(16, 16)
+    masks = [h.mask(r) for r in chain]
+    for small, large in itertools.pairwise(masks):
+        assert not (small & ~large).any()  # every region lies inside its parent
+    assert masks[-1].all()  # the root covers the image
+    assert max(iou(m, inner) for m in masks) > 0.8
+    assert max(iou(m, outer) for m in masks) > 0.8
+    levels = click_levels(h, 16, 16, min_area=4, max_area=0.8 * 32 * 32)
+    areas = [h.area[r] for r in levels]
+    assert areas == sorted(areas) and len(set(areas)) == len(areas)
+    assert max(iou(h.mask(r), outer) for r in levels) > 0.8
+
+
+def test_view_prompts_have_three_nested_targets_and_boxes_inside_the_frame():
+    image = nested_squares()
+    h = build_hierarchy(image, square_features(), (32, 32), scale=50, min_size=10)
+    view = View(features=[], size=(32, 32), hierarchy=h, objects=[])
+    prompts = sample_view_prompts(view, np.random.default_rng(0), clicks=6, boxes=3)
+    assert prompts.click_targets.shape[1:] == (3, LOW_RES, LOW_RES)
+    assert len(prompts.clicks) == len(prompts.click_targets) > 0
+    t = prompts.click_targets.bool()
+    assert not (t[:, 0] & ~t[:, 1]).any() and not (t[:, 1] & ~t[:, 2]).any()
+    assert not t[:, :, 32:, :].any() and not t[:, :, :, 32:].any()  # only inside the view
+    assert prompts.boxes.shape[1] == 4 and (prompts.boxes >= 0).all() and (prompts.boxes <= 512).all()
+
+
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
+    from pretraining.lite.train import embed, trainable, view_loss
+    from samplm.models import build_sam_lite_architecture
+
+    torch.manual_seed(0)
+    sam = build_sam_lite_architecture()
+    image = nested_squares()
+    h = build_hierarchy(image, square_features(), (32, 32), scale=50, min_size=10)
+    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
+    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    prompts = sample_view_prompts(view, np.random.default_rng(1), clicks=4, boxes=2)
+    opt = torch.optim.AdamW(trainable(sam), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = view_loss(sam, embed(sam, [view]), prompts)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    assert all(p.grad is None for p in sam.image_encoder.trunk.parameters())  # trunk frozen

@@ -1,0 +1,30 @@
+"""Named training recipes: which one runs by default, and how flags override it."""
+
+from __future__ import annotations
+
+import pytest
+
+from samplm.train.config import TrainConfig
+from samplm.train.recipes import RECIPES, default_recipe, recipe_config
+
+
+def test_auto_is_fast_for_small_bases_and_the_paper_for_sam():
+    assert default_recipe("samplm_lite") == default_recipe("samplm_tiny") == "fast"
+    assert default_recipe("vit_h") == default_recipe(None) == "paper"
+    name, config = recipe_config("auto", "vit_h")
+    paper = TrainConfig()
+    assert name == "paper" and (config.steps, config.lr, config.batch_size) == (paper.steps, paper.lr, 10)
+    assert (paper.steps, paper.lr, paper.warmup_steps) == (20_000, 1e-5, 250)  # Section 5.1
+    name, config = recipe_config("auto", "samplm_lite")
+    assert name == "fast" and config.steps == RECIPES["fast"]["steps"] and config.multimask == "all"
+    assert config.extra["recipe"] == "fast"
+
+
+def test_overrides_win_and_unknown_names_are_refused():
+    name, config = recipe_config("paper", "samplm_lite", steps=7, lr=0.5, extra={"note": "x"})
+    assert name == "paper" and config.steps == 7 and config.lr == 0.5
+    assert config.extra == {"note": "x", "recipe": "paper"}
+    with pytest.raises(ValueError, match="unknown recipe 'quick'; choose one of auto, paper, fast"):
+        recipe_config("quick")
+    with pytest.raises(ValueError, match="unknown training setting"):
+        recipe_config("fast", stepz=3)
