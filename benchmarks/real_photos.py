@@ -21,6 +21,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.demo import DemoResult, run_demo
@@ -34,11 +37,32 @@ def perseg_base(data: Path, out: Path, model_type: str) -> dict[str, float]:
     dataset = read_mask_folder(data / "Images", data / "Annotations")
     sam = build_sam(model_type)
     cache = EmbeddingCache.for_model(out / "cache", sam)
-    cache.build(sam, dataset.image_paths(), progress=False)
+    cache.build(sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), progress=False)
     result = run_evaluation(
         sam, dataset, cache, out / "eval", refine=False, sensitivity=0, visuals=0, progress=False
     )
     return {"top": result.miou[SAM]["all"], "oracle": result.miou[SAM_ORACLE]["all"]}
+
+
+def cpu_cost(data: Path, model_type: str, images: int = 5, clicks: int = 20) -> dict[str, float]:
+    """Seconds per ``set_image`` (image encoder) and per one-click ``predict`` after a warm-up."""
+    from segment_anything import SamPredictor
+
+    from samplm.data.images import find_images, load_image
+
+    predictor = SamPredictor(build_sam(model_type))
+    photos = [
+        load_image(p) for p in find_images(data / "car_license_plate_andrewmvd" / "images")[: images + 1]
+    ]
+    predictor.set_image(photos[0])
+    start = time.perf_counter()
+    for photo in photos[1:]:
+        predictor.set_image(photo)
+    encode = (time.perf_counter() - start) / images
+    start = time.perf_counter()
+    for i in range(clicks):
+        predictor.predict(point_coords=np.array([[50.0 + 10 * i, 100.0]]), point_labels=np.array([1]))
+    return {"encode_s": encode, "predict_s": (time.perf_counter() - start) / clicks}
 
 
 def check(name: str, value: float, target: float) -> str:
@@ -101,6 +125,11 @@ def main() -> None:
             check("  adapter vs SAM-F + 10", banners.adapter, (banners.samf or 0) + 0.10),
         ]
 
+    record["cpu"] = cpu_cost(args.data, args.model_type)
+    lines.append(
+        f"CPU: image encoder {record['cpu']['encode_s']:.3f} s per image, "
+        f"one click {1000 * record['cpu']['predict_s']:.1f} ms (torch threads: {torch.get_num_threads()})"
+    )
     record["seconds"] = round(time.time() - start, 1)
     print("\n".join([f"base: {args.model_type}", *lines, f"wall time {record['seconds']:.0f} s"]))
     (args.out / "results.json").write_text(json.dumps(record, indent=1))

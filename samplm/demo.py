@@ -129,7 +129,9 @@ def run_demo(
     train_part, val_part = dataset.split(val_fraction, seed=seed)
     sam = build_sam(model_type, checkpoint)
     embeddings = EmbeddingCache.for_model(cache or out / "cache", sam)
-    embeddings.build(sam, dataset.image_paths(), device=device, progress=progress)
+    embeddings.build(
+        sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=device, progress=progress
+    )
     overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
     _, config = recipe_config(
         RECIPE,
@@ -139,8 +141,8 @@ def run_demo(
         **{k: v for k, v in overrides.items() if v is not None},
     )
     train_set, val_set = (
-        TrainingSet(part, embeddings, sam, num_points=20, progress=progress, description=f"{name} targets")
-        for part, name in ((train_part, "train"), (val_part, "val"))
+        TrainingSet(part, embeddings, sam, num_points=20, progress=progress, description=f"{split} targets")
+        for part, split in ((train_part, "train"), (val_part, "val"))
     )
     name = TASK_NAMES[task]
     trained = train(

@@ -7,11 +7,29 @@ from typing import Any
 
 from .config import AdapterConfig
 from .constants import LIBRARY_NAME, PIPELINE_TAG
+from .models.loading import SMALL_MODEL_TYPES
 
 
 def _yaml_scalar(value: Any) -> str:
     # A JSON string/number/bool/null is a valid YAML flow scalar.
     return json.dumps(value)
+
+
+def _build_base_lines(model_type: str | None) -> list[str]:
+    """Usage lines that build the base: samplm's own bases ship their weights, SAM needs a checkpoint."""
+    if model_type in SMALL_MODEL_TYPES:
+        return [
+            "from samplm import CustomSamPredictor",
+            "from samplm.models import build_sam",
+            "",
+            f'sam = build_sam("{model_type}")  # weights ship with samplm',
+        ]
+    return [
+        "from segment_anything import sam_model_registry",
+        "from samplm import CustomSamPredictor",
+        "",
+        f'sam = sam_model_registry["{model_type or "vit_h"}"](checkpoint="...")',
+    ]
 
 
 def render_model_card(config: AdapterConfig, num_parameters: int, repo_id: str | None = None) -> str:
@@ -58,10 +76,7 @@ def render_model_card(config: AdapterConfig, num_parameters: int, repo_id: str |
         "## Usage",
         "",
         "```python",
-        "from segment_anything import sam_model_registry",
-        "from samplm import CustomSamPredictor",
-        "",
-        f'sam = sam_model_registry["{base.model_type or "vit_h"}"](checkpoint="...")',
+        *_build_base_lines(base.model_type),
         "predictor = CustomSamPredictor(sam)",
         f'predictor.load_adapter("{load_name}", adapter_name="{config.task}")',
         "predictor.set_image(image)",

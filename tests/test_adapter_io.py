@@ -88,6 +88,17 @@ def test_model_card_front_matter(tmp_path, adapter_factory, tiny_sam):
     assert front["base_model_type"] == "vit_h"
     assert front["metrics"] == ["miou"]
     assert "| miou | 0.5 |" in card
+    assert 'sam_model_registry["vit_h"](checkpoint="...")' in card
+
+
+def test_model_card_of_an_adapter_for_a_built_in_base_builds_it_without_a_checkpoint(
+    tmp_path, adapter_factory, tiny_sam
+):
+    adapter = adapter_factory("plate")
+    adapter.bind_base_model(tiny_sam, model_type="samplm_lite")
+    adapter.save_pretrained(tmp_path)
+    card = (tmp_path / MODEL_CARD_NAME).read_text()
+    assert 'sam = build_sam("samplm_lite")' in card and "sam_model_registry" not in card
 
 
 def test_lone_safetensors_file_uses_embedded_config(tmp_path, adapter_factory):

@@ -169,6 +169,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--max-steps", type=int, default=0, help="replay an exact number of steps instead of a time budget"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="continue from these samplm_lite weights (neck and decoder too)")
     p.add_argument(
         "--init-decoder",
         type=Path,
@@ -195,7 +196,10 @@ def main(argv=None) -> None:
     photos = train_set.image_paths()[: args.limit_photos or None]
     sam = build_sam_lite_architecture()
     load_imagenet_trunk(sam.image_encoder.trunk)
-    init_decoder(sam, args.init_decoder)
+    if args.init:
+        sam.load_state_dict({k: v.float() for k, v in load_state_dict(args.init).items()}, strict=True)
+    else:
+        init_decoder(sam, args.init_decoder)
     log = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "loss": [],

@@ -14,6 +14,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from torch import nn
 
+from .checkpoint import load_state_dict
 from .lite import build_sam_lite
 from .parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
 from .tiny import build_sam_tiny
@@ -22,23 +23,6 @@ SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 SMALL_MODEL_TYPES = ("samplm_lite", "samplm_tiny")
 MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES)
 _DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
-
-
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's state dict (``.safetensors``, or a torch file with ``weights_only=True``)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {path} does not hold a state dict")
-    return dict(state)
 
 
 def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:

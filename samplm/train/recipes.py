@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models.loading import SMALL_MODEL_TYPES
 from .config import TrainConfig
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -31,7 +32,7 @@ RECIPE_CHOICES = ("auto", *RECIPES)
 
 def default_recipe(model_type: str | None) -> str:
     """``fast`` for samplm's own small bases, ``paper`` for real SAM (and unknown bases)."""
-    return "fast" if model_type in ("samplm_lite", "samplm_tiny") else "paper"
+    return "fast" if model_type in SMALL_MODEL_TYPES else "paper"
 
 
 def recipe_config(recipe: str, model_type: str | None = None, **overrides: Any) -> tuple[str, TrainConfig]:
