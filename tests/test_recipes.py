@@ -28,3 +28,14 @@ def test_overrides_win_and_unknown_names_are_refused():
         recipe_config("quick")
     with pytest.raises(ValueError, match="unknown training setting"):
         recipe_config("fast", stepz=3)
+
+
+def test_fast_schedules_follow_the_step_count_unless_set():
+    _, default = recipe_config("fast")
+    assert (default.steps, default.warmup_steps, default.val_every) == (600, 60, 150)
+    _, short = recipe_config("fast", steps=150)
+    assert (short.warmup_steps, short.val_every, short.checkpoint_every) == (15, 38, 38)
+    _, explicit = recipe_config("fast", steps=150, warmup_steps=3)
+    assert explicit.warmup_steps == 3
+    _, paper = recipe_config("paper", steps=150)
+    assert paper.warmup_steps == 250  # the paper's schedule is not rescaled

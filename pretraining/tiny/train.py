@@ -355,7 +355,7 @@ def pretrain(
     photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
     sam = build_sam_tiny_architecture()
     if init is not None:
-        from .loading import load_state_dict
+        from samplm.models.loading import load_state_dict
 
         sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
     sam.to(device)
@@ -431,7 +431,7 @@ def evaluate_ambiguity(sam, images, objects, ids) -> dict:
     best of three against the part and against the whole."""
     device = next(sam.parameters()).device
     rows = {"top_vs_part": [], "top_vs_whole": [], "best_vs_part": [], "best_vs_whole": []}
-    from ..geometry import center_point
+    from samplm.geometry import center_point
 
     for i in ids:
         embedding = sam.image_encoder(sam.preprocess(_pixels(images[i : i + 1], device)))

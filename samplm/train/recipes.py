@@ -28,6 +28,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 RECIPE_CHOICES = ("auto", *RECIPES)
+# In ``fast``, these follow the number of steps (share of the steps) unless set explicitly.
+FAST_SCALED = {"warmup_steps": 0.1, "val_every": 0.25, "checkpoint_every": 0.25}
 
 
 def default_recipe(model_type: str | None) -> str:
@@ -45,5 +47,9 @@ def recipe_config(recipe: str, model_type: str | None = None, **overrides: Any) 
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_CHOICES)}")
     name = default_recipe(model_type) if recipe == "auto" else recipe
     settings = {**RECIPES[name], **overrides}
+    if name == "fast":
+        for key, share in FAST_SCALED.items():
+            if key not in overrides:
+                settings[key] = max(1, round(share * settings["steps"]))
     settings["extra"] = {**settings.get("extra", {}), "recipe": name}
     return name, TrainConfig.from_dict(settings)
