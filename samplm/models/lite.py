@@ -8,22 +8,12 @@ repository); see ``docs/samplm-lite.md``.
 
 from __future__ import annotations
 
-import os
-
-from segment_anything.modeling import Sam
-
 from .lite_encoder import LiteImageEncoder
 from .small_base import SmallBase
 
 LITE = SmallBase("samplm_lite", image_size=512, grid=32, encoder=LiteImageEncoder)
 LITE_IMAGE_SIZE, LITE_GRID, LITE_WEIGHTS_PATH = LITE.image_size, LITE.grid, LITE.weights
-
-
-def build_sam_lite_architecture() -> Sam:
-    """``samplm_lite`` with random weights (the trunk too)."""
-    return LITE.architecture()
-
-
-def build_sam_lite(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
-    """``samplm_lite`` with its packaged weights (or ``checkpoint``); see :meth:`SmallBase.build`."""
-    return LITE.build(checkpoint)
+# ``build_sam_lite_architecture()``: random weights; ``build_sam_lite(checkpoint=None)``: the packaged
+# weights (or ``checkpoint``), strict, eval mode, float32 (see :meth:`SmallBase.build`).
+build_sam_lite_architecture = LITE.architecture
+build_sam_lite = LITE.build

@@ -7,22 +7,12 @@ see ``docs/samplm-tiny.md``.
 
 from __future__ import annotations
 
-import os
-
-from segment_anything.modeling import Sam
-
 from .cnn_encoder import TinyImageEncoder
 from .small_base import SmallBase
 
 TINY = SmallBase("samplm_tiny", image_size=256, grid=16, encoder=TinyImageEncoder)
 TINY_IMAGE_SIZE, TINY_GRID, WEIGHTS_PATH = TINY.image_size, TINY.grid, TINY.weights
-
-
-def build_sam_tiny_architecture() -> Sam:
-    """``samplm_tiny`` with random weights."""
-    return TINY.architecture()
-
-
-def build_sam_tiny(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
-    """``samplm_tiny`` with its packaged weights (or ``checkpoint``); see :meth:`SmallBase.build`."""
-    return TINY.build(checkpoint)
+# ``build_sam_tiny_architecture()``: random weights; ``build_sam_tiny(checkpoint=None)``: the packaged
+# weights (or ``checkpoint``), strict, eval mode, float32 (see :meth:`SmallBase.build`).
+build_sam_tiny_architecture = TINY.architecture
+build_sam_tiny = TINY.build
