@@ -16,7 +16,6 @@ from .config import AdapterConfig
 from .data import InstanceDataset, read_mask_folder, read_voc
 from .data.synthetic import write_banner_dataset
 from .data.synthetic.banners import MAX_BANNERS
-from .errors import DataError
 from .eval import run_evaluation
 from .eval.protocol import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
 from .models import build_sam
@@ -81,11 +80,43 @@ def demo_dataset(
                 "samplm demo --task plates needs --data: a VOC folder with annotations/ and images/"
             )
         root = Path(data)
-        annotations = root / "annotations" if (root / "annotations").is_dir() else root
-        if not annotations.is_dir():
-            raise DataError(root, "not a folder; pass the plate set's folder (annotations/ and images/)")
-        return read_voc(annotations), str(root)
+        return read_voc(root / "annotations" if (root / "annotations").is_dir() else root), str(root)
     raise ValueError(f"unknown demo task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def _train_adapter(
+    sam,
+    embeddings,
+    train_part,
+    val_part,
+    out: Path,
+    *,
+    name: str,
+    task: str,
+    model_type: str,
+    seed: int,
+    device: str,
+    progress: bool,
+    **overrides,
+):
+    """The demo's adapter: the ``fast`` recipe (``overrides`` win) on the training part."""
+    _, config = recipe_config(RECIPE, seed=seed, log_every=10, pmm_points=20, **overrides)
+    train_set, val_set = (
+        TrainingSet(part, embeddings, sam, num_points=20, progress=progress, description=f"{split} targets")
+        for part, split in ((train_part, "train"), (val_part, "val"))
+    )
+    return train(
+        sam,
+        train_set,
+        out,
+        config=config,
+        val_set=val_set,
+        device=device,
+        adapter_config=AdapterConfig(task=name, metadata={"dataset": f"samplm {task} demo"}),
+        model_type=model_type,
+        progress=progress,
+        resume=False,
+    )
 
 
 def run_demo(
@@ -132,30 +163,21 @@ def run_demo(
     embeddings.build(
         sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=device, progress=progress
     )
-    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
-    _, config = recipe_config(
-        RECIPE,
-        seed=seed,
-        log_every=10,
-        pmm_points=20,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
-    train_set, val_set = (
-        TrainingSet(part, embeddings, sam, num_points=20, progress=progress, description=f"{split} targets")
-        for part, split in ((train_part, "train"), (val_part, "val"))
-    )
     name = TASK_NAMES[task]
-    trained = train(
+    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
+    trained = _train_adapter(
         sam,
-        train_set,
+        embeddings,
+        train_part,
+        val_part,
         out / "train",
-        config=config,
-        val_set=val_set,
-        device=device,
-        adapter_config=AdapterConfig(task=name, metadata={"dataset": f"samplm {task} demo"}),
+        name=name,
+        task=task,
         model_type=model_type,
+        seed=seed,
+        device=device,
         progress=progress,
-        resume=False,
+        **{k: v for k, v in overrides.items() if v is not None},
     )
     result = run_evaluation(
         sam,
