@@ -30,13 +30,14 @@ from segment_anything import sam_model_registry
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from samplm import AdapterConfig
+from samplm.base import build_sam_without_image_encoder
 from samplm.cache import EmbeddingCache
 from samplm.data import load_image, read_mask_folder
-from samplm.models import build_sam_without_image_encoder
+from samplm.train.batch import build_batch
 from samplm.train.config import TrainConfig
 from samplm.train.sampling import PromptSampler
-from samplm.train.trainer import _batch_losses, _new_adapter, freeze
-from samplm.train.trainset import TrainingSet
+from samplm.train.trainer import StepModel, _new_adapter, freeze
+from samplm.trainset import TrainingSet
 
 
 def make_dataset(root: Path, count: int) -> None:
@@ -111,11 +112,19 @@ def main() -> None:
         rng = np.random.default_rng(0)
         decoder_only.to(args.device)
 
+        step_model = StepModel(adapter, decoder_only, config)
+
         def cached_step() -> None:
             optimizer.zero_grad()
-            _batch_losses(decoder_only, adapter, train_set, train_set.items, rng, sampler, config)[
-                "loss"
-            ].backward()
+            batch = build_batch(
+                train_set,
+                train_set.items,
+                rng,
+                sampler,
+                device=torch.device(args.device),
+                pmm_jitter=config.pmm_jitter,
+            )
+            step_model(batch, train_set.cell)["loss"].backward()
             optimizer.step()
 
         encoder_model = freeze(copy.deepcopy(full)).to(args.device)

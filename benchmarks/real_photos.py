@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samplm.base import build_sam
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.demo import DemoResult, run_demo
 from samplm.eval import run_evaluation
-from samplm.eval.protocol import SAM, SAM_ORACLE
-from samplm.models import build_sam
+from samplm.eval.methods import SAM, SAM_ORACLE
 
 
 def perseg_base(data: Path, out: Path, model_type: str) -> dict[str, float]:

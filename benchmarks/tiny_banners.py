@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from samplm.base import build_sam
 from samplm.data.images import find_images
 from samplm.data.synthetic import PhotoBackgrounds, make_banner_image
 from samplm.eval.metrics import iou
 from samplm.geometry import center_point, mask_to_box
-from samplm.models import build_sam
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
-from samplm.models import build_sam_tiny
+from samplm.base import build_sam_tiny
 
 
 def random_adapter(task: str, seed: int) -> PromptAdapter:

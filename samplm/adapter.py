@@ -32,7 +32,7 @@ from .constants import CONFIG_NAME, MODEL_CARD_NAME, SAFETENSORS_CONFIG_KEY, WEI
 from .errors import AdapterCompatibilityError, AdapterFormatError, FingerprintMismatchWarning
 from .fingerprint import sam_fingerprint
 from .hub import ResolvedAdapter, resolve_adapter, upload_adapter_folder
-from .modeling import ImageContext, PointMatchingModule, PromptLearningModule
+from .modeling import PointMatchingModule, PromptLearningModule
 from .version import __version__
 
 
@@ -143,21 +143,10 @@ class PromptAdapter(nn.Module):
         adapter.eval()
         return adapter
 
-    # ------------------------------------------------------------------ forward
+    # ------------------------------------------------------------------ properties
     @property
     def task(self) -> str:
         return self.config.task
-
-    def forward(
-        self,
-        tokens: Tensor,
-        image_embedding: Tensor | None = None,
-        image_pe: Tensor | None = None,
-        *,
-        context: ImageContext | None = None,
-    ) -> Tensor:
-        """Adjust sparse prompt tokens with the PLM (see :meth:`PromptLearningModule.forward`)."""
-        return self.plm(tokens, image_embedding, image_pe, context=context)
 
     def num_parameters(self, module: str | None = None) -> int:
         """Parameter count of the whole adapter, or of ``"plm"`` / ``"pmm"``."""

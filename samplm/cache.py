@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write, atomic_write_text
 from .data.images import load_image
-from .errors import DataError
+from .errors import DataError, MissingEmbeddingError
 
 CACHE_FORMAT_VERSION = 1
 _SAMPLED_VALUES = 1 << 16
@@ -141,10 +141,15 @@ class EmbeddingCache:
     def get(
         self, path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None
     ) -> CachedEmbedding:
-        """Read an image's embedding; raises ``KeyError`` if it was never computed."""
+        """Read an image's embedding.
+
+        Raises:
+            MissingEmbeddingError: it was never computed (also a ``KeyError``).
+            DataError: the entry is corrupted.
+        """
         entry = self._entry(self.key_for(path, expected_size))
         if not entry.is_file():
-            raise KeyError(f"no cached embedding for {path} in {self.directory}; run `samplm embed` first")
+            raise MissingEmbeddingError(path, self.directory)
         try:
             with safe_open(str(entry), framework="pt", device="cpu") as handle:
                 meta = handle.metadata() or {}

@@ -1,4 +1,10 @@
-"""The ``samplm`` command: ``embed``, ``train`` and ``push``.
+"""The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo`` and ``push``.
+
+``embed``, ``train``, ``eval`` and ``demo`` take ``--config FILE`` (YAML or JSON) with any of their
+options (long names with ``_`` for ``-``); flags given on the command line override the file. The
+training settings (flags of ``samplm train`` and config keys) are generated from the fields of
+:class:`~samplm.train.config.TrainConfig`. Which SAM to build and which embedding cache to use is
+decided by :mod:`samplm.workspace`; this module only parses arguments and calls the library.
 
 Input errors print one line (``samplm: error: ...``) and exit with status 2.
 """
@@ -6,19 +12,22 @@ Input errors print one line (``samplm: error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
+import functools
 import json
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SamplmError
-from .train.config import MULTIMASK_MODES
+from .train.config import MULTIMASK_MODES, PRECISIONS, TrainConfig
 from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config
+from .workspace import DEFAULT_CACHE_DIR, Workspace, default_device, is_main_process, require_checkpoint
 
-DEFAULT_CACHE = "~/.cache/samplm/embeddings"
+if TYPE_CHECKING:
+    from .adapter import PromptAdapter
+    from .data import InstanceDataset
 
 _EPILOG_TRAIN = """\
 examples:
@@ -27,13 +36,59 @@ examples:
       --checkpoint sam_vit_h_4b8939.pth --out runs/plates --recipe paper
   samplm train --config plates.yaml --lr 1e-4        # flags override the config file
 
-The config file (YAML or JSON) may set any flag (use the long name with _ for -, e.g. batch_size)
-and any training setting (e.g. warmup_steps, center_power, box_probability, precision).
+The config file (YAML or JSON) may set any flag (use the long name with _ for -, e.g. batch_size),
+including every training setting (e.g. warmup_steps, center_power, box_probability, precision).
 Outputs in --out: adapter/ (best adapter), checkpoints/last.pt, metrics.jsonl, train_config.json.
 """
 
+# Words for the training settings that have their own; every other field of TrainConfig gets a generic
+# line, so a field added to TrainConfig becomes a flag and a config key with no edit here.
+_SETTING_HELP = {
+    "steps": "optimiser steps (default: the recipe's)",
+    "batch_size": "instances per step (default: the recipe's)",
+    "lr": "AdamW learning rate (default: the recipe's)",
+    "multimask": "which of SAM's masks the adapter trains (default: the recipe's; see docs/training.md)",
+    "seed": "seed for the split, prompts and initialisation (default 0)",
+    "precision": "autocast precision (default no)",
+}
+_SETTING_CHOICES = {"multimask": MULTIMASK_MODES, "precision": PRECISIONS}
+# Options of the parsers that are not settings of the job itself.
+_NOT_OPTIONS = {"help", "command", "config", "config_keys"}
+
+
+def train_settings() -> dict[str, Any]:
+    """The :class:`TrainConfig` fields that ``samplm train`` takes as flags and config keys, with their
+    defaults: every field whose default is a number, string, bool or tuple (not ``extra``)."""
+    defaults = TrainConfig()
+    settings = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in settings.items() if isinstance(v, (bool, int, float, str, tuple))}
+
+
+def _add_train_settings(parser: argparse.ArgumentParser) -> None:
+    """One flag per :func:`train_settings` entry: ``--batch-size`` for ``batch_size``, ``--use-pmm`` /
+    ``--no-use-pmm`` for a bool, several values for a tuple."""
+    group = parser.add_argument_group(
+        "training settings",
+        "The fields of samplm.train.config.TrainConfig (see docs/training.md). Each defaults to the "
+        "--recipe's value; the paper's is shown.",
+    )
+    for name, default in train_settings().items():
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {
+            "help": _SETTING_HELP.get(name, f"paper: {shown}"),
+            "choices": _SETTING_CHOICES.get(name),
+        }
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kwargs.update(nargs="+", type=type(default[0]) if default else float)
+        else:
+            kwargs["type"] = type(default)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
+
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The options naming a dataset (shared by ``embed``, ``train`` and ``eval``)."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--data", help="annotations: COCO JSON, VOC XML folder, mask folder, or CelebAMask-HQ root"
@@ -49,26 +104,19 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The options naming the base SAM, its cache and device (shared by ``embed``, ``train``, ``eval``)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model-type",
         help="vit_h, vit_l, vit_b (with --checkpoint), or the built-in samplm_lite or samplm_tiny",
     )
     group.add_argument("--checkpoint", help="SAM checkpoint (.pth or .safetensors); required for vit_*")
-    group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE})")
+    group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE_DIR})")
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import demo as demo_defaults
-    from .data.synthetic.banners import MAX_BANNERS
-
-    parser = argparse.ArgumentParser(
-        prog="samplm",
-        description="Customize a frozen Segment Anything Model to your task with prompt-learning adapters.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm embed``."""
     embed = sub.add_parser(
         "embed",
         help="encode every image of a dataset once and cache the embeddings (resumable)",
@@ -78,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(embed)
     _add_model_args(embed)
     embed.add_argument("--config", help="YAML/JSON file with any of these options")
+    return embed
 
+
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm train``: data, model, run options and one flag per training setting."""
     train = sub.add_parser(
         "train",
         help="train an adapter (PLM + PMM) on your annotations",
@@ -96,11 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=RECIPE_CHOICES,
         help="training recipe: paper (20k steps, lr 1e-5, batch 10), fast (600 steps, lr 3e-3, batch 8) or "
-        "auto (default: fast for samplm_lite/samplm_tiny, paper for vit_*); flags below override it",
+        "auto (default: fast for samplm_lite/samplm_tiny, paper for vit_*); settings below override it",
     )
-    group.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
-    group.add_argument("--batch-size", type=int, help="instances per step (default: the recipe's)")
-    group.add_argument("--lr", type=float, help="AdamW learning rate (default: the recipe's)")
     group.add_argument(
         "--no-pmm", action="store_true", default=None, help="train the PLM only (no point matching)"
     )
@@ -108,13 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--val-fraction", type=float, help="share of images held out for validation (default 0.2)"
     )
-    group.add_argument("--seed", type=int, help="seed for the split, prompts and initialisation (default 0)")
-    group.add_argument("--precision", choices=["no", "bf16", "fp16"], help="autocast precision (default no)")
     group.add_argument(
         "--no-resume", action="store_true", default=None, help="ignore an existing checkpoint in --out"
     )
     group.add_argument("--config", help="YAML/JSON file with any option or training setting")
+    _add_train_settings(train)
+    return train
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm eval``."""
     evaluate = sub.add_parser(
         "eval",
         help="evaluate SAM, SAM-F and adapters with the paper's single-click protocol",
@@ -143,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--visuals", type=int, help="worst and best instances to render (default 3 each)")
     group.add_argument("--max-instances", type=int, help="evaluate at most this many instances")
     group.add_argument("--config", help="YAML/JSON file with any of these options")
+    return evaluate
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm demo``: no argparse defaults (``run_demo``'s apply), so that flags override ``--config``."""
+    from . import demo as defaults
+    from .data.synthetic.banners import MAX_BANNERS
 
     demo = sub.add_parser(
         "demo",
@@ -152,66 +211,83 @@ def build_parser() -> argparse.ArgumentParser:
         "(--task banners, default) or real car photos with plate boxes (--task plates --data FOLDER). "
         "Prints base top-confidence / base oracle / SAM-F / adapter mIoU, writes overlays and the adapter.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    demo.add_argument(
-        "--task", choices=demo_defaults.TASKS, default="banners", help="demo task (default banners)"
-    )
-    demo.add_argument(
+    recipe = RECIPES[defaults.RECIPE]
+    add = demo.add_argument
+    add("--out", help="output directory (default runs/demo)")
+    add("--task", choices=defaults.TASKS, help="demo task (default banners)")
+    add(
         "--data", help="--task plates: VOC folder with annotations/ and images/ (e.g. Kaggle's car-plate set)"
     )
-    demo.add_argument(
+    add(
         "--model-type",
-        default=demo_defaults.MODEL_TYPE,
-        help="samplm_lite (default), samplm_tiny, or vit_h/vit_l/vit_b with --checkpoint",
+        help=f"{defaults.MODEL_TYPE} (default), samplm_tiny, or vit_h/vit_l/vit_b with --checkpoint",
     )
-    demo.add_argument("--checkpoint", help="SAM checkpoint for --model-type vit_*")
-    demo.add_argument(
-        "--images",
-        type=int,
-        default=demo_defaults.IMAGES,
-        help="banner images to generate (default %(default)s)",
-    )
-    demo.add_argument(
+    add("--checkpoint", help="SAM checkpoint for --model-type vit_*")
+    add("--images", type=int, help=f"banner images to generate (default {defaults.IMAGES})")
+    add(
         "--max-banners",
         type=int,
-        default=MAX_BANNERS,
-        help="banners per image: 1 to this many, later ones may occlude earlier ones (default %(default)s)",
+        help="banners per image: 1 to this many, later ones may occlude earlier ones "
+        f"(default {MAX_BANNERS})",
     )
-    recipe = RECIPES[demo_defaults.RECIPE]
-    demo.add_argument("--steps", type=int, help=f"adapter training steps (default {recipe['steps']})")
-    demo.add_argument("--batch-size", type=int, help=f"instances per step (default {recipe['batch_size']})")
-    demo.add_argument("--lr", type=float, help=f"learning rate (default {recipe['lr']})")
-    demo.add_argument(
+    add("--steps", type=int, help=f"adapter training steps (default {recipe['steps']})")
+    add("--batch-size", type=int, help=f"instances per step (default {recipe['batch_size']})")
+    add("--lr", type=float, help=f"learning rate (default {recipe['lr']})")
+    add(
         "--multimask",
         choices=MULTIMASK_MODES,
         help=f"which of SAM's masks the adapter trains (default {recipe['multimask']}; see docs/training.md)",
     )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--backgrounds", nargs="*", help="folders of photos to paste banners on (default: procedural)"
-    )
-    demo.add_argument("--device", help="torch device (default: cuda if available)")
-    demo.add_argument("--cache", help="embedding cache directory (default <out>/cache)")
+    add("--seed", type=int, help="seed of the data, the split and training (default 0)")
+    add("--backgrounds", nargs="*", help="folders of photos to paste banners on (default: procedural)")
+    add("--device", help="torch device (default: cuda if available)")
+    add("--cache", help="embedding cache directory (default <out>/cache)")
+    add("--config", help="YAML/JSON file with any of these options")
+    return demo
 
+
+def _add_push(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm push``."""
     push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
     push.add_argument("adapter", help="adapter directory (validated before upload)")
     push.add_argument("repo_id", help="Hub repository, e.g. my-org/nose")
     push.add_argument("--token", help="Hub token (default: the stored huggingface_hub token)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", help="branch to commit to (default main)")
+    return push
+
+
+def _option_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The option names (``dest``) a subcommand's parser defines."""
+    return {action.dest for action in parser._actions} - _NOT_OPTIONS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``samplm`` parser. Each subcommand taking ``--config`` records the keys its file may hold
+    (``config_keys``): a file may be shared by ``embed``, ``train`` and ``eval``."""
+    parser = argparse.ArgumentParser(
+        prog="samplm",
+        description="Customize a frozen Segment Anything Model to your task with prompt-learning adapters.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    jobs = [_add_embed(sub), _add_train(sub), _add_eval(sub)]
+    job_keys = frozenset().union(*map(_option_names, jobs))
+    for job in jobs:
+        job.set_defaults(config_keys=job_keys)
+    demo = _add_demo(sub)
+    demo.set_defaults(config_keys=frozenset(_option_names(demo)))
+    _add_push(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``samplm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "push":
             return _push(args)
-        if args.command == "demo":
-            return _demo(args)
-        options = _merged_options(args, parser)
-        return {"embed": _embed, "train": _train, "eval": _eval}[args.command](options)
+        return _COMMANDS[args.command](_merged_options(args))
     except (SamplmError, FileNotFoundError, ValueError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"samplm: error: {message}", file=sys.stderr)
@@ -221,21 +297,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _merged_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _merged_options(args: argparse.Namespace) -> dict[str, Any]:
     """Config file values, overridden by flags given on the command line."""
     options: dict[str, Any] = {}
-    if getattr(args, "config", None):
+    if args.config:
         options.update(_read_config_file(Path(args.config)))
-        unknown = sorted(set(options) - _RUN_OPTIONS - _TRAIN_FIELDS)
+        unknown = sorted(set(options) - args.config_keys)
         if unknown:
             raise ValueError(f"unknown option(s) in {args.config}: {unknown}")
     for key, value in vars(args).items():
-        if value is not None and key not in ("command", "config"):
+        if value is not None and key not in _NOT_OPTIONS:
             options[key] = value
     return options
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML/JSON mapping of option names (``-`` read as ``_``) to values."""
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
@@ -253,18 +330,25 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _require(options: dict[str, Any], *names: str) -> None:
+    """Raise ``ValueError`` naming the flags among ``names`` that are unset."""
     missing = [f"--{n.replace('_', '-')}" for n in names if options.get(n) in (None, "")]
     if missing:
         raise ValueError(f"missing required option(s): {', '.join(missing)}")
 
 
-def _device(options: dict[str, Any]) -> str:
-    import torch
+def _workspace(options: dict[str, Any]) -> Workspace:
+    """The model, cache and device named by the options; only the main process prints."""
+    return Workspace(
+        options["model_type"],
+        options.get("checkpoint"),
+        cache_dir=options.get("cache"),
+        device=default_device(options.get("device")),
+        verbose=is_main_process(),
+    )
 
-    return options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
 
-
-def _read(options: dict[str, Any], data_key: str = "data"):
+def _read(options: dict[str, Any], data_key: str = "data") -> InstanceDataset:
+    """The dataset at ``options[data_key]`` in ``--format``, limited to ``--category``."""
     from .data import read_dataset
 
     categories = options.get("category")
@@ -279,124 +363,50 @@ def _read(options: dict[str, Any], data_key: str = "data"):
     )
 
 
-def _cache_for(options: dict[str, Any], sam):
-    from .cache import EmbeddingCache
-
-    root = Path(options.get("cache") or DEFAULT_CACHE).expanduser()
-    return EmbeddingCache.for_model(root, sam)
-
-
-def _full_sam(options: dict[str, Any]):
-    from .models import SAM_MODEL_TYPES, build_sam
-
-    model_type = options["model_type"]
-    if model_type in SAM_MODEL_TYPES and not options.get("checkpoint"):
-        raise ValueError(
-            f"--checkpoint is required for --model-type {model_type} (SAM's weights are not bundled)"
-        )
-    return build_sam(model_type, options.get("checkpoint"))
-
-
-def _is_main_process() -> bool:
-    """True unless this is a secondary process of a multi-process launch (``RANK`` > 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextlib.contextmanager
-def _main_process_first():
-    """Under a multi-process launch, let the main process run the block first (e.g. embedding images)
-    while the others wait, then run it on the others (which find the work done)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        with PartialState().main_process_first():
-            yield
-    else:
-        yield
-
-
-def _embed_datasets(options: dict[str, Any], datasets, sam=None) -> Any:
-    """Embed every image of ``datasets`` not yet cached; returns ``(full SAM, cache)``."""
-    sam = sam if sam is not None else _full_sam(options)
-    cache = _cache_for(options, sam)
-    shown = _is_main_process()
-    for dataset in datasets:
-        stats = cache.build(
-            sam,
-            dataset.image_paths(),
-            expected_sizes=dataset.expected_sizes(),
-            device=_device(options),
-            progress=shown,
-        )
-        if shown:
-            print(
-                f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
-                f"({cache.directory})"
-            )
-    return sam, cache
-
-
-def _training_model_and_cache(options: dict[str, Any], datasets):
-    """The SAM to train with and its cache. When every image is cached already, a ``vit_*`` SAM is
-    built without its image encoder (the cache key is computed from the checkpoint's weights)."""
-    from .cache import EmbeddingCache, encoder_key
-    from .models import SAM_MODEL_TYPES, build_sam_without_image_encoder, load_state_dict
-    from .models.loading import SAM_IMAGE_SIZE
-    from .models.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-
-    model_type = options["model_type"]
-    if model_type in SAM_MODEL_TYPES and options.get("checkpoint"):
-        state = load_state_dict(options["checkpoint"])
-        key = encoder_key(
-            state, image_size=SAM_IMAGE_SIZE, pixel_mean=SAM_PIXEL_MEAN, pixel_std=SAM_PIXEL_STD
-        )
-        cache = EmbeddingCache(Path(options.get("cache") or DEFAULT_CACHE).expanduser(), key)
-        if not any(cache.missing(d.image_paths(), d.expected_sizes()) for d in datasets):
-            if _is_main_process():
-                print(f"all images cached in {cache.directory}; the image encoder is not loaded")
-            return build_sam_without_image_encoder(model_type, state_dict=state), cache
-    sam, cache = _embed_datasets(options, datasets)
-    sam.image_encoder = _placeholder(sam)  # training reads only the cache
-    return sam, cache
+def _split(options: dict[str, Any], dataset: InstanceDataset) -> tuple[InstanceDataset, InstanceDataset]:
+    """(training part, evaluation part): ``--val-data``, or the seeded split of ``--data``."""
+    if options.get("val_data"):
+        return dataset, _read(options, "val_data")
+    return dataset.split(float(options.get("val_fraction", 0.2)), int(options.get("seed", 0)))
 
 
 def _embed(options: dict[str, Any]) -> int:
+    """``samplm embed``: cache the embeddings of every image of ``--data``."""
     _require(options, "data", "format", "model_type")
-    _embed_datasets(options, [_read(options)])
+    _workspace(options).embed([_read(options)])
     return 0
 
 
+def _train_config(options: dict[str, Any]) -> tuple[str, TrainConfig]:
+    """``(recipe name, TrainConfig)``: the recipe, overridden by the training settings in ``options``."""
+    settings = {name: options[name] for name in train_settings() if name in options}
+    if options.get("no_pmm"):
+        settings["use_pmm"] = False
+    return recipe_config(options.get("recipe", "auto"), options["model_type"], **settings)
+
+
 def _train(options: dict[str, Any]) -> int:
+    """``samplm train``: recipe and settings, SAM and cache, training targets, then training."""
     from .config import AdapterConfig
     from .train.trainer import train
-    from .train.trainset import TrainingSet
+    from .trainset import TrainingSet
 
     _require(options, "data", "format", "model_type", "out")
     train_part, val_part = _split(options, _read(options))
-    settings = {f: options[k] for k, f in _TRAIN_FLAGS.items() if k in options}
-    settings.update({k: v for k, v in options.items() if k in _TRAIN_FIELDS})
-    if options.get("no_pmm"):
-        settings["use_pmm"] = False
-    recipe, config = recipe_config(options.get("recipe", "auto"), options["model_type"], **settings)
-    parts = [p for p in (train_part, val_part) if len(p)]
-    with _main_process_first():
-        sam, cache = _training_model_and_cache(options, parts)
+    recipe, config = _train_config(options)
+    workspace = _workspace(options)
+    sam, cache = workspace.model_and_cache([p for p in (train_part, val_part) if len(p)])
     points = config.pmm_points if config.use_pmm else None
-    shown = _is_main_process()
-    train_set = TrainingSet(
-        train_part, cache, sam, num_points=points, progress=shown, description="train targets"
+    targets = functools.partial(
+        TrainingSet, cache=cache, sam=sam, num_points=points, progress=workspace.verbose
     )
-    val_set = (
-        TrainingSet(val_part, cache, sam, num_points=points, progress=shown, description="val targets")
-        if len(val_part)
-        else None
-    )
+    train_set = targets(train_part, description="train targets")
+    val_set = targets(val_part, description="val targets") if len(val_part) else None
     task = options.get("task") or "+".join(options.get("category") or []) or Path(options["out"]).name
-    if shown:
-        print(
-            f"recipe {recipe}: {config.steps} steps of {config.batch_size}, lr {config.lr:g}, "
-            f"multimask {config.multimask}"
-        )
+    workspace.say(
+        f"recipe {recipe}: {config.steps} steps of {config.batch_size}, lr {config.lr:g}, "
+        f"multimask {config.multimask}"
+    )
     metadata = {
         "dataset": str(options["data"]),
         "format": options["format"],
@@ -410,24 +420,28 @@ def _train(options: dict[str, Any]) -> int:
         val_set=val_set,
         adapter_config=AdapterConfig(task=task, metadata=metadata),
         model_type=options["model_type"],
-        device=_device(options),
+        device=workspace.device,
         resume=not options.get("no_resume"),
     )
-    if shown:
-        print(f"adapter written to {result.adapter_dir} ({result.metrics})")
-        print(f'use it: predictor.load_adapter("{result.adapter_dir}")')
+    workspace.say(f"adapter written to {result.adapter_dir} ({result.metrics})")
+    workspace.say(f'use it: predictor.load_adapter("{result.adapter_dir}")')
     return 0
 
 
-def _split(options: dict[str, Any], dataset):
-    """(training part, evaluation part): ``--val-data``, or the seeded split of ``--data``."""
-    if options.get("val_data"):
-        return dataset, _read(options, "val_data")
-    return dataset.split(float(options.get("val_fraction", 0.2)), int(options.get("seed", 0)))
+def _load_adapters(specs: Sequence[str]) -> dict[str, PromptAdapter]:
+    """``--adapter`` values loaded and named by task (``task#2`` for a repeated task)."""
+    from .adapter import PromptAdapter
+
+    adapters: dict[str, PromptAdapter] = {}
+    for spec in specs:
+        adapter = PromptAdapter.load(spec)
+        name = adapter.task if adapter.task not in adapters else f"{adapter.task}#{len(adapters) + 1}"
+        adapters[name] = adapter
+    return adapters
 
 
 def _eval(options: dict[str, Any]) -> int:
-    from .adapter import PromptAdapter
+    """``samplm eval``: the paper's single-click protocol on the evaluation split."""
     from .eval import run_evaluation, summary_line
 
     _require(options, "data", "format", "model_type", "out")
@@ -436,15 +450,10 @@ def _eval(options: dict[str, Any]) -> int:
         raise ValueError(
             "nothing to evaluate: the evaluation split is empty (check --val-fraction / --val-data)"
         )
-    adapters: dict[str, PromptAdapter] = {}
-    for spec in options.get("adapter") or []:
-        adapter = PromptAdapter.load(spec)
-        name = adapter.task if adapter.task not in adapters else f"{adapter.task}#{len(adapters) + 1}"
-        adapters[name] = adapter
+    adapters = _load_adapters(options.get("adapter") or [])
     use_samf = not options.get("no_samf") and len(train_part) > 0
-    parts = [eval_part] + ([train_part] if use_samf else [])
-    with _main_process_first():
-        sam, cache = _training_model_and_cache(options, parts)
+    workspace = _workspace(options)
+    sam, cache = workspace.model_and_cache([eval_part] + ([train_part] if use_samf else []))
     for adapter in adapters.values():
         adapter.check_compatible(sam)
     config = {
@@ -465,51 +474,31 @@ def _eval(options: dict[str, Any]) -> int:
         visuals=int(options.get("visuals", 3)),
         max_instances=options.get("max_instances"),
         config=config,
-        device=_device(options),
+        device=workspace.device,
     )
     print(summary_line(result))
     print(f"results written to {Path(options['out']) / 'results.md'} and results.json")
     return 0
 
 
-def _placeholder(sam):
-    from .models.loading import ImageEncoderPlaceholder
-
-    return ImageEncoderPlaceholder(sam.image_encoder.img_size)
-
-
-def _demo(args: argparse.Namespace) -> int:
+def _demo(options: dict[str, Any]) -> int:
+    """``samplm demo``: ``run_demo`` with the options given (its own defaults for the others)."""
     from .data.images import find_images
-    from .demo import format_demo, run_demo
-    from .models import SAM_MODEL_TYPES
+    from .demo import MODEL_TYPE, format_demo, run_demo
 
-    if args.model_type in SAM_MODEL_TYPES and not args.checkpoint:
-        raise ValueError(f"--checkpoint is required for --model-type {args.model_type}")
-    photos = find_images(*(args.backgrounds or []))
-    if args.backgrounds and not photos:
-        raise ValueError(f"no images found in --backgrounds {args.backgrounds}")
-    result = run_demo(
-        args.out,
-        task=args.task,
-        data=args.data,
-        model_type=args.model_type,
-        checkpoint=args.checkpoint,
-        images=args.images,
-        max_banners=args.max_banners,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        multimask=args.multimask,
-        seed=args.seed,
-        backgrounds=photos or None,
-        cache=args.cache,
-        device=_device({"device": args.device}),
-    )
+    require_checkpoint(options.get("model_type", MODEL_TYPE), options.get("checkpoint"))
+    folders = options.pop("backgrounds", None)
+    photos = find_images(*(folders or []))
+    if folders and not photos:
+        raise ValueError(f"no images found in --backgrounds {folders}")
+    options["device"] = default_device(options.get("device"))
+    result = run_demo(**options, backgrounds=photos or None)
     print(format_demo(result))
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
+    """``samplm push``: validate the adapter directory, then upload it."""
     from .adapter import PromptAdapter
     from .hub import upload_adapter_folder
 
@@ -526,66 +515,11 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-_RUN_OPTIONS = {
-    "data",
-    "format",
-    "images",
-    "category",
-    "strict_data",
-    "model_type",
-    "checkpoint",
-    "cache",
-    "device",
-    "out",
-    "task",
-    "recipe",
-    "steps",
-    "batch_size",
-    "lr",
-    "no_pmm",
-    "val_data",
-    "val_fraction",
-    "seed",
-    "precision",
-    "no_resume",
-    "adapter",
-    "prompt",
-    "no_samf",
-    "samf_steps",
-    "no_refine",
-    "sensitivity",
-    "visuals",
-    "max_instances",
-}
-_TRAIN_FLAGS = {
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "seed": "seed",
-    "precision": "precision",
-}
-_TRAIN_FIELDS = {
-    "grad_accum",
-    "weight_decay",
-    "warmup_steps",
-    "decay_at",
-    "decay_gamma",
-    "focal_weight",
-    "dice_weight",
-    "iou_weight",
-    "pm_weight",
-    "multimask",
-    "use_pmm",
-    "pmm_points",
-    "pmm_jitter",
-    "center_power",
-    "box_probability",
-    "box_jitter",
-    "extra_points",
-    "val_every",
-    "val_max_instances",
-    "checkpoint_every",
-    "log_every",
+_COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "embed": _embed,
+    "train": _train,
+    "eval": _eval,
+    "demo": _demo,
 }
 
 

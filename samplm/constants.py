@@ -30,6 +30,3 @@ ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
 #: Model-card metadata.
 LIBRARY_NAME = "samplm"
 PIPELINE_TAG = "mask-generation"
-
-#: SAM's prompt/decoder width; an adapter's ``embed_dim`` must equal the SAM it is attached to.
-SAM_PROMPT_EMBED_DIM = 256

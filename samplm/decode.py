@@ -2,14 +2,17 @@
 
 The predictor, training and evaluation all call :func:`decode_prompts`; only gradients and caching
 differ. With ``plm=None`` it performs exactly the calls ``SamPredictor.predict_torch`` performs, so
-its outputs are bit-identical to plain SAM.
+its outputs are bit-identical to plain SAM. Asked for the decoder's image features (the PMM's input),
+it runs the mask decoder's sub-modules itself, in the order ``MaskDecoder.predict_masks`` does, so the
+masks stay bit-identical and no hook is installed on the shared ``Sam``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segment_anything.modeling import Sam
+import torch
+from segment_anything.modeling import MaskDecoder, Sam
 from torch import Tensor
 
 from .modeling import ImageContext, PromptLearningModule
@@ -24,11 +27,14 @@ class DecoderOutput:
             multimask output else 1.
         iou_predictions: ``B x C`` predicted IoU of each mask.
         sparse_embeddings: ``B x N x 256`` prompt tokens given to the decoder (after the PLM).
+        image_features: ``B x 256 x h x w`` image-side output of the decoder's two-way transformer
+            (on the embedding's grid, covering the padded input square), when asked for; else ``None``.
     """
 
     low_res_logits: Tensor
     iou_predictions: Tensor
     sparse_embeddings: Tensor
+    image_features: Tensor | None = None
 
 
 def decode_prompts(
@@ -42,6 +48,7 @@ def decode_prompts(
     multimask_output: bool = True,
     plm: PromptLearningModule | None = None,
     context: ImageContext | None = None,
+    return_image_features: bool = False,
 ) -> DecoderOutput:
     """Run SAM's prompt encoder, the PLM (if any) and SAM's mask decoder for one image.
 
@@ -58,6 +65,8 @@ def decode_prompts(
         multimask_output: return SAM's three masks (True) or its single-mask output (False).
         plm: prompt learning module; ``None`` runs plain SAM.
         context: ``plm.image_context(image_embedding, dense_pe)`` if already computed.
+        return_image_features: also return the two-way transformer's image-side output
+            (:attr:`DecoderOutput.image_features`, what the PMM samples).
 
     Returns:
         A :class:`DecoderOutput`.
@@ -69,11 +78,41 @@ def decode_prompts(
         if context is None:
             context = plm.image_context(image_embedding, image_pe)
         sparse = plm(sparse, context=context)
-    low_res, iou = sam.mask_decoder(
-        image_embeddings=image_embedding,
-        image_pe=image_pe,
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=multimask_output,
+    if not return_image_features:
+        low_res, iou = sam.mask_decoder(
+            image_embeddings=image_embedding,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        return DecoderOutput(low_res, iou, sparse)
+    low_res, iou, features = _decode_with_features(sam.mask_decoder, image_embedding, image_pe, sparse, dense)
+    chosen = slice(1, None) if multimask_output else slice(0, 1)
+    return DecoderOutput(low_res[:, chosen], iou[:, chosen], sparse, features)
+
+
+def _decode_with_features(
+    decoder: MaskDecoder, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``MaskDecoder.predict_masks`` step by step, keeping the transformer's image-side output.
+
+    Returns:
+        ``(masks B x (1 + M) x 4h x 4w, iou B x (1 + M), image features B x 256 x h x w)`` for all
+        ``1 + M`` mask tokens (single-mask output first).
+    """
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+    tokens = torch.cat((output_tokens, sparse), dim=1)
+    src = torch.repeat_interleave(image_embedding, tokens.shape[0], dim=0) + dense
+    pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    features = src.transpose(1, 2).view(b, c, h, w)
+    upscaled = decoder.output_upscaling(features)
+    hyper_in = torch.stack(
+        [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
     )
-    return DecoderOutput(low_res_logits=low_res, iou_predictions=iou, sparse_embeddings=sparse)
+    b, c, h4, w4 = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h4 * w4)).view(b, -1, h4, w4)
+    return masks, decoder.iou_prediction_head(hs[:, 0, :]), features

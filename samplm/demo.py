@@ -11,17 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import EmbeddingCache
 from .config import AdapterConfig
 from .data import InstanceDataset, read_mask_folder, read_voc
 from .data.synthetic import write_banner_dataset
 from .data.synthetic.banners import MAX_BANNERS
 from .eval import run_evaluation
-from .eval.protocol import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
-from .models import build_sam
+from .eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
 from .train.recipes import recipe_config
 from .train.trainer import train
-from .train.trainset import TrainingSet
+from .trainset import TrainingSet
+from .workspace import Workspace
 
 TASKS = ("banners", "plates")
 TASK_NAMES = {"banners": "banner", "plates": "plate"}
@@ -158,11 +157,10 @@ def run_demo(
         progress=progress,
     )
     train_part, val_part = dataset.split(val_fraction, seed=seed)
-    sam = build_sam(model_type, checkpoint)
-    embeddings = EmbeddingCache.for_model(cache or out / "cache", sam)
-    embeddings.build(
-        sam, dataset.image_paths(), expected_sizes=dataset.expected_sizes(), device=device, progress=progress
+    workspace = Workspace(
+        model_type, checkpoint, cache_dir=cache or out / "cache", device=device, verbose=progress
     )
+    sam, embeddings = workspace.embed([dataset])
     name = TASK_NAMES[task]
     overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
     trained = _train_adapter(
@@ -179,6 +177,7 @@ def run_demo(
         progress=progress,
         **{k: v for k, v in overrides.items() if v is not None},
     )
+    config = {"data": source, "format": "masks" if task == "banners" else "voc", "model_type": model_type}
     result = run_evaluation(
         sam,
         val_part,
@@ -190,8 +189,15 @@ def run_demo(
         sensitivity=2,
         device=device,
         progress=progress,
-        config={"data": source, "format": "masks" if task == "banners" else "voc", "model_type": model_type},
+        config=config,
     )
+    return _demo_result(task, model_type, name, result, trained.adapter_dir, out / "eval" / "results.md")
+
+
+def _demo_result(
+    task: str, model_type: str, name: str, result, adapter_dir: Path, results: Path
+) -> DemoResult:
+    """The headline numbers of an evaluation (mIoU over all instances)."""
     miou = {m: v["all"] for m, v in result.miou.items()}
     return DemoResult(
         task=task,
@@ -201,8 +207,8 @@ def run_demo(
         adapter=miou[plm_method(name)],
         samf=miou.get(SAM_F),
         refined=miou.get(refined_method(name)),
-        adapter_dir=trained.adapter_dir,
-        results=out / "eval" / "results.md",
+        adapter_dir=adapter_dir,
+        results=results,
     )
 
 
@@ -223,7 +229,7 @@ def format_demo(result: DemoResult) -> str:
         "",
         "use it:",
         "    from samplm import CustomSamPredictor",
-        "    from samplm.models import build_sam",
+        "    from samplm.base import build_sam",
         f'    predictor = CustomSamPredictor(build_sam("{result.model_type}"))',
         f'    predictor.load_adapter("{result.adapter_dir}")',
         "    predictor.set_image(image)  # H x W x 3 uint8 RGB",

@@ -80,6 +80,28 @@ class DataError(SamplmError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class MissingEmbeddingError(DataError, KeyError):
+    """An image has no embedding in the cache: it was never encoded by this model (run ``samplm embed``).
+
+    Also a ``KeyError``, which :meth:`samplm.cache.EmbeddingCache.get` raised before.
+
+    Args:
+        path: the image.
+        cache_dir: the cache directory (one image encoder's) that lacks it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> None:
+        self.cache_dir = os.fspath(cache_dir)
+        super().__init__(
+            path,
+            f"no cached embedding in {self.cache_dir}; run `samplm embed` on this dataset with the same "
+            "model and --cache first",
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
 class SkippedDataWarning(UserWarning):
     """Some annotations were skipped while reading a dataset (the message counts them by reason)."""
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .base.loading import SMALL_MODEL_TYPES
 from .config import AdapterConfig
 from .constants import LIBRARY_NAME, PIPELINE_TAG
-from .models.loading import SMALL_MODEL_TYPES
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -20,7 +20,7 @@ def _build_base_lines(model_type: str | None) -> list[str]:
     if model_type in SMALL_MODEL_TYPES:
         return [
             "from samplm import CustomSamPredictor",
-            "from samplm.models import build_sam",
+            "from samplm.base import build_sam",
             "",
             f'sam = build_sam("{model_type}")  # weights ship with samplm',
         ]

@@ -18,7 +18,7 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from .adapter import PromptAdapter
-from .decode import decode_prompts
+from .decode import DecoderOutput, decode_prompts
 from .errors import ImageNotSetError, SamplmError, UnknownAdapterError
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
@@ -151,6 +151,45 @@ class CustomSamPredictor(SamPredictor):
         super().reset_image()
         self._contexts.clear()
 
+    def set_embedding(
+        self,
+        embedding: torch.Tensor,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """Start from a precomputed image embedding instead of running the image encoder.
+
+        Afterwards every prediction method works as after :meth:`set_image` on that image.
+
+        Args:
+            embedding: ``1 x 256 x h x w`` (or ``256 x h x w``) embedding of the image, as
+                ``get_image_embedding()`` returns it or :class:`samplm.cache.EmbeddingCache` stores it;
+                ``h x w`` must be the model's grid (SAM: 64 x 64).
+            original_size: ``(H, W)`` of the original image.
+            input_size: ``(H', W')`` after ``ResizeLongestSide`` (default: computed from
+                ``original_size``; when given it must agree).
+        """
+        if embedding.dim() == 3:
+            embedding = embedding[None]
+        grid = tuple(self.model.prompt_encoder.image_embedding_size)
+        expected = (1, self.model.prompt_encoder.embed_dim, *grid)
+        if tuple(embedding.shape) != expected:
+            raise ValueError(
+                f"embedding must be {' x '.join(map(str, expected))}, got {tuple(embedding.shape)}"
+            )
+        resized = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
+        if input_size is not None and tuple(input_size) != tuple(resized):
+            raise ValueError(
+                f"input_size {tuple(input_size)} does not match original_size {tuple(original_size)} "
+                f"resized to {self.transform.target_length} ({resized})"
+            )
+        self.reset_image()
+        reference = next(self.model.mask_decoder.parameters())
+        self.features = embedding.to(device=reference.device, dtype=reference.dtype)
+        self.original_size = tuple(int(v) for v in original_size)
+        self.input_size = tuple(int(v) for v in resized)
+        self.is_image_set = True
+
     def _image_context(self, name: str, adapter: PromptAdapter) -> ImageContext:
         """The PLM's per-image keys/values for the current image, computed once per image and adapter."""
         projections = (adapter.plm.cross_attn.k_proj, adapter.plm.cross_attn.v_proj)
@@ -190,16 +229,11 @@ class CustomSamPredictor(SamPredictor):
         Returns:
             ``(masks C x H x W, scores C, low_res_logits C x 256 x 256)`` as numpy arrays.
         """
-        self._require_image()
-        check_numpy_prompts(
-            point_coords,
-            point_labels,
-            box,
-            mask_input,
-            image_size=tuple(self.original_size),
-            mask_size=self._mask_size(),
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
+        masks, scores, low_res = self.predict_torch(
+            **prompts, multimask_output=multimask_output, return_logits=return_logits
         )
-        return super().predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits)
+        return masks[0].cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
 
     @torch.no_grad()
     def predict_torch(
@@ -234,9 +268,46 @@ class CustomSamPredictor(SamPredictor):
             input_size=tuple(self.input_size),
             mask_size=self._mask_size(),
         )
+        output = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        return (
+            self.upscale_logits(output.low_res_logits, return_logits),
+            output.iou_predictions,
+            output.low_res_logits,
+        )
+
+    def upscale_logits(self, low_res_logits: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
+        """Low-res logits of the current image -> masks at its original size.
+
+        Args:
+            low_res_logits: ``B x C x 4h x 4w`` (SAM: ``B x C x 256 x 256``), e.g. a blend of outputs.
+            return_logits: return logits instead of boolean masks (``> model.mask_threshold``).
+
+        Returns:
+            ``B x C x H x W`` masks (or logits) in the original frame.
+        """
+        self._require_image()
+        masks = self.model.postprocess_masks(low_res_logits, self.input_size, self.original_size)
+        return masks if return_logits else masks > self.model.mask_threshold
+
+    def decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        features: bool = False,
+    ) -> DecoderOutput:
+        """:meth:`predict_torch` without upscaling: the active adapter's decoder outputs at low resolution.
+
+        Arguments as :meth:`predict_torch` (input-frame prompts, ``B`` of them); ``features`` also returns
+        the decoder's image features (what the PMM samples). Choose masks at low resolution, then
+        :meth:`upscale_logits` only the chosen ones.
+        """
+        self._require_image()
         name = self.active_adapter
         adapter = self._adapters[name] if name is not None else None
-        output = decode_prompts(
+        return decode_prompts(
             self.model,
             self.features,
             point_coords=point_coords,
@@ -246,11 +317,33 @@ class CustomSamPredictor(SamPredictor):
             multimask_output=multimask_output,
             plm=adapter.plm if adapter is not None else None,
             context=self._image_context(name, adapter) if adapter is not None else None,
+            return_image_features=features,
         )
-        masks = self.model.postprocess_masks(output.low_res_logits, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, output.iou_predictions, output.low_res_logits
+
+    def _torch_prompts(self, point_coords, point_labels, box, mask_input) -> dict[str, torch.Tensor | None]:
+        """Original-frame numpy prompts of one instance, checked, -> batch-of-one tensors in the input
+        frame, converted as ``SamPredictor.predict`` converts them."""
+        self._require_image()
+        check_numpy_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            image_size=tuple(self.original_size),
+            mask_size=self._mask_size(),
+        )
+        out: dict[str, torch.Tensor | None] = {"point_coords": None, "point_labels": None}
+        out["boxes"] = out["mask_input"] = None
+        if point_coords is not None:
+            coords = self.transform.apply_coords(point_coords, self.original_size)
+            out["point_coords"] = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            out["point_labels"] = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            boxes = self.transform.apply_boxes(box, self.original_size)
+            out["boxes"] = torch.as_tensor(boxes, dtype=torch.float, device=self.device)[None, :]
+        if mask_input is not None:
+            out["mask_input"] = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+        return out
 
     @torch.no_grad()
     def predict_refined(
@@ -270,26 +363,25 @@ class CustomSamPredictor(SamPredictor):
             ``polygons[i]`` lists the ``K x 2`` XY refined polygons of mask ``i``'s parts, largest
             first (original frame; empty for an empty mask).
         """
-        from .decoder_features import capture_decoder_features
         from .refine import refine_masks, require_pmm
 
         name = self.active_adapter
         if name is None:
             raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
         pmm = require_pmm(self._adapters[name].pmm, f"adapter {name!r}")
-        with capture_decoder_features(self.model) as features:
-            masks, scores, low_res = self.predict(
-                point_coords, point_labels, box, mask_input, multimask_output
-            )
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
+        output = self.decode(**prompts, multimask_output=multimask_output, features=True)
+        masks = self.upscale_logits(output.low_res_logits)[0].cpu().numpy()
         refined = refine_masks(
             pmm,
             masks,
-            features.image_tokens,
+            output.image_features,
             original_size=tuple(self.original_size),
             input_size=tuple(self.input_size),
             image_size=self.model.image_encoder.img_size,
-            grid=tuple(self.model.prompt_encoder.image_embedding_size),
         )
+        scores = output.iou_predictions[0].cpu().numpy()
+        low_res = output.low_res_logits[0].cpu().numpy()
         return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
 
     def _require_image(self) -> None:

@@ -1,7 +1,7 @@
 """PMM polygon refinement at inference (paper Fig. 5).
 
-mask -> outer contour -> K points at equal arc length -> features sampled from the decoder's
-two-way-transformer image tokens -> PMM offsets -> refined polygon -> rasterised mask.
+mask -> outer contour -> K points at equal arc length -> features sampled from the decoder's image
+features (the two-way transformer's image-side output) -> PMM offsets -> refined polygon -> rasterised mask.
 
 A mask of several parts has each part refined on its own (parts smaller than ``min_part`` of the
 mask are kept as they are); holes are not represented by outer contours and are filled.
@@ -57,12 +57,11 @@ def require_pmm(pmm: PointMatchingModule | None, name: str = "this adapter") -> 
 def refine_masks(
     pmm: PointMatchingModule,
     masks: np.ndarray,
-    image_tokens: Tensor,
+    image_features: Tensor,
     *,
     original_size: tuple[int, int],
     input_size: tuple[int, int],
     image_size: int,
-    grid: tuple[int, int],
     min_part: float = 0.05,
 ) -> list[RefinedMask]:
     """Refine masks of one prompt with the PMM.
@@ -70,11 +69,11 @@ def refine_masks(
     Args:
         pmm: the adapter's Point Matching Module.
         masks: ``C x H x W`` bool masks in the original frame (one prompt's candidates).
-        image_tokens: ``1 x (h*w) x 256`` two-way-transformer image tokens of that prompt's decoder pass.
+        image_features: ``1 x 256 x h x w`` decoder image features of that prompt's decoder pass
+            (:attr:`samplm.decode.DecoderOutput.image_features`).
         original_size: ``(H, W)`` of the image.
         input_size: ``(H', W')`` after ``ResizeLongestSide``.
         image_size: side of SAM's padded input (1024 for SAM).
-        grid: ``(h, w)`` of the image embedding.
         min_part: parts smaller than this fraction of a mask are kept unrefined.
 
     Returns:
@@ -84,9 +83,8 @@ def refine_masks(
     if masks.ndim != 3 or masks.shape[1:] != tuple(original_size):
         raise ValueError(f"masks must be C x {original_size[0]} x {original_size[1]}, got {masks.shape}")
     scale = np.array([input_size[1] / original_size[1], input_size[0] / original_size[0]])
-    tokens = image_tokens[:1].float()
-    feature_map = tokens.transpose(1, 2).reshape(1, tokens.shape[-1], *grid)
     parameter = next(pmm.parameters())
+    feature_map = image_features[:1].to(device=parameter.device, dtype=torch.float32)
     results = []
     for mask in masks:
         refined_mask = np.zeros_like(mask)
@@ -99,7 +97,7 @@ def refine_masks(
                 continue
             initial = mask_to_polygon(part, pmm.num_points)
             points = torch.as_tensor(initial * scale, dtype=torch.float32, device=parameter.device)[None]
-            features = sample_point_features(feature_map.to(parameter.device), points, image_size)
+            features = sample_point_features(feature_map, points, image_size)
             refined = (points + pmm(features.to(parameter.dtype)).float())[0].cpu().numpy() / scale
             refined[:, 0] = refined[:, 0].clip(0, original_size[1])
             refined[:, 1] = refined[:, 1].clip(0, original_size[0])

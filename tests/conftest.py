@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import LoopbackHub
 
 from samplm import AdapterConfig, PromptAdapter
-from samplm.models import build_small_vit_sam
+from samplm.base import build_small_vit_sam
 
 TINY_IMAGE_SIZE = 128
 

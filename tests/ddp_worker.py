@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from samplm.base import build_small_vit_sam
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
-from samplm.models import build_small_vit_sam
 from samplm.train.config import TrainConfig
 from samplm.train.trainer import StepModel, train
-from samplm.train.trainset import TrainingSet
+from samplm.trainset import TrainingSet
 
 
 def main(data: Path, out: Path) -> None:
@@ -27,9 +27,9 @@ def main(data: Path, out: Path) -> None:
     seen: list[str] = []
     original = StepModel.forward
 
-    def recording_forward(self, data, items, rng):
-        seen.extend(item.instance_id for item in items)
-        return original(self, data, items, rng)
+    def recording_forward(self, batch, cell):
+        seen.extend(i for group in batch for i in group.instance_ids)
+        return original(self, batch, cell)
 
     StepModel.forward = recording_forward
     config = TrainConfig(steps=3, batch_size=2, lr=1e-2, warmup_steps=1, pmm_points=8, checkpoint_every=100)

@@ -123,6 +123,16 @@ def test_fresh_adapter_from_config_variants(tmp_path):
     assert torch.count_nonzero(from_file.plm.norm_out.weight) == 0  # fresh, not loaded weights
 
 
+def test_adapter_is_a_container_not_a_callable_module():
+    """Prompts go through ``adapter.plm`` (``decode_prompts``); the adapter itself has no ``forward``."""
+    adapter = PromptAdapter(AdapterConfig(task="x"))
+    assert "forward" not in vars(PromptAdapter)
+    tokens, image = torch.randn(1, 2, 256), torch.randn(1, 256, 4, 4)
+    with pytest.raises(NotImplementedError):
+        adapter(tokens, image, image)
+    torch.testing.assert_close(adapter.plm(tokens, image, image), tokens)  # a fresh PLM is the identity
+
+
 # ---------------------------------------------------------------- broken files
 
 

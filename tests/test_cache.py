@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from segment_anything import SamPredictor
 
+from samplm.base import build_sam_without_image_encoder, load_state_dict
 from samplm.cache import EmbeddingCache, encoder_key, sam_encoder_key
-from samplm.errors import DataError
+from samplm.errors import DataError, MissingEmbeddingError, SamplmError
 from samplm.fingerprint import sam_fingerprint
-from samplm.models import build_sam_without_image_encoder, load_state_dict
 
 
 @pytest.fixture()
@@ -63,7 +63,7 @@ def test_cache_is_keyed_by_model_and_content(tmp_path, images, tiny_sam, other_s
     assert other.key != cache.key and not other.contains(images[0])
     with pytest.raises(ValueError, match="does not match"):
         cache.build(other_sam, images, progress=False)
-    with pytest.raises(KeyError, match="samplm embed"):
+    with pytest.raises(KeyError, match="samplm embed"):  # still a KeyError, as before
         cache.get(images[1])
     # same bytes under another name share the entry; changed bytes do not
     copy = images[0].parent / "copy.png"
@@ -117,3 +117,14 @@ def test_sam_without_image_encoder_matches_registry_model():
     assert sam_fingerprint(decoder_only) == sam_fingerprint(full)
     assert decoder_only.image_encoder.img_size == full.image_encoder.img_size == 1024
     assert decoder_only.prompt_encoder.image_embedding_size == full.prompt_encoder.image_embedding_size
+
+
+def test_missing_embedding_error_names_the_image_and_the_fix(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+    with pytest.raises(MissingEmbeddingError) as info:
+        cache.get(images[0])
+    error = info.value
+    assert isinstance(error, DataError) and isinstance(error, SamplmError) and isinstance(error, KeyError)
+    assert error.path == str(images[0]) and error.cache_dir == str(cache.directory)
+    assert str(error).startswith(f"{images[0]}: no cached embedding in {cache.directory}")
+    assert "run `samplm embed`" in str(error) and not str(error).startswith("'")  # not KeyError's repr

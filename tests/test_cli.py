@@ -1,15 +1,19 @@
-"""The samplm command line: one-line errors, config files, an end-to-end train, push."""
+"""The samplm command line: one-line errors, config files, flags from TrainConfig, demo, push."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from samplm import PromptAdapter
-from samplm.cli import main
+from samplm import PromptAdapter, cli
+from samplm.cli import build_parser, main
+from samplm.train.config import TrainConfig
 
 
 @pytest.fixture()
@@ -118,8 +122,13 @@ def test_embed_then_train_end_to_end(capsys, rect_data, tmp_path):
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["steps"] == 4 and saved["lr"] == 1e-3 and saved["batch_size"] == 2
     assert saved["extra"]["recipe"] == "fast" and saved["multimask"] == "all"
-    assert main([*argv, "--no-pmm", "--no-resume", "--out", str(tmp_path / "run2")]) == 0
+    settings = ["--warmup-steps", "2", "--decay-at", "0.5", "--box-probability", "0.5"]
+    assert main([*argv, *settings, "--no-pmm", "--no-resume", "--out", str(tmp_path / "run2")]) == 0
     assert PromptAdapter.load(tmp_path / "run2" / "adapter").pmm is None
+    saved = json.loads((tmp_path / "run2" / "train_config.json").read_text())
+    assert saved["warmup_steps"] == 2  # the flag overrides the config file's 1
+    assert saved["decay_at"] == [0.5] and saved["box_probability"] == 0.5 and saved["use_pmm"] is False
+    assert saved["pmm_points"] == 8 and saved["steps"] == 4  # the rest still from the config file
 
 
 def test_push_command(capsys, hub_env, tmp_path, adapter_factory):
@@ -127,3 +136,88 @@ def test_push_command(capsys, hub_env, tmp_path, adapter_factory):
     assert main(["push", str(tmp_path / "nose"), "acme/nose-cli", "--token", "hf_x"]) == 0
     assert "/acme/nose-cli/commit/" in capsys.readouterr().out
     assert PromptAdapter.load("acme/nose-cli", cache_dir=tmp_path / "c").task == "nose"
+
+
+def _subcommands() -> list[str]:
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(action.choices)
+
+
+def test_every_subcommand_is_documented():
+    commands = _subcommands()
+    assert {"embed", "train", "eval", "demo", "push"} <= set(commands)
+    page = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name in commands:
+        assert f"``{name}``" in cli.__doc__.split("\n\n")[0]
+        assert f"## `samplm {name}`" in page
+
+
+def _setting_argv(name: str, default) -> tuple[list[str], object]:
+    """Flags setting the TrainConfig field ``name`` away from / to a value, and the value parsed."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(default, bool):
+        return [f"--no-{flag[2:]}" if default else flag], not default
+    if isinstance(default, tuple):
+        return [flag, *map(str, default)], list(default)
+    return [flag, str(default)], default
+
+
+def test_every_train_config_field_is_a_train_flag():
+    parser = build_parser()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "extra":
+            continue
+        argv, expected = _setting_argv(field.name, getattr(TrainConfig(), field.name))
+        assert getattr(parser.parse_args(["train", *argv]), field.name) == expected, field.name
+    assert build_parser().parse_args(["train", "--no-pmm", "--seed", "3"]).seed == 3  # older flags kept
+
+
+def test_a_new_train_config_field_needs_no_cli_edit(monkeypatch, capsys, tmp_path):
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        new_knob: float = 0.5
+
+    monkeypatch.setattr(cli, "TrainConfig", Extended)
+    assert build_parser().parse_args(["train", "--new-knob", "2"]).new_knob == 2.0
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"new_knob": 3}))
+    assert "missing required option(s)" in _error(capsys, ["train", "--config", str(config)])
+
+
+def test_config_keys_are_checked_per_command(capsys, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"steps": 3, "samf_steps": 5}))  # train and eval keys: one shared file
+    for command in ("embed", "train", "eval"):
+        assert "missing required option(s)" in _error(capsys, [command, "--config", str(config)])
+    config.write_text(json.dumps({"max_banners": 2}))  # a demo option
+    assert "unknown option(s)" in _error(capsys, ["train", "--config", str(config)])
+    config.write_text(json.dumps({"warmup_steps": 2}))  # a training setting the demo does not take
+    assert "['warmup_steps']" in _error(capsys, ["demo", "--config", str(config)])
+
+
+def test_demo_config_file_and_flags_override_it(capsys, tmp_path):
+    config = tmp_path / "demo.json"
+    config.write_text(json.dumps({"task": "plates", "out": str(tmp_path / "p")}))
+    assert "needs --data" in _error(capsys, ["demo", "--config", str(config)])
+    flags = ["demo", "--config", str(config), "--task", "banners", "--max-banners", "0"]
+    assert "max_banners must be >= 1" in _error(capsys, flags)
+    config.write_text(json.dumps({"model_type": "vit_b"}))
+    assert "--checkpoint is required" in _error(capsys, ["demo", "--config", str(config)])
+    assert not (tmp_path / "p").exists()
+
+
+def test_demo_runs_from_a_yaml_config(capsys, tmp_path):
+    pytest.importorskip("yaml")
+    out = tmp_path / "demo"
+    config = tmp_path / "demo.yaml"
+    config.write_text(
+        f"model_type: samplm_tiny\nimages: 6\nsteps: 2\nbatch-size: 2\nout: {out}\ncache: {tmp_path / 'c'}\n"
+    )
+    assert main(["demo", "--config", str(config), "--steps", "3"]) == 0
+    assert "base: samplm_tiny" in capsys.readouterr().out
+    assert len(list((out / "data" / "images").rglob("*.png"))) == 6
+    saved = json.loads((out / "train" / "train_config.json").read_text())
+    assert (
+        saved["steps"] == 3 and saved["batch_size"] == 2
+    )  # the flag over the file; the file over the recipe
+    assert (tmp_path / "c").is_dir() and not (out / "cache").exists()

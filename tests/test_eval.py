@@ -14,9 +14,9 @@ from samplm.cache import EmbeddingCache
 from samplm.cli import main
 from samplm.data import read_mask_folder
 from samplm.eval import InstancePredictor, SamF, evaluate, run_evaluation, sensitivity_map, train_samf
-from samplm.eval.protocol import SAM, SAM_F, SAM_ORACLE
-from samplm.train.losses import dice_loss, sigmoid_focal_loss
-from samplm.train.trainset import TrainingSet
+from samplm.eval.methods import SAM, SAM_F, SAM_ORACLE
+from samplm.losses import dice_loss, sigmoid_focal_loss
+from samplm.trainset import TrainingSet
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,48 @@ def test_sensitivity_map(rects, tiny_sam):
     np.testing.assert_array_equal(maps.iou[SAM], maps.iou["fresh (PLM)"])
     summary = maps.summary()[SAM]
     assert 0.0 <= summary["mean"] <= 1.0 and summary["std"] >= 0.0
+
+
+def test_sensitivity_map_clicks_answer_as_the_predictor(rects, tiny_sam, adapter_factory):
+    """Every cell of a map is the IoU of the predictor's top mask for that click, thresholded at the
+    model's ``mask_threshold`` (not at 0)."""
+    import copy
+
+    from samplm import CustomSamPredictor
+    from samplm.eval.metrics import iou
+
+    sam = copy.deepcopy(tiny_sam)
+    sam.mask_threshold = 0.5
+    _, dataset, cache = rects
+    inst = dataset[0]
+    entry = cache.get(inst.image_path)
+    gt = inst.mask(*entry.original_size)
+    adapter = adapter_factory("a")
+    maps = sensitivity_map(InstancePredictor(sam, {"a": adapter}), entry, gt, grid=3)
+    predictor = CustomSamPredictor(sam)
+    predictor.load_adapter(adapter, adapter_name="a")
+    predictor.set_embedding(entry.embedding.float(), entry.original_size)
+    for row, y in enumerate(maps.ys):
+        for col, x in enumerate(maps.xs):
+            masks, scores, _ = predictor.predict(point_coords=np.array([[x, y]]), point_labels=np.array([1]))
+            assert maps.iou["a (PLM)"][row, col] == pytest.approx(
+                iou(masks[int(np.argmax(scores))], gt), abs=1e-6
+            )
+
+
+def test_methods_are_records_named_for_tables():
+    from samplm.eval.methods import Method, oracle_method, plm_method, refined_method
+
+    assert (SAM, SAM_ORACLE, SAM_F) == ("SAM", "SAM (oracle)", "SAM-F")
+    assert (SAM.kind, SAM.adapter, SAM_F.kind) == ("top", None, "samf")
+    refined = refined_method("nose (v2)")
+    assert refined == "nose (v2) (PLM+PMM refine)" and refined.adapter == "nose (v2)"
+    assert refined.with_kind("top") == plm_method("nose (v2)") and refined.with_kind(
+        "oracle"
+    ) == oracle_method("nose (v2)")
+    assert json.loads(json.dumps({refined: 1})) == {"nose (v2) (PLM+PMM refine)": 1}
+    with pytest.raises(ValueError, match="not a method kind of plain SAM"):
+        Method("refined")
 
 
 def test_run_evaluation_writes_reports(rects, tiny_sam, tmp_path, adapter_factory):

@@ -7,13 +7,8 @@ import math
 import pytest
 import torch
 
-from samplm.train.losses import (
-    dice_loss,
-    mask_iou,
-    point_matching_loss,
-    segmentation_loss,
-    sigmoid_focal_loss,
-)
+from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.train.losses import point_matching_loss, segmentation_loss
 
 
 def test_focal_loss_hand_value():

@@ -263,3 +263,37 @@ def test_bad_batched_prompts(pair):
         custom.predict_torch(coords[0], labels[0])
     with pytest.raises(PromptError, match="outside the resized input frame"):
         custom.predict_torch(coords + 500, labels)
+
+
+def test_set_embedding_predicts_as_set_image(pair, adapter_factory):
+    _, custom = pair
+    custom.load_adapter(adapter_factory("a"))
+    expected = custom.predict(**PROMPTS["point"])
+    embedding = custom.get_image_embedding().clone()
+    original, input_size = tuple(custom.original_size), tuple(custom.input_size)
+    custom.reset_image()
+    custom.set_embedding(embedding, original, input_size)
+    assert custom.is_image_set and tuple(custom.input_size) == input_size
+    _assert_identical(custom.predict(**PROMPTS["point"]), expected)
+    custom.set_embedding(embedding[0].half(), original)  # as a cache stores it: 256 x h x w float16
+    assert custom.features.dtype == torch.float32 and tuple(custom.input_size) == input_size
+    np.testing.assert_allclose(custom.predict(**PROMPTS["point"])[1], expected[1], atol=2e-2)
+
+
+def test_set_embedding_rejects_inconsistent_input(pair):
+    _, custom = pair
+    embedding = custom.get_image_embedding()
+    with pytest.raises(ValueError, match="embedding must be 1 x 256"):
+        custom.set_embedding(embedding[:, :, :4], (90, 120))
+    with pytest.raises(ValueError, match="does not match original_size"):
+        custom.set_embedding(embedding, (90, 120), (50, 50))
+
+
+def test_upscale_logits_thresholds_at_the_models_mask_threshold(tiny_sam, image):
+    sam = copy.deepcopy(tiny_sam)
+    sam.mask_threshold = 1.5
+    predictor = CustomSamPredictor(sam)
+    predictor.set_image(image)
+    masks, _, low_res = predictor.predict(**PROMPTS["point"])
+    logits = predictor.upscale_logits(torch.as_tensor(low_res)[None], return_logits=True)[0].numpy()
+    assert np.array_equal(masks, logits > 1.5) and not np.array_equal(masks, logits > 0)

@@ -69,7 +69,7 @@ def test_view_prompts_have_three_nested_targets_and_boxes_inside_the_frame():
 
 def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
     from pretraining.lite.train import embed, trainable, view_loss
-    from samplm.models import build_sam_lite_architecture
+    from samplm.base import build_sam_lite_architecture
 
     torch.manual_seed(0)
     sam = build_sam_lite_architecture()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pretraining.scenes import make_scene
-from samplm.models import build_sam_tiny
+from samplm.base import build_sam_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_pretraining_command_line_runs_chosen_stages_from_init(tmp_path):
     import subprocess
 
     from pretraining.tiny.train import RECIPE, pretrain
-    from samplm.models.loading import load_state_dict
+    from samplm.base.loading import load_state_dict
 
     init = tmp_path / "init.safetensors"
     pretrain(init, minutes=5, max_steps=[1], stages=RECIPE[:1], scenes=20, images_per_step=2, progress=False)

@@ -30,10 +30,8 @@ def _square():
 
 
 def _refine(pmm, masks, input_size=(64, 96)):
-    tokens = torch.randn(1, 8 * 8, 256)
-    return refine_masks(
-        pmm, masks, tokens, original_size=(64, 96), input_size=input_size, image_size=128, grid=(8, 8)
-    )
+    features = torch.randn(1, 256, 8, 8)
+    return refine_masks(pmm, masks, features, original_size=(64, 96), input_size=input_size, image_size=128)
 
 
 def test_zero_offsets_keep_a_square():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from samplm.base import build_sam, build_sam_tiny
+from samplm.base.tiny import WEIGHTS_PATH
 from samplm.data import read_mask_folder
 from samplm.data.synthetic import make_banner_image, write_banner_dataset
-from samplm.models import build_sam, build_sam_tiny
-from samplm.models.tiny import WEIGHTS_PATH
 
 REDUCED_IMAGES = 60
 REDUCED_STEPS = 150

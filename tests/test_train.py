@@ -14,10 +14,11 @@ from conftest import write_rect_dataset
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
+from samplm.train.batch import build_batch
 from samplm.train.config import TrainConfig
 from samplm.train.sampling import PromptSampler
-from samplm.train.trainer import _batch_losses, _new_adapter, freeze, train
-from samplm.train.trainset import TrainingSet
+from samplm.train.trainer import StepModel, _new_adapter, freeze, train
+from samplm.trainset import TrainingSet
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,19 @@ def test_sam_frozen_and_adapter_exported(tmp_path, tiny_sam, task):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert [x["step"] for x in lines if "val_miou" in x] == [3, 6]
+
+
+def _batch_losses(sam, adapter, data, items, rng, sampler, config):
+    """A training step's losses on ``items``: the batch builder, then the step model."""
+    batch = build_batch(
+        data,
+        items,
+        rng,
+        sampler,
+        device=torch.device("cpu"),
+        pmm_jitter=config.pmm_jitter if adapter.pmm else None,
+    )
+    return StepModel(adapter, sam, config)(batch, data.cell)
 
 
 def test_gradients_reach_only_plm_and_pmm(tiny_sam, task):
@@ -205,3 +219,42 @@ def test_bf16_autocast_and_grad_accumulation_run(tmp_path, tiny_sam, task):
     result = train(copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, progress=False)
     assert result.steps == 2 and result.metrics == {"step": 2}
     assert all(torch.isfinite(p).all() for p in result.adapter.parameters())
+
+
+def test_batch_groups_prompts_by_image_and_shape_as_tensors(task):
+    train_set, _ = task
+    items = train_set.items[:3]
+    sampler = PromptSampler(box_probability=0.5, extra_points=2)
+    batch = build_batch(
+        train_set, items, np.random.default_rng(3), sampler, device=torch.device("cpu"), pmm_jitter=0.5
+    )
+    again = build_batch(
+        train_set, items, np.random.default_rng(3), sampler, device=torch.device("cpu"), pmm_jitter=0.5
+    )
+    assert sorted(i for g in batch for i in g.instance_ids) == sorted(item.instance_id for item in items)
+    side = train_set.low_res
+    for group, twin in zip(batch, again, strict=True):
+        b = len(group)
+        assert group.embedding.shape == (1, 256, train_set.grid, train_set.grid)
+        assert group.targets.shape == (b, 1, side, side) and group.targets.dtype == torch.float32
+        assert group.point_coords is not None or group.boxes is not None
+        if group.point_coords is not None:
+            assert (
+                group.point_coords.shape[:1] == (b,)
+                and group.point_labels.shape == group.point_coords.shape[:2]
+            )
+        assert group.contours.shape == group.pmm_starts.shape == (b, 12, 2)
+        moved = (group.pmm_starts - group.contours).abs()
+        assert moved.max() > 0 and moved.std() < 3 * 0.5 * train_set.cell  # jitter of ~0.5 cells
+        assert torch.equal(group.pmm_starts, twin.pmm_starts)  # one seeded stream decides everything
+        assert all(
+            item.image_path == group.image_path for item in items if item.instance_id in group.instance_ids
+        )
+
+
+def test_batch_without_pmm_carries_no_contours(task):
+    train_set, _ = task
+    batch = build_batch(
+        train_set, train_set.items[:2], np.random.default_rng(0), PromptSampler(), device=torch.device("cpu")
+    )
+    assert all(g.contours is None and g.pmm_starts is None for g in batch)

@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from samplm.models.lite_encoder import TRUNK_NAME
+from samplm.base.lite_encoder import TRUNK_NAME
 
 
 def package_checkpoint() -> str:

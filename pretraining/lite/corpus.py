@@ -18,10 +18,10 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm.auto import tqdm
 
+from samplm.base.lite import LITE_GRID, LITE_IMAGE_SIZE
+from samplm.base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from samplm.data.images import load_image
 from samplm.data.synthetic import PhotoBackgrounds
-from samplm.models.lite import LITE_GRID, LITE_IMAGE_SIZE
-from samplm.models.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 from ..scenes import make_scene
 from .regions import Hierarchy, build_hierarchy

@@ -1,6 +1,6 @@
 """Pretrain ``samplm_lite`` on real photos (reproducible, seeded; see ``pretraining/README.md``).
 
-    python -m pretraining.lite.train --minutes 90 --out samplm/models/weights/samplm_lite.safetensors
+    python -m pretraining.lite.train --minutes 90 --out samplm/base/weights/samplm_lite.safetensors
 
 The ImageNet EfficientNet-Lite0 trunk stays frozen, so its features are computed once per corpus view.
 SAM's prompt encoder and mask decoder start from ``samplm_tiny``'s (same shapes: a decoder that already
@@ -25,11 +25,11 @@ from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 
 from samplm._io import atomic_write, atomic_write_text
+from samplm.base.lite import build_sam_lite_architecture
+from samplm.base.loading import load_state_dict
+from samplm.base.tiny import WEIGHTS_PATH as TINY_WEIGHTS
 from samplm.decode import decode_prompts
-from samplm.models.lite import build_sam_lite_architecture
-from samplm.models.loading import load_state_dict
-from samplm.models.tiny import WEIGHTS_PATH as TINY_WEIGHTS
-from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
 
 from .backbone import load_imagenet_trunk
 from .corpus import View, build_corpus
@@ -147,6 +147,12 @@ def extra_photos() -> list[Path]:
     return [p for p in out if p.is_file()]
 
 
+def previous_log(init: Path | None) -> dict | None:
+    """The log of the run that made the ``--init`` weights, so a continued run keeps its whole history."""
+    path = init.with_suffix(".log.json") if init else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
 def save_weights(sam: Sam, out: Path, log: dict) -> None:
     state = {k: v.detach().half().contiguous() for k, v in sam.state_dict().items()}
     atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"model_type": "samplm_lite"}))
@@ -202,6 +208,7 @@ def main(argv=None) -> None:
         init_decoder(sam, args.init_decoder)
     log = {
         "args": {k: str(v) for k, v in vars(args).items()},
+        "init_log": previous_log(args.init),
         "loss": [],
         "evals": [],
         "photos": len(photos),

@@ -1,6 +1,6 @@
 """Pretrain ``samplm_tiny`` with SAM's recipe on the procedural corpus (reproducible, seeded).
 
-    python -m pretraining.tiny.train --out samplm/models/weights/samplm_tiny.safetensors \\
+    python -m pretraining.tiny.train --out samplm/base/weights/samplm_tiny.safetensors \\
         --minutes 36 --backgrounds ../shared/data/car_license_plate_andrewmvd/images \\
         ../shared/data/perseg_persam_examples/Images
 
@@ -38,11 +38,12 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from samplm._io import atomic_write
+from samplm.base.tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
+from samplm.center_click import decode_center_click
 from samplm.data.images import find_images
 from samplm.data.synthetic import PhotoBackgrounds
 from samplm.decode import decode_prompts
-from samplm.models.tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
-from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
 
 from ..scenes import make_scene
 
@@ -355,7 +356,7 @@ def pretrain(
     photos = PhotoBackgrounds(backgrounds, TINY_IMAGE_SIZE) if backgrounds else None
     sam = build_sam_tiny_architecture()
     if init is not None:
-        from samplm.models.loading import load_state_dict
+        from samplm.base.loading import load_state_dict
 
         sam.load_state_dict({k: v.float() for k, v in load_state_dict(init).items()})
     sam.to(device)
@@ -431,17 +432,11 @@ def evaluate_ambiguity(sam, images, objects, ids) -> dict:
     best of three against the part and against the whole."""
     device = next(sam.parameters()).device
     rows = {"top_vs_part": [], "top_vs_whole": [], "best_vs_part": [], "best_vs_whole": []}
-    from samplm.geometry import center_point
-
     for i in ids:
         embedding = sam.image_encoder(sam.preprocess(_pixels(images[i : i + 1], device)))
         for whole, parts in objects[i]:
             for part in parts:
-                x, y = center_point(part)
-                scale = TINY_IMAGE_SIZE / LOW_RES
-                coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
-                labels = torch.ones(1, 1, dtype=torch.int, device=device)
-                out = decode_prompts(sam, embedding, point_coords=coords, point_labels=labels)
+                out = decode_center_click(sam, embedding, part)
                 logits, iou = out.low_res_logits, out.iou_predictions
                 top = int(iou[0].argmax())
                 for name, target in (("part", part), ("whole", whole)):

@@ -21,35 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm.auto import tqdm
 
 from ..adapter import PromptAdapter
 from ..cache import CachedEmbedding, EmbeddingCache
 from ..data import Instance, InstanceDataset
-from ..decode import decode_prompts
-from ..decoder_features import capture_decoder_features
 from ..geometry import center_point, mask_to_box
-from ..refine import refine_masks
+from ..predictor import CustomSamPredictor
+from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
 
-SAM = "SAM"
-SAM_ORACLE = "SAM (oracle)"
-SAM_F = "SAM-F"
 PROMPTS = ("point", "box")
-
-
-def plm_method(adapter: str) -> str:
-    return f"{adapter} (PLM)"
-
-
-def oracle_method(adapter: str) -> str:
-    return f"{adapter} (PLM, oracle)"
-
-
-def refined_method(adapter: str) -> str:
-    return f"{adapter} (PLM+PMM refine)"
+__all__ = ["SAM", "SAM_F", "SAM_ORACLE", "EvalResult", "InstancePredictor", "Method", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +67,7 @@ class EvalResult:
     """Everything :func:`evaluate` measured.
 
     Attributes:
-        methods: method names in table order.
+        methods: the methods in table order (:class:`Method`, a ``str`` of the table name).
         instances: per-instance results.
         miou, biou: ``{method: {category: mean, "all": mean over instances}}``.
         ap: ``{method: {"AP", "AP50", "AP75"}}`` (empty without pycocotools; oracles excluded).
@@ -91,7 +75,7 @@ class EvalResult:
         samf: the SAM-F weights used, if any.
     """
 
-    methods: list[str]
+    methods: list[Method]
     instances: list[InstanceResult]
     miou: dict[str, dict[str, float]]
     biou: dict[str, dict[str, float]]
@@ -107,20 +91,28 @@ class EvalResult:
         """``{adapter: {category: refined mIoU - PLM mIoU}}`` (positive: refinement helps)."""
         effect: dict[str, dict[str, float]] = {}
         for method in self.methods:
-            if method.endswith(" (PLM+PMM refine)"):
-                name = method[: -len(" (PLM+PMM refine)")]
-                base = self.miou[plm_method(name)]
-                effect[name] = {k: self.miou[method][k] - base[k] for k in base}
+            if method.kind == "refined":
+                base = self.miou[method.with_kind("top")]
+                effect[method.adapter] = {k: self.miou[method][k] - base[k] for k in base}
         return effect
 
     def cross_task(self) -> dict[str, dict[str, float]]:
         """``{method: {category: mIoU}}`` for SAM and each adapter's PLM: adapters x tasks (Fig. 6)."""
-        rows = [SAM] + [m for m in self.methods if m.endswith(" (PLM)")]
+        rows = [SAM] + [m for m in self.methods if m.kind == "top" and m.adapter is not None]
         return {m: {c: self.miou[m][c] for c in self.categories} for m in rows}
 
 
 class InstancePredictor:
-    """Runs every method for one instance on a cached embedding (shared by metrics, visuals, maps)."""
+    """Runs every method for one instance through a :class:`CustomSamPredictor` started from the cached
+    embedding (shared by metrics, visuals and sensitivity maps).
+
+    Args:
+        sam: the frozen SAM (its image encoder is not used).
+        adapters: ``{name: adapter}``, loaded into the predictor under these names.
+        samf: fitted SAM-F weights, or ``None``.
+        refine: add the PMM refinement row for adapters that carry a PMM.
+        device: where to run.
+    """
 
     def __init__(
         self,
@@ -131,15 +123,15 @@ class InstancePredictor:
         refine: bool = True,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.sam = sam
+        self.predictor = CustomSamPredictor(sam.to(device).eval())
+        for name, adapter in adapters.items():
+            self.predictor.load_adapter(adapter, adapter_name=name, activate=False)
         self.adapters = adapters
         self.samf = samf
         self.refine = refine
-        self.device = torch.device(device)
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
 
     @property
-    def methods(self) -> list[str]:
+    def methods(self) -> list[Method]:
         names = [SAM, SAM_ORACLE] + ([SAM_F] if self.samf is not None else [])
         for name, adapter in self.adapters.items():
             names += [plm_method(name), oracle_method(name)]
@@ -153,66 +145,54 @@ class InstancePredictor:
             return {"box": list(mask_to_box(gt))}
         return {"point": list(center_point(gt))}
 
+    def set_entry(self, entry: CachedEmbedding) -> CustomSamPredictor:
+        """The predictor, set to the cached image ``entry``."""
+        self.predictor.set_embedding(entry.embedding.float(), entry.original_size, entry.input_size)
+        return self.predictor
+
     @torch.no_grad()
     def predict(
         self, entry: CachedEmbedding, prompts: dict[str, list[float]], gt: np.ndarray | None
-    ) -> dict[str, Prediction]:
+    ) -> dict[Method, Prediction]:
         """Masks of every method for one prompt (``gt`` is needed for the oracle rows)."""
-        embedding = entry.embedding.float().to(self.device)
-        kwargs: dict[str, Any] = {}
+        predictor = self.set_entry(entry)
         if "point" in prompts:
-            coords = self.transform.apply_coords(
-                np.array([prompts["point"]], dtype=np.float64), entry.original_size
-            )
-            kwargs["point_coords"] = torch.as_tensor(coords[None], dtype=torch.float32, device=self.device)
-            kwargs["point_labels"] = torch.ones(1, 1, dtype=torch.int64, device=self.device)
+            kwargs: dict[str, Any] = {
+                "point_coords": np.array([prompts["point"]]),
+                "point_labels": np.array([1]),
+            }
         else:
-            box = self.transform.apply_boxes(
-                np.array([prompts["box"]], dtype=np.float64), entry.original_size
-            )
-            kwargs["boxes"] = torch.as_tensor(box, dtype=torch.float32, device=self.device)
-        multimask = "point" in prompts
-        out: dict[str, Prediction] = {}
-        base = decode_prompts(self.sam, embedding, multimask_output=multimask, **kwargs)
-        self._add(out, SAM, SAM_ORACLE, base, entry, gt)
-        if self.samf is not None and multimask:
-            blended = self.samf.blend(base.low_res_logits.float())
-            score = float(
-                (base.iou_predictions[0] * torch.tensor(self.samf.weights, device=self.device)).sum()
-            )
-            out[SAM_F] = Prediction(self._upscale(blended, entry)[0], score)
+            kwargs = {"box": np.array(prompts["box"])}
+        kwargs["multimask_output"] = "point" in prompts
+        out: dict[Method, Prediction] = {}
+        with predictor.disable_adapter():
+            masks, scores, low_res = predictor.predict(**kwargs)
+        self._add(out, SAM, masks, scores, gt)
+        if self.samf is not None and "point" in prompts:
+            blended = predictor.upscale_logits(self.samf.blend(torch.as_tensor(low_res)[None]))
+            score = float((scores * np.array(self.samf.weights)).sum())
+            out[SAM_F] = Prediction(blended[0, 0].cpu().numpy(), score)
         for name, adapter in self.adapters.items():
-            with capture_decoder_features(self.sam) as features:
-                result = decode_prompts(
-                    self.sam, embedding, multimask_output=multimask, plm=adapter.plm, **kwargs
-                )
-            top = self._add(out, plm_method(name), oracle_method(name), result, entry, gt)
+            predictor.set_adapter(name)
             if self.refine and adapter.pmm is not None:
-                (refined,) = refine_masks(
-                    adapter.pmm,
-                    top.mask[None],
-                    features.image_tokens,
-                    original_size=entry.original_size,
-                    input_size=entry.input_size,
-                    image_size=self.sam.image_encoder.img_size,
-                    grid=tuple(self.sam.prompt_encoder.image_embedding_size),
-                )
-                out[refined_method(name)] = Prediction(refined.mask, top.score)
+                refined, scores, low_res, _ = predictor.predict_refined(**kwargs)
+                masks = predictor.upscale_logits(torch.as_tensor(low_res)[None])[0].cpu().numpy()
+                top = self._add(out, plm_method(name), masks, scores, gt)
+                out[refined_method(name)] = Prediction(refined[int(np.argmax(scores))], top.score)
+            else:
+                masks, scores, _ = predictor.predict(**kwargs)
+                self._add(out, plm_method(name), masks, scores, gt)
         return out
 
-    def _add(self, out, top_name, oracle_name, decoded, entry, gt) -> Prediction:
-        masks = self._upscale(decoded.low_res_logits, entry)
-        scores = decoded.iou_predictions[0].float().cpu().numpy()
+    @staticmethod
+    def _add(out, top: Method, masks: np.ndarray, scores: np.ndarray, gt: np.ndarray | None) -> Prediction:
+        """Record the top-confidence mask under ``top`` and, with ``gt``, the best one as its oracle."""
         best = int(np.argmax(scores))
-        out[top_name] = Prediction(masks[best], float(scores[best]))
+        out[top] = Prediction(masks[best], float(scores[best]))
         if gt is not None:
             oracle = int(np.argmax([iou(m, gt) for m in masks]))
-            out[oracle_name] = Prediction(masks[oracle], float(scores[oracle]))
-        return out[top_name]
-
-    def _upscale(self, low_res: torch.Tensor, entry: CachedEmbedding) -> np.ndarray:
-        full = self.sam.postprocess_masks(low_res.float(), entry.input_size, entry.original_size)
-        return (full[0] > self.sam.mask_threshold).cpu().numpy()
+            out[top.with_kind("oracle")] = Prediction(masks[oracle], float(scores[oracle]))
+        return out[top]
 
 
 def evaluate(
@@ -246,10 +226,10 @@ def evaluate(
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     adapters = {name: a.to(device).eval() for name, a in (adapters or {}).items()}
     predictor = InstancePredictor(sam.to(device).eval(), adapters, samf=samf, refine=refine, device=device)
-    methods = [m for m in predictor.methods if prompt == "point" or m != SAM_F]
+    methods = [m for m in predictor.methods if prompt == "point" or m.kind != "samf"]
     results: list[InstanceResult] = []
     skipped: Counter[str] = Counter()
-    coco: dict[str, list[Any]] = defaultdict(list)
+    coco: dict[Method, list[Any]] = defaultdict(list)
     groups = dataset.by_image()
     budget = max_instances if max_instances is not None else len(dataset)
     bar = tqdm(total=min(budget, len(dataset)), desc="evaluating", unit="inst", disable=not progress)
@@ -268,19 +248,24 @@ def evaluate(
             for method in methods:
                 record.iou[method] = iou(preds[method].mask, gt)
                 record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
-                if "oracle" not in method:
+                if method.kind != "oracle":
                     coco[method].append((gt, preds[method].mask, preds[method].score, inst.category))
             results.append(record)
             bar.update(1)
     bar.close()
     miou = {m: mean_by_class((r.category, r.iou[m]) for r in results) for m in methods}
     biou = {m: mean_by_class((r.category, r.biou[m]) for r in results) for m in methods}
+    return EvalResult(methods, results, miou, biou, _coco_ap(coco), dict(skipped), samf)
+
+
+def _coco_ap(rows_by_method: dict[Method, list[tuple]]) -> dict[str, dict[str, float]]:
+    """COCO mask AP of each method's ``(gt, mask, score, category)`` rows (empty without pycocotools)."""
     ap: dict[str, dict[str, float]] = {}
-    for method, rows in coco.items():
+    for method, rows in rows_by_method.items():
         value = coco_mask_ap(*(list(col) for col in zip(*rows, strict=True))) if rows else None
         if value is not None:
             ap[method] = value
-    return EvalResult(methods, results, miou, biou, ap, dict(skipped), samf)
+    return ap
 
 
 def instances_by_id(dataset: InstanceDataset) -> dict[str, Instance]:

@@ -12,8 +12,9 @@ from segment_anything.modeling import Sam
 from ..adapter import PromptAdapter
 from ..cache import EmbeddingCache
 from ..data import InstanceDataset, load_image
-from ..train.trainset import TrainingSet
-from .protocol import SAM, SAM_F, EvalResult, InstancePredictor, evaluate, instances_by_id
+from ..trainset import TrainingSet
+from .methods import SAM, SAM_F
+from .protocol import EvalResult, InstancePredictor, evaluate, instances_by_id
 from .report import save_instance_panel, save_sensitivity_png, write_results
 from .samf import SamF, train_samf
 from .sensitivity import sensitivity_map
@@ -85,13 +86,34 @@ def run_evaluation(
     )
     predictor = InstancePredictor(sam, adapters, samf=samf, refine=refine, device=device)
     by_id = instances_by_id(eval_data)
-    files: dict[str, list[str]] = {"Worst instances": [], "Best instances": [], "Prompt sensitivity maps": []}
-    primary = next((m for m in result.methods if m.endswith(" (PLM)")), SAM)
+    files = {**_write_visuals(out, result, predictor, by_id, cache, visuals), "Prompt sensitivity maps": []}
+    summaries: dict[str, dict[str, dict[str, float]]] = {}
+    if prompt == "point":
+        files["Prompt sensitivity maps"], summaries = _write_sensitivity(
+            out, result.instances[:sensitivity], predictor, by_id, cache, sensitivity_grid
+        )
+    run_config = {
+        **(config or {}),
+        "prompt": prompt,
+        "adapters": list(adapters),
+        "sensitivity": summaries,
+        "samf": SAM_F in result.methods,
+    }
+    write_results(out, result, run_config, files)
+    return result
+
+
+def _write_visuals(
+    out: Path, result: EvalResult, predictor, by_id, cache, count: int
+) -> dict[str, list[str]]:
+    """Panels of the ``count`` worst and best instances (by the first adapter's PLM, else SAM)."""
+    files: dict[str, list[str]] = {"Worst instances": [], "Best instances": []}
+    primary = next((m for m in result.methods if m.kind == "top" and m.adapter is not None), SAM)
     ranked = sorted(result.instances, key=lambda r: (r.iou[primary], r.instance_id))
-    shown = [m for m in result.methods if "oracle" not in m]
+    shown = [m for m in result.methods if m.kind != "oracle"]
     for title, chosen, tag in (
-        ("Worst instances", ranked[:visuals], "worst"),
-        ("Best instances", ranked[::-1][:visuals], "best"),
+        ("Worst instances", ranked[:count], "worst"),
+        ("Best instances", ranked[::-1][:count], "best"),
     ):
         for rank, record in enumerate(chosen, 1):
             inst = by_id[record.instance_id]
@@ -104,26 +126,22 @@ def run_evaluation(
                 out / name, image, gt, {m: (preds[m].mask, record.iou[m]) for m in shown}, record.prompt
             )
             files[title].append(name)
-    summaries: dict[str, dict[str, dict[str, float]]] = {}
-    if prompt == "point":
-        for record in result.instances[:sensitivity]:
-            inst = by_id[record.instance_id]
-            entry = cache.get(inst.image_path, inst.image_size)
-            gt = inst.mask(*entry.original_size)
-            maps = sensitivity_map(predictor, entry, gt, grid=sensitivity_grid)
-            name = f"sensitivity/{_safe(record.instance_id)}.png"
-            save_sensitivity_png(out / name, load_image(inst.image_path, inst.image_size), gt, maps)
-            files["Prompt sensitivity maps"].append(name)
-            summaries[record.instance_id] = maps.summary()
-    run_config = {
-        **(config or {}),
-        "prompt": prompt,
-        "adapters": list(adapters),
-        "sensitivity": summaries,
-        "samf": SAM_F in result.methods,
-    }
-    write_results(out, result, run_config, files)
-    return result
+    return files
+
+
+def _write_sensitivity(out: Path, records, predictor, by_id, cache, grid: int):
+    """Prompt sensitivity maps of ``records``; returns the files written and each map's summary."""
+    files, summaries = [], {}
+    for record in records:
+        inst = by_id[record.instance_id]
+        entry = cache.get(inst.image_path, inst.image_size)
+        gt = inst.mask(*entry.original_size)
+        maps = sensitivity_map(predictor, entry, gt, grid=grid)
+        name = f"sensitivity/{_safe(record.instance_id)}.png"
+        save_sensitivity_png(out / name, load_image(inst.image_path, inst.image_size), gt, maps)
+        files.append(name)
+        summaries[record.instance_id] = maps.summary()
+    return files, summaries
 
 
 def summary_line(result: EvalResult) -> str:

@@ -15,10 +15,9 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..decode import decode_prompts
-from ..geometry import center_point
-from ..train.losses import dice_loss, sigmoid_focal_loss
-from ..train.trainset import TrainingSet
+from ..center_click import decode_center_click
+from ..losses import dice_loss, sigmoid_focal_loss
+from ..trainset import TrainingSet
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,9 @@ class SamF:
 
 @torch.no_grad()
 def _sam_logits(sam: Sam, data: TrainingSet, max_instances: int, device) -> tuple[Tensor, Tensor]:
-    scale = data.img_size / data.low_res
     logits, targets = [], []
     for item in data.items[:max_instances]:
-        x, y = center_point(item.target.low_res)
-        coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
-        labels = torch.ones(1, 1, dtype=torch.int64, device=device)
-        out = decode_prompts(sam, data.embedding(item).to(device), point_coords=coords, point_labels=labels)
+        out = decode_center_click(sam, data.embedding(item).to(device), item.target.low_res)
         logits.append(out.low_res_logits[0].float().cpu())
         targets.append(torch.as_tensor(item.target.low_res[None], dtype=torch.float32))
     return torch.stack(logits), torch.stack(targets)

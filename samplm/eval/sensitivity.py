@@ -6,16 +6,17 @@ Clicks lie on a ``grid x grid`` lattice over the object's box enlarged by ``marg
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..cache import CachedEmbedding
-from ..decode import decode_prompts
 from ..geometry import mask_to_box
+from .methods import SAM, Method, plm_method
 from .metrics import iou
-from .protocol import SAM, InstancePredictor, plm_method
+from .protocol import InstancePredictor
 
 
 @dataclass
@@ -31,7 +32,7 @@ class SensitivityMap:
     xs: np.ndarray
     ys: np.ndarray
     inside: np.ndarray
-    iou: dict[str, np.ndarray]
+    iou: dict[Method, np.ndarray]
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard deviation of IoU over the clicks inside the object, per method."""
@@ -62,29 +63,29 @@ def sensitivity_map(
         np.clip(clicks[:, 1].round().astype(int), 0, height - 1),
         np.clip(clicks[:, 0].round().astype(int), 0, width - 1),
     ]
-    embedding = entry.embedding.float().to(predictor.device)
-    plms = {SAM: None} | {plm_method(n): a.plm for n, a in predictor.adapters.items()}
+    sam_predictor = predictor.set_entry(entry)
     maps = {}
-    for method, plm in plms.items():
+    for method in [SAM] + [plm_method(name) for name in predictor.adapters]:
         values = []
         for start in range(0, len(clicks), chunk):
             part = clicks[start : start + chunk]
-            coords = predictor.transform.apply_coords(part.copy(), entry.original_size)
-            out = decode_prompts(
-                predictor.sam,
-                embedding,
-                point_coords=torch.as_tensor(
-                    coords[:, None, :], dtype=torch.float32, device=predictor.device
-                ),
-                point_labels=torch.ones(len(part), 1, dtype=torch.int64, device=predictor.device),
-                plm=plm,
+            coords = sam_predictor.transform.apply_coords(part.copy(), entry.original_size)
+            coords_torch = torch.as_tensor(
+                coords[:, None, :], dtype=torch.float32, device=sam_predictor.device
             )
-            best = out.iou_predictions.argmax(dim=1)
-            chosen = out.low_res_logits[torch.arange(len(part)), best][:, None]
-            masks = (
-                predictor.sam.postprocess_masks(chosen.float(), entry.input_size, entry.original_size)[:, 0]
-                > 0
-            )
-            values += [iou(m, gt) for m in masks.cpu().numpy()]
+            labels = torch.ones(len(part), 1, dtype=torch.int64, device=sam_predictor.device)
+            with _using(sam_predictor, method.adapter):
+                out = sam_predictor.decode(coords_torch, labels)
+            best = out.low_res_logits[torch.arange(len(part)), out.iou_predictions.argmax(dim=1)]
+            chosen = sam_predictor.upscale_logits(best[:, None])[:, 0]
+            values += [iou(m, gt) for m in chosen.cpu().numpy()]
         maps[method] = np.array(values).reshape(grid, grid)
     return SensitivityMap(xs, ys, inside.reshape(grid, grid), maps)
+
+
+def _using(predictor, adapter: str | None):
+    """Context in which ``predictor`` answers with ``adapter`` (``None``: plain SAM)."""
+    if adapter is None:
+        return predictor.disable_adapter()
+    predictor.set_adapter(adapter)
+    return contextlib.nullcontext()

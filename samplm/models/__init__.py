@@ -1,27 +1,12 @@
-"""SAM models: building by type, safe checkpoint loading, samplm's own small bases (lite, tiny)."""
+"""Old name of :mod:`samplm.base` (the base SAMs), kept for one release: import from ``samplm.base``."""
 
-from .lite import build_sam_lite, build_sam_lite_architecture
-from .loading import (
-    MODEL_TYPES,
-    SAM_MODEL_TYPES,
-    SMALL_MODEL_TYPES,
-    build_sam,
-    build_sam_without_image_encoder,
-    load_state_dict,
+import warnings
+
+from ..base import *  # noqa: F403
+from ..base import __all__  # noqa: F401
+
+warnings.warn(
+    "samplm.models is now samplm.base; the old name will be removed in the next release",
+    DeprecationWarning,
+    stacklevel=2,
 )
-from .small_vit import build_small_vit_sam
-from .tiny import build_sam_tiny, build_sam_tiny_architecture
-
-__all__ = [
-    "MODEL_TYPES",
-    "SAM_MODEL_TYPES",
-    "SMALL_MODEL_TYPES",
-    "build_sam",
-    "build_sam_lite",
-    "build_sam_lite_architecture",
-    "build_sam_tiny",
-    "build_sam_tiny_architecture",
-    "build_sam_without_image_encoder",
-    "build_small_vit_sam",
-    "load_state_dict",
-]

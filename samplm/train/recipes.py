@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.loading import SMALL_MODEL_TYPES
+from ..base.loading import SMALL_MODEL_TYPES
 from .config import TrainConfig
 
 RECIPES: dict[str, dict[str, Any]] = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import sample_points
-from .targets import InstanceTarget
+from ..targets import InstanceTarget
 
 
 @dataclass(frozen=True)

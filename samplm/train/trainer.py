@@ -1,9 +1,10 @@
 """The training loop: PLM (+ PMM) on a frozen SAM, from cached embeddings.
 
-Per step: ``batch_size`` instances are drawn (seeded), prompts sampled, and for each image the one
-forward path (:func:`samplm.decode.decode_prompts`) runs with gradients flowing through the frozen
-decoder into the PLM. Random draws come from a stream seeded by (seed, step, process), and checkpoints
-hold the adapter, optimiser and scheduler states, so a resumed run continues exactly where it stopped.
+A run is a few named steps: :func:`_setup` (adapter, optimiser, processes), :func:`_resume` (from the
+last checkpoint), then per optimiser step :func:`_step` (batches from :mod:`samplm.train.batch` through
+:class:`StepModel`), :func:`_validate` (centre-click mIoU, best adapter exported) and checkpointing, and
+a final export. Random draws come from a stream seeded by (seed, step, process), and checkpoints hold the
+adapter, optimiser and scheduler states, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,16 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write, atomic_write_text
 from ..adapter import PromptAdapter
+from ..center_click import decode_center_click
 from ..config import AdapterConfig, PMMConfig
 from ..decode import decode_prompts
-from ..decoder_features import capture_decoder_features
-from ..geometry import center_point
+from ..losses import mask_iou
 from ..modeling import sample_point_features
+from ..trainset import TrainingSet
+from .batch import PromptGroup, build_batch
 from .config import TrainConfig
-from .losses import mask_iou, point_matching_loss, segmentation_loss
+from .losses import point_matching_loss, segmentation_loss
 from .sampling import PromptSampler
-from .trainset import TrainingItem, TrainingSet
 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -69,23 +71,66 @@ def freeze(sam: Sam) -> Sam:
 
 
 class StepModel(nn.Module):
-    """The trainable adapter behind one ``forward`` that returns a batch's losses.
+    """The trainable adapter behind one ``forward`` that turns a batch into its losses.
 
     Wrapping the loss computation in a module lets ``accelerate``/DDP synchronise gradients; the
     frozen SAM is held outside the module's parameters so it is never broadcast or all-reduced.
     """
 
-    def __init__(self, adapter: PromptAdapter, sam: Sam, sampler: PromptSampler, config: TrainConfig) -> None:
+    def __init__(self, adapter: PromptAdapter, sam: Sam, config: TrainConfig) -> None:
         super().__init__()
         self.adapter = adapter
         object.__setattr__(self, "sam", sam)
-        self.sampler = sampler
         self.config = config
 
-    def forward(
-        self, data: TrainingSet, items: list[TrainingItem], rng: np.random.Generator
-    ) -> dict[str, Tensor]:
-        return _batch_losses(self.sam, self.adapter, data, items, rng, self.sampler, self.config)
+    def forward(self, batch: list[PromptGroup], cell: float) -> dict[str, Tensor]:
+        """Losses of a batch (``cell``: input-frame pixels per embedding cell, the PMM loss unit).
+
+        Returns:
+            ``loss`` (to minimise), ``seg_loss``, ``pm_loss`` and ``iou`` (of the trained masks), each
+            averaged over the batch's prompts.
+        """
+        config = self.config
+        device = next(self.adapter.parameters()).device
+        seg_total = torch.zeros((), device=device)
+        pm_total = torch.zeros((), device=device)
+        iou_total = torch.zeros((), device=device)
+        half = torch.bfloat16 if config.precision == "bf16" else torch.float16
+        for group in batch:
+            with torch.autocast(device.type, dtype=half, enabled=config.precision != "no"):
+                output = decode_prompts(
+                    self.sam,
+                    group.embedding,
+                    point_coords=group.point_coords,
+                    point_labels=group.point_labels,
+                    boxes=group.boxes,
+                    multimask_output=config.multimask != "single",
+                    plm=self.adapter.plm,
+                    return_image_features=self.adapter.pmm is not None,
+                )
+            seg, _, iou = segmentation_loss(
+                output.low_res_logits.float(),
+                output.iou_predictions.float(),
+                group.targets,
+                focal_weight=config.focal_weight,
+                dice_weight=config.dice_weight,
+                iou_weight=config.iou_weight,
+                reduce="all" if config.multimask == "all" else "min",
+            )
+            seg_total = seg_total + seg.sum()
+            iou_total = iou_total + iou.detach().sum()
+            if self.adapter.pmm is not None:
+                pm_total = pm_total + self._pmm_loss(output.image_features, group, cell).sum()
+        n = sum(len(group) for group in batch)
+        loss = (seg_total + config.pm_weight * pm_total) / n
+        return {"loss": loss, "seg_loss": seg_total / n, "pm_loss": pm_total / n, "iou": iou_total / n}
+
+    def _pmm_loss(self, features: Tensor, group: PromptGroup, cell: float) -> Tensor:
+        """Point matching loss (Eq. 4) in units of embedding cells; ``features``: ``B x 256 x h x w``."""
+        starts = group.pmm_starts
+        point_features = sample_point_features(features.float(), starts, self.sam.image_encoder.img_size)
+        predicted = starts + self.adapter.pmm(point_features)
+        return point_matching_loss(group.contours / cell, predicted / cell)
 
 
 class _Processes:
@@ -131,10 +176,33 @@ class _Processes:
             self.accelerator.wait_for_everyone()
 
 
-def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> np.random.Generator:
-    """Each (step, process, micro-step) draws from its own seeded stream, so a resumed run makes the
-    same draws as an uninterrupted one without storing generator states."""
+def _step_rng(seed: int, step: int, rank: int, micro: int = 0) -> np.random.Generator:
+    """The random stream of one (step, process, micro-step): a resumed run makes the same draws as an
+    uninterrupted one without storing generator states."""
     return np.random.default_rng([seed, step, rank, micro])
+
+
+@dataclass
+class _Run:
+    """The moving parts of one training run (built by :func:`_setup`)."""
+
+    sam: Sam
+    train_set: TrainingSet
+    val_set: TrainingSet | None
+    out: Path
+    config: TrainConfig
+    procs: _Processes
+    adapter: PromptAdapter
+    sampler: PromptSampler
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any
+    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best": -math.inf, "best_metrics": {}})
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoints" / CHECKPOINT_NAME
 
 
 def train(
@@ -172,14 +240,62 @@ def train(
             splitting a run over several sessions; ``None`` runs to ``config.steps``.
     """
     config = config or TrainConfig()
-    out = Path(out_dir)
+    run = _setup(sam, train_set, val_set, Path(out_dir), config, adapter_config, model_type, device)
+    if resume and run.checkpoint.is_file():
+        run.state = _load_checkpoint(run.checkpoint, run.adapter, run.optimizer, run.scheduler)
+    main = run.procs.is_main
+    if main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / "train_config.json", config.to_json())
+    last = min(config.steps, stop_after) if stop_after is not None else config.steps
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context((run.out / METRICS_NAME).open("a", encoding="utf-8")) if main else None
+        board = _tensorboard(run.out) if main else None
+        if board is not None:
+            stack.callback(board.close)
+        bar = stack.enter_context(
+            tqdm(
+                total=config.steps,
+                initial=run.state["step"],
+                desc="training",
+                unit="step",
+                disable=not (progress and main),
+            )
+        )
+        while run.state["step"] < last:
+            started = time.perf_counter()
+            totals = _step(run)
+            step = run.state["step"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
+            if main and (step % config.log_every == 0 or step == last):
+                record = {
+                    "step": step,
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "time": time.perf_counter() - started,
+                }
+                _log(log, board, record | {k: round(v, 6) for k, v in totals.items()})
+            if val_set is not None and (step % config.val_every == 0 or step == config.steps):
+                _validate(run, log, board, bar)
+            if main and (step % config.checkpoint_every == 0 or step == last):
+                _save_checkpoint(run.checkpoint, run.adapter, run.optimizer, run.scheduler, run.state)
+    if main and val_set is None and run.state["step"] >= config.steps:
+        run.state["best_metrics"] = {"step": run.state["step"]}
+        _export(run.adapter, run.out, run.state["best_metrics"])
+    run.procs.wait()
+    adapter_dir = run.out / ADAPTER_DIRNAME
+    best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
+    return TrainResult(best, adapter_dir, dict(run.state["best_metrics"]), run.state["step"], run.adapter)
+
+
+def _setup(sam, train_set, val_set, out, config, adapter_config, model_type, device) -> _Run:
+    """Freeze SAM, build the adapter, the optimiser and scheduler, and wrap them for the processes."""
     procs = _Processes(torch.device(device))
-    device = procs.device
-    freeze(sam).to(device)
+    freeze(sam).to(procs.device)
     torch.manual_seed(config.seed)  # the same adapter initialisation (PMM) on every process
     adapter = _new_adapter(adapter_config, config)
     adapter.bind_base_model(sam, model_type=model_type)
-    adapter.to(device).train()
+    adapter.to(procs.device).train()
     sampler = PromptSampler(
         config.center_power, config.box_probability, config.box_jitter, config.extra_points
     )
@@ -188,89 +304,59 @@ def train(
         [p for p in adapter.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    state: dict[str, Any] = {"step": 0, "best": -math.inf, "best_metrics": {}}
-    checkpoint = out / "checkpoints" / CHECKPOINT_NAME
-    if resume and checkpoint.is_file():
-        state = _load_checkpoint(checkpoint, adapter, optimizer, scheduler)
-    model, optimizer = procs.prepare(StepModel(adapter, sam, sampler, config), optimizer)
-    scaler = (
-        torch.amp.GradScaler(device.type) if config.precision == "fp16" and device.type == "cuda" else None
+    model, optimizer = procs.prepare(StepModel(adapter, sam, config), optimizer)
+    use_scaler = config.precision == "fp16" and procs.device.type == "cuda"
+    scaler = torch.amp.GradScaler(procs.device.type) if use_scaler else None
+    return _Run(
+        sam, train_set, val_set, out, config, procs, adapter, sampler, model, optimizer, scheduler, scaler
     )
-    main = procs.is_main
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "train_config.json", config.to_json())
-    log = (out / METRICS_NAME).open("a", encoding="utf-8") if main else None
-    board = _tensorboard(out) if main else None
-    last = min(config.steps, stop_after) if stop_after is not None else config.steps
-    bar = tqdm(
-        total=config.steps,
-        initial=state["step"],
-        desc="training",
-        unit="step",
-        disable=not (progress and main),
-    )
-    try:
-        while state["step"] < last:
-            started = time.perf_counter()
-            step = state["step"] + 1
-            optimizer.zero_grad(set_to_none=True)
-            totals: dict[str, float] = defaultdict(float)
-            for micro in range(config.grad_accum):
-                rng = _step_seed(config.seed, step, procs.rank, micro)
-                torch.manual_seed(int(rng.integers(2**62)))  # dropout in the PMM
-                picks = rng.choice(len(train_set), size=min(config.batch_size, len(train_set)), replace=False)
-                with procs.no_sync(model, micro == config.grad_accum - 1):
-                    losses = model(train_set, [train_set.items[i] for i in picks], rng)
-                    scaled = losses["loss"] / config.grad_accum
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                for key, value in losses.items():
-                    totals[key] += float(value.detach()) / config.grad_accum
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            state["step"] = step
-            totals = procs.mean(dict(totals))
-            bar.update(1)
-            bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
-            if main and (step % config.log_every == 0 or step == last):
-                record = {
-                    "step": step,
-                    "lr": scheduler.get_last_lr()[0],
-                    "time": time.perf_counter() - started,
-                }
-                record.update({k: round(v, 6) for k, v in totals.items()})
-                _log(log, board, record)
-            if val_set is not None and (step % config.val_every == 0 or step == config.steps):
-                if main:
-                    miou = evaluate_center_miou(sam, adapter, val_set, config.val_max_instances)
-                    _log(log, board, {"step": step, "val_miou": round(miou, 6)})
-                    bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
-                    if miou > state["best"]:
-                        state["best"], state["best_metrics"] = (
-                            miou,
-                            {"val_miou": round(miou, 6), "step": step},
-                        )
-                        _export(adapter, out, state["best_metrics"])
-                procs.wait()
-            if main and (step % config.checkpoint_every == 0 or step == last):
-                _save_checkpoint(checkpoint, adapter, optimizer, scheduler, state)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-        if board is not None:
-            board.close()
-    if main and val_set is None and state["step"] >= config.steps:
-        state["best_metrics"] = {"step": state["step"]}
-        _export(adapter, out, state["best_metrics"])
-    procs.wait()
-    adapter_dir = out / ADAPTER_DIRNAME
-    best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else adapter
-    return TrainResult(best, adapter_dir, dict(state["best_metrics"]), state["step"], adapter)
+
+
+def _step(run: _Run) -> dict[str, float]:
+    """One optimiser step (``grad_accum`` micro-batches); returns the step's mean losses."""
+    config, procs, data = run.config, run.procs, run.train_set
+    step = run.state["step"] + 1
+    run.optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = defaultdict(float)
+    for micro in range(config.grad_accum):
+        rng = _step_rng(config.seed, step, procs.rank, micro)
+        torch.manual_seed(int(rng.integers(2**62)))  # dropout in the PMM
+        picks = rng.choice(len(data), size=min(config.batch_size, len(data)), replace=False)
+        batch = build_batch(
+            data,
+            [data.items[i] for i in picks],
+            rng,
+            run.sampler,
+            device=procs.device,
+            pmm_jitter=config.pmm_jitter if run.adapter.pmm is not None else None,
+        )
+        with procs.no_sync(run.model, micro == config.grad_accum - 1):
+            losses = run.model(batch, data.cell)
+            scaled = losses["loss"] / config.grad_accum
+            (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        for key, value in losses.items():
+            totals[key] += float(value.detach()) / config.grad_accum
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    run.state["step"] = step
+    return procs.mean(dict(totals))
+
+
+def _validate(run: _Run, log, board, bar) -> None:
+    """Centre-click validation on the main process; a new best is exported."""
+    step = run.state["step"]
+    if run.procs.is_main:
+        miou = evaluate_center_miou(run.sam, run.adapter, run.val_set, run.config.val_max_instances)
+        _log(log, board, {"step": step, "val_miou": round(miou, 6)})
+        bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
+        if miou > run.state["best"]:
+            run.state["best"], run.state["best_metrics"] = miou, {"val_miou": round(miou, 6), "step": step}
+            _export(run.adapter, run.out, run.state["best_metrics"])
+    run.procs.wait()
 
 
 def _tensorboard(out: Path):
@@ -297,96 +383,6 @@ def _new_adapter(adapter_config: AdapterConfig | None, config: TrainConfig) -> P
     return PromptAdapter(AdapterConfig(**{**base.__dict__, "pmm": pmm, "metadata": dict(base.metadata)}))
 
 
-def _batch_losses(
-    sam: Sam,
-    adapter: PromptAdapter,
-    data: TrainingSet,
-    items: list[TrainingItem],
-    rng: np.random.Generator,
-    sampler: PromptSampler,
-    config: TrainConfig,
-) -> dict[str, torch.Tensor]:
-    device = next(adapter.parameters()).device
-    groups: dict[tuple, list[tuple[TrainingItem, Any]]] = defaultdict(list)
-    for item in items:
-        prompt = sampler.sample(item.target, rng, data.img_size)
-        shape = (
-            str(item.image_path),
-            None if prompt.points is None else len(prompt.points),
-            prompt.box is not None,
-        )
-        groups[shape].append((item, prompt))
-    seg_total = torch.zeros((), device=device)
-    pm_total = torch.zeros((), device=device)
-    iou_total = 0.0
-    half = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    autocast = torch.autocast(device.type, dtype=half, enabled=config.precision != "no")
-    for (_, n_points, has_box), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        embedding = data.embedding(members[0][0]).to(device)
-        coords = labels = boxes = None
-        if n_points:
-            coords = torch.as_tensor(
-                np.stack([p.points for _, p in members]), dtype=torch.float32, device=device
-            )
-            labels = torch.as_tensor(
-                np.stack([p.labels for _, p in members]), dtype=torch.int64, device=device
-            )
-        if has_box:
-            boxes = torch.as_tensor(np.stack([p.box for _, p in members]), dtype=torch.float32, device=device)
-        targets = torch.as_tensor(np.stack([m.target.low_res for m, _ in members]), device=device)[
-            :, None
-        ].float()
-        with autocast, capture_decoder_features(sam) as features:
-            output = decode_prompts(
-                sam,
-                embedding,
-                point_coords=coords,
-                point_labels=labels,
-                boxes=boxes,
-                multimask_output=config.multimask != "single",
-                plm=adapter.plm,
-            )
-        logits = output.low_res_logits.float()
-        seg, _, iou = segmentation_loss(
-            logits,
-            output.iou_predictions.float(),
-            targets,
-            focal_weight=config.focal_weight,
-            dice_weight=config.dice_weight,
-            iou_weight=config.iou_weight,
-            reduce="all" if config.multimask == "all" else "min",
-        )
-        seg_total = seg_total + seg.sum()
-        iou_total += float(iou.sum())
-        if adapter.pmm is not None:
-            pm_total = (
-                pm_total + _pmm_loss(adapter, data, features, [m for m, _ in members], rng, config).sum()
-            )
-    n = len(items)
-    loss = (seg_total + config.pm_weight * pm_total) / n
-    return {
-        "loss": loss,
-        "seg_loss": seg_total / n,
-        "pm_loss": pm_total / n,
-        "iou": torch.tensor(iou_total / n),
-    }
-
-
-def _pmm_loss(adapter, data: TrainingSet, features, items: list[TrainingItem], rng, config) -> torch.Tensor:
-    """Point matching loss in units of feature cells (input pixels / (img_size / h))."""
-    grid = data.low_res // 4
-    cell = data.img_size / grid
-    fmap = features.as_map(grid, grid).float()  # B x 256 x h x w
-    gt = torch.as_tensor(np.stack([m.target.contour for m in items]), dtype=torch.float32, device=fmap.device)
-    noise = torch.as_tensor(
-        rng.normal(0.0, config.pmm_jitter * cell, gt.shape), dtype=torch.float32, device=fmap.device
-    )
-    jittered = (gt + noise).clamp(0, data.img_size)
-    point_features = sample_point_features(fmap, jittered, data.img_size)
-    predicted = jittered + adapter.pmm(point_features)
-    return point_matching_loss(gt / cell, predicted / cell)
-
-
 @torch.no_grad()
 def evaluate_center_miou(
     sam: Sam, adapter: PromptAdapter, data: TrainingSet, max_instances: int | None = None
@@ -395,20 +391,12 @@ def evaluate_center_miou(
     was_training = adapter.training
     adapter.eval()
     device = next(adapter.parameters()).device
-    scale = data.img_size / data.low_res
     ious = []
     for item in data.items[: max_instances or None]:
-        x, y = center_point(item.target.low_res)
-        coords = torch.tensor([[[(x + 0.5) * scale, (y + 0.5) * scale]]], device=device)
-        output = decode_prompts(
-            sam,
-            data.embedding(item).to(device),
-            point_coords=coords,
-            point_labels=torch.ones(1, 1, dtype=torch.int64, device=device),
-            plm=adapter.plm,
+        output = decode_center_click(
+            sam, data.embedding(item).to(device), item.target.low_res, plm=adapter.plm
         )
-        best = output.iou_predictions.argmax(dim=1)
-        logits = output.low_res_logits[0, best]
+        logits = output.low_res_logits[0, output.iou_predictions.argmax(dim=1)]
         target = torch.as_tensor(item.target.low_res, device=device)[None].float()
         ious.append(float(mask_iou(logits.float(), target)))
     adapter.train(was_training)

@@ -1,7 +1,7 @@
 """``samplm_lite``: a small SAM that sees real photos.
 
 An ImageNet-pretrained EfficientNet-Lite0 trunk with a multi-scale neck
-(:mod:`samplm.models.lite_encoder`): 512 px input, 32 x 32 x 256 embedding (SAM's stride 16), pretrained
+(:mod:`samplm.base.lite_encoder`): 512 px input, 32 x 32 x 256 embedding (SAM's stride 16), pretrained
 with SAM's recipe on real photos with multi-granularity pseudo-masks (``pretraining/lite`` in the
 repository); see ``docs/samplm-lite.md``.
 """

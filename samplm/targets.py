@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..geometry import mask_to_polygon
+from .geometry import mask_to_polygon
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""The SAM and the embedding cache a job works with: ``samplm embed``, ``train`` and ``eval`` share them.
+
+Every job that reads a dataset makes the same decisions, made here once:
+
+* **Which SAM.** :func:`build_full_sam` builds ``model_type`` with its image encoder; ``vit_h`` /
+  ``vit_l`` / ``vit_b`` need their checkpoint (:func:`require_checkpoint`), samplm's small bases ship
+  their weights.
+* **Which cache directory.** ``cache_dir``, or :data:`DEFAULT_CACHE_DIR`; inside it one
+  :class:`~samplm.cache.EmbeddingCache` per image encoder and preprocessing.
+* **Embedding missing images.** :meth:`Workspace.embed` encodes every image not yet cached (resumable).
+* **With or without the image encoder.** Training and evaluation read only the cache, so
+  :meth:`Workspace.model_and_cache` hands back a SAM whose image encoder is a placeholder. When every
+  image is cached already, a ``vit_*`` SAM is built without its encoder at all (the cache key is
+  computed from the checkpoint's weights), which saves its memory (2.5 GB for ``vit_h``).
+
+Under a multi-process launch (``accelerate launch``, ``torchrun``) the main process embeds first while
+the others wait (:func:`main_process_first`), and only the main process prints.
+
+Example::
+
+    workspace = Workspace("vit_h", "sam_vit_h_4b8939.pth", cache_dir="cache", device="cuda")
+    sam, cache = workspace.model_and_cache([train_part, val_part])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from segment_anything.modeling import Sam
+
+from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, load_state_dict
+from .base.loading import SAM_IMAGE_SIZE, ImageEncoderPlaceholder
+from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .cache import EmbeddingCache, encoder_key
+from .data import InstanceDataset
+
+#: Embedding cache root used when none is given.
+DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
+
+
+def require_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | None) -> None:
+    """Raise ``ValueError`` if ``model_type`` is one of SAM's own (``vit_*``) and ``checkpoint`` is unset."""
+    if model_type in SAM_MODEL_TYPES and not checkpoint:
+        raise ValueError(
+            f"--checkpoint is required for --model-type {model_type} (SAM's weights are not bundled)"
+        )
+
+
+def build_full_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+    """``model_type`` with its image encoder (see :func:`samplm.base.build_sam`)."""
+    require_checkpoint(model_type, checkpoint)
+    return build_sam(model_type, checkpoint)
+
+
+def default_device(device: str | None = None) -> str:
+    """``device``, or ``"cuda"`` if a GPU is available, else ``"cpu"``."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_main_process() -> bool:
+    """True unless this is a secondary process of a multi-process launch (``RANK`` > 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Under a multi-process launch, let the main process run the block first (e.g. embedding images)
+    while the others wait, then run it on the others (which find the work done)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():
+            yield
+    else:
+        yield
+
+
+@dataclass
+class Workspace:
+    """One base model, its checkpoint and an embedding cache root.
+
+    Args:
+        model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``samplm_lite`` or ``samplm_tiny``.
+        checkpoint: SAM checkpoint (required for ``vit_*``).
+        cache_dir: embedding cache root (default :data:`DEFAULT_CACHE_DIR`).
+        device: where images are encoded.
+        verbose: show progress bars and print what was embedded / reused.
+    """
+
+    model_type: str
+    checkpoint: str | os.PathLike[str] | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    device: str = "cpu"
+    verbose: bool = True
+
+    @property
+    def cache_root(self) -> Path:
+        """The cache root directory (``~`` expanded)."""
+        return Path(self.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+
+    def embed(
+        self, datasets: Sequence[InstanceDataset], sam: Sam | None = None
+    ) -> tuple[Sam, EmbeddingCache]:
+        """Embed every image of ``datasets`` not yet cached; returns ``(full SAM, its cache)``.
+
+        ``sam`` (with its image encoder) is built from ``model_type`` / ``checkpoint`` unless given.
+        """
+        sam = sam if sam is not None else build_full_sam(self.model_type, self.checkpoint)
+        cache = EmbeddingCache.for_model(self.cache_root, sam)
+        for dataset in datasets:
+            stats = cache.build(
+                sam,
+                dataset.image_paths(),
+                expected_sizes=dataset.expected_sizes(),
+                device=self.device,
+                progress=self.verbose,
+            )
+            self.say(
+                f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
+                f"({cache.directory})"
+            )
+        return sam, cache
+
+    def model_and_cache(self, datasets: Sequence[InstanceDataset]) -> tuple[Sam, EmbeddingCache]:
+        """The SAM to train or evaluate with, without a usable image encoder, and its cache holding
+        every image of ``datasets`` (missing ones are embedded first, by the main process first)."""
+        with main_process_first():
+            found = self._fully_cached(datasets)
+            if found is not None:
+                return found
+            sam, cache = self.embed(datasets)
+        sam.image_encoder = ImageEncoderPlaceholder(sam.image_encoder.img_size)  # only the cache is read
+        return sam, cache
+
+    def _fully_cached(self, datasets: Sequence[InstanceDataset]) -> tuple[Sam, EmbeddingCache] | None:
+        """A ``vit_*`` SAM built without its image encoder and its cache, if every image is cached."""
+        if self.model_type not in SAM_MODEL_TYPES or not self.checkpoint:
+            return None
+        state = load_state_dict(self.checkpoint)
+        key = encoder_key(
+            state, image_size=SAM_IMAGE_SIZE, pixel_mean=SAM_PIXEL_MEAN, pixel_std=SAM_PIXEL_STD
+        )
+        cache = EmbeddingCache(self.cache_root, key)
+        if any(cache.missing(d.image_paths(), d.expected_sizes()) for d in datasets):
+            return None
+        self.say(f"all images cached in {cache.directory}; the image encoder is not loaded")
+        return build_sam_without_image_encoder(self.model_type, state_dict=state), cache
+
+    def say(self, message: str) -> None:
+        """Print ``message`` when :attr:`verbose` (e.g. only on the main process)."""
+        if self.verbose:
+            print(message)

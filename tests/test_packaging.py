@@ -1,0 +1,88 @@
+"""pyproject.toml declares what the code imports, and samplm.constants holds only names in use."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import samplm.constants
+
+ROOT = Path(__file__).parents[1]
+
+
+def _project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    """Normalised distribution names of requirement strings (``pillow>=9`` -> ``pillow``)."""
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def _imports(folder: Path) -> tuple[set[str], set[str]]:
+    """Third-party top-level modules imported under ``folder``: ``(at module level, anywhere)``."""
+    module_level: set[str] = set()
+    anywhere: set[str] = set()
+    for path in folder.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = {node.module.split(".")[0]}
+            else:
+                continue
+            names -= {*sys.stdlib_module_names, "samplm", "pretraining", "__future__"}
+            anywhere |= names
+            if id(node) in top:
+                module_level |= names
+    return module_level, anywhere
+
+
+def _distributions(modules: set[str]) -> dict[str, set[str]]:
+    mapping = importlib.metadata.packages_distributions()
+    return {m: {d.lower().replace("_", "-") for d in mapping.get(m, [m])} for m in modules}
+
+
+def test_every_import_of_samplm_is_declared():
+    project = _project()
+    runtime = _names(project["dependencies"])
+    extras = project["optional-dependencies"]
+    user = runtime | _names(extras["train"]) | _names(extras["eval"])
+    module_level, anywhere = _imports(ROOT / "samplm")
+    assert "PIL" in module_level and "pillow" in runtime
+    for module, dists in _distributions(module_level).items():
+        assert dists & runtime, f"samplm imports {module} at module level: declare {dists} in dependencies"
+    for module, dists in _distributions(anywhere).items():
+        assert dists & user, f"samplm imports {module}: declare {dists} in dependencies or an extra"
+
+
+def test_matplotlib_is_only_a_pretraining_requirement():
+    project = _project()
+    extras = project["optional-dependencies"]
+    assert "matplotlib" not in _names(project["dependencies"]) | _names(extras["train"]) | _names(
+        extras["eval"]
+    )
+    assert "matplotlib" not in _imports(ROOT / "samplm")[1] | _imports(ROOT / "benchmarks")[1]
+    pretraining = _imports(ROOT / "pretraining")[1]
+    assert "matplotlib" in pretraining and "matplotlib" in _names(extras["pretrain"])
+    for module, dists in _distributions(pretraining).items():
+        assert dists & (_names(project["dependencies"]) | _names(extras["pretrain"])), module
+
+
+def test_every_constant_is_used_in_the_package():
+    names = [n for n in vars(samplm.constants) if n.isupper()]
+    sources = [
+        p.read_text(encoding="utf-8")
+        for p in (ROOT / "samplm").rglob("*.py")
+        if p.name != "constants.py" or p.parent.name != "samplm"
+    ]
+    unused = [n for n in names if not any(re.search(rf"\b{n}\b", text) for text in sources)]
+    assert not unused, f"unused constants in samplm/constants.py: {unused}"
