@@ -269,12 +269,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
             if main and (step % config.log_every == 0 or step == last):
-                record = {
-                    "step": step,
-                    "lr": run.scheduler.get_last_lr()[0],
-                    "time": time.perf_counter() - started,
-                }
-                _log(log, board, record | {k: round(v, 6) for k, v in totals.items()})
+                _log(log, board, _step_record(run, totals, time.perf_counter() - started))
             if val_set is not None and (step % config.val_every == 0 or step == config.steps):
                 _validate(run, log, board, bar)
             if main and (step % config.checkpoint_every == 0 or step == last):
@@ -286,6 +281,12 @@ def train(
     adapter_dir = run.out / ADAPTER_DIRNAME
     best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
     return TrainResult(best, adapter_dir, dict(run.state["best_metrics"]), run.state["step"], run.adapter)
+
+
+def _step_record(run: _Run, totals: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The ``metrics.jsonl`` line of the step just done."""
+    record = {"step": run.state["step"], "lr": run.scheduler.get_last_lr()[0], "time": seconds}
+    return record | {k: round(v, 6) for k, v in totals.items()}
 
 
 def _setup(sam, train_set, val_set, out, config, adapter_config, model_type, device) -> _Run:
