@@ -278,11 +278,17 @@ def _read_config(path: Path) -> AdapterConfig:
         raise AdapterFormatError(path, "file does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise AdapterFormatError(path, f"cannot be read as UTF-8 text ({exc})") from exc
+    return AdapterConfig.from_dict(_parse_json(text, path, "is"), source=path)
+
+
+def _parse_json(text: str, source: str | os.PathLike[str], what: str) -> Any:
+    """``json.loads`` whose failures (invalid or absurdly nested JSON) are :class:`AdapterFormatError`."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AdapterFormatError(path, f"is not valid JSON ({exc})") from exc
-    return AdapterConfig.from_dict(data, source=path)
+        raise AdapterFormatError(source, f"{what} not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise AdapterFormatError(source, f"{what} nested too deeply to be an adapter config") from exc
 
 
 def _read_weights(path: Path) -> tuple[dict[str, Tensor], AdapterConfig | None]:
@@ -296,10 +302,7 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], AdapterConfig | None]:
     embedded = metadata.get(SAFETENSORS_CONFIG_KEY)
     if embedded is None:
         return tensors, None
-    try:
-        data = json.loads(embedded)
-    except json.JSONDecodeError as exc:
-        raise AdapterFormatError(path, f"embedded samplm config is not valid JSON ({exc})") from exc
+    data = _parse_json(embedded, path, "embedded samplm config is")
     return tensors, AdapterConfig.from_dict(data, source=f"{path} (header)")
 
 
@@ -321,5 +324,11 @@ def _check_state_dict(expected: dict[str, Tensor], found: dict[str, Tensor], pat
             )
         if not tensor.is_floating_point():
             raise AdapterFormatError(path, f"tensor {key!r} has non-float dtype {tensor.dtype}")
-        if not torch.isfinite(tensor).all():
-            raise AdapterFormatError(path, f"tensor {key!r} contains NaN or infinite values")
+    check_finite(found, path)
+
+
+def check_finite(tensors: dict[str, Tensor], source: str | os.PathLike[str]) -> None:
+    """Raise :class:`AdapterFormatError` naming ``source`` and the first tensor holding NaN or inf."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise AdapterFormatError(source, f"tensor {key!r} contains NaN or infinite values")

@@ -4,7 +4,8 @@ Layout::
 
     <root>/<encoder key>/model.json             what produced the embeddings
     <root>/<encoder key>/<ab>/<image key>.safetensors
-        "embedding": 1 x 256 x h x w float16; metadata: original_size, input_size, source file
+        "embedding": 1 x 256 x h x w float16; metadata: original_size, input_size, source file,
+        sha256 (of the embedding's bytes, checked on every read with the values' finiteness)
 
 The encoder key hashes the image encoder's weights (a sampled fingerprint, cheap even for ``vit_h``)
 and the preprocessing (input size, pixel mean/std). The image key hashes the file's bytes and the
@@ -26,11 +27,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
-from tqdm.auto import tqdm
 
 from ._io import atomic_write, atomic_write_text
 from .data.images import load_image
 from .errors import DataError, MissingEmbeddingError
+from .progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 _SAMPLED_VALUES = 1 << 16
@@ -107,6 +108,16 @@ def image_key(path: str | os.PathLike[str], expected_size: tuple[int, int] | Non
     return digest.hexdigest()[:32]
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """Hex SHA-256 of a CPU tensor's bytes (the checksum stored with each cache entry)."""
+    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy()).hexdigest()
+
+
+def _corrupted(path: str | os.PathLike[str], entry: Path, problem: str) -> DataError:
+    """The error for a bad cache entry: names the image and the entry file, and the fix."""
+    return DataError(path, f"corrupted cache entry {entry} ({problem}); delete it and re-run `samplm embed`")
+
+
 class EmbeddingCache:
     """Embeddings of one image encoder + preprocessing, stored under ``root / key``.
 
@@ -145,7 +156,8 @@ class EmbeddingCache:
 
         Raises:
             MissingEmbeddingError: it was never computed (also a ``KeyError``).
-            DataError: the entry is corrupted.
+            DataError: the entry is unreadable, does not match its checksum (entries written before
+                checksums have none) or holds NaN or infinite values; names the image and the entry.
         """
         entry = self._entry(self.key_for(path, expected_size))
         if not entry.is_file():
@@ -157,9 +169,11 @@ class EmbeddingCache:
             original = tuple(json.loads(meta["original_size"]))
             resized = tuple(json.loads(meta["input_size"]))
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            raise DataError(
-                entry, f"corrupted cache entry ({exc}); delete it and re-run `samplm embed`"
-            ) from exc
+            raise _corrupted(path, entry, str(exc)) from exc
+        if "sha256" in meta and tensor_digest(embedding) != meta["sha256"]:
+            raise _corrupted(path, entry, "the embedding does not match its checksum")
+        if not bool(torch.isfinite(embedding).all()):
+            raise _corrupted(path, entry, "the embedding holds NaN or infinite values")
         return CachedEmbedding(embedding, original, resized)  # type: ignore[arg-type]
 
     @torch.no_grad()
@@ -184,7 +198,7 @@ class EmbeddingCache:
         sam = sam.to(device)
         stats = {"computed": 0, "reused": 0}
         total = len(images) if isinstance(images, Sequence) else None
-        bar = tqdm(images, total=total, desc="embedding images", unit="img", disable=not progress)
+        bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
         seen: set[str] = set()
         for item in bar:
             path = os.fspath(item)
@@ -206,6 +220,7 @@ class EmbeddingCache:
                 "source": os.path.basename(path),
             }
             data = {"embedding": embedding.to("cpu", torch.float16).contiguous()}
+            metadata["sha256"] = tensor_digest(data["embedding"])
             atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
             stats["computed"] += 1
             bar.set_postfix(stats)

@@ -6,7 +6,9 @@ training settings (flags of ``samplm train`` and config keys) are generated from
 :class:`~samplm.train.config.TrainConfig`. Which SAM to build and which embedding cache to use is
 decided by :mod:`samplm.workspace`; this module only parses arguments and calls the library.
 
-Input errors print one line (``samplm: error: ...``) and exit with status 2.
+Input errors print one line (``samplm: error: ...``) and exit with status 2: argument errors, option
+values out of range (checked before any data is read, for flags and config-file values alike), missing
+files, unreadable checkpoints, invalid data. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import SamplmError
-from .train.config import MULTIMASK_MODES, PRECISIONS, TrainConfig
+from .config import Limit, first_line, shown
+from .errors import ConfigError, SamplmError
+from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
 from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config
+from .version import __version__
 from .workspace import DEFAULT_CACHE_DIR, Workspace, default_device, is_main_process, require_checkpoint
 
 if TYPE_CHECKING:
@@ -53,7 +57,28 @@ _SETTING_HELP = {
 }
 _SETTING_CHOICES = {"multimask": MULTIMASK_MODES, "precision": PRECISIONS}
 # Options of the parsers that are not settings of the job itself.
-_NOT_OPTIONS = {"help", "command", "config", "config_keys"}
+_NOT_OPTIONS = {"help", "version", "debug", "command", "config", "config_keys", "config_actions"}
+# Ranges of the options that are not training settings (those are in SETTING_LIMITS, which also covers
+# --seed, --steps, --batch-size and --lr of eval and demo).
+_OPTION_LIMITS = {
+    "val_fraction": Limit(float, 0, 1, high_open=True),
+    "samf_steps": Limit(int, 1),
+    "max_instances": Limit(int, 1),
+    "sensitivity": Limit(int, 0),
+    "visuals": Limit(int, 0),
+    "images": Limit(int, 1),
+}
+
+
+class _UsageError(Exception):
+    """An argument error found by argparse (reported by :func:`main` as one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors become :class:`_UsageError` (one line, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def train_settings() -> dict[str, Any]:
@@ -262,33 +287,60 @@ def _option_names(parser: argparse.ArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions} - _NOT_OPTIONS
 
 
+def _option_actions(parsers: Sequence[argparse.ArgumentParser]) -> dict[str, argparse.Action]:
+    """``{dest: action}`` of the options of ``parsers``: how a config-file value of each is typed."""
+    actions: dict[str, argparse.Action] = {}
+    for parser in parsers:
+        for action in parser._actions:
+            if action.dest not in _NOT_OPTIONS:
+                actions.setdefault(action.dest, action)
+    return actions
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``samplm`` parser. Each subcommand taking ``--config`` records the keys its file may hold
-    (``config_keys``): a file may be shared by ``embed``, ``train`` and ``eval``."""
-    parser = argparse.ArgumentParser(
+    (``config_keys``, with their flags in ``config_actions``): a file may be shared by ``embed``,
+    ``train`` and ``eval``."""
+    parser = _Parser(
         prog="samplm",
         description="Customize a frozen Segment Anything Model to your task with prompt-learning adapters.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jobs = [_add_embed(sub), _add_train(sub), _add_eval(sub)]
     job_keys = frozenset().union(*map(_option_names, jobs))
     for job in jobs:
-        job.set_defaults(config_keys=job_keys)
+        job.set_defaults(config_keys=job_keys, config_actions=_option_actions(jobs))
     demo = _add_demo(sub)
-    demo.set_defaults(config_keys=frozenset(_option_names(demo)))
-    _add_push(sub)
+    demo.set_defaults(config_keys=frozenset(_option_names(demo)), config_actions=_option_actions([demo]))
+    push = _add_push(sub)
+    for command in (*jobs, demo, push):  # also after the command: samplm train ... --debug
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``samplm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``samplm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Input errors print one line ``samplm: error: ...`` and return 2 (with ``--debug``: raised, with
+    their traceback); Ctrl-C returns 130.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"samplm: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "push":
             return _push(args)
         return _COMMANDS[args.command](_merged_options(args))
-    except (SamplmError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (SamplmError, OSError, ValueError, KeyError) as exc:
+        if args.debug:
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"samplm: error: {message}", file=sys.stderr)
         return 2
@@ -298,17 +350,78 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _merged_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Config file values, overridden by flags given on the command line."""
+    """Config file values, overridden by flags given on the command line, every value typed and checked
+    (before any data is read); errors name the flag (``--lr``) or the file's key (``lr in run.yaml``)."""
     options: dict[str, Any] = {}
+    labels: dict[str, str] = {}
     if args.config:
-        options.update(_read_config_file(Path(args.config)))
-        unknown = sorted(set(options) - args.config_keys)
+        values = _read_config_file(Path(args.config))
+        unknown = sorted(set(values) - args.config_keys)
         if unknown:
             raise ValueError(f"unknown option(s) in {args.config}: {unknown}")
+        for key, value in values.items():
+            labels[key] = f"{key} in {args.config}"
+            options[key] = _file_value(args.config_actions[key], value, labels[key])
     for key, value in vars(args).items():
         if value is not None and key not in _NOT_OPTIONS:
-            options[key] = value
+            options[key], labels[key] = value, "--" + key.replace("_", "-")
+    for key, value in options.items():
+        limit = SETTING_LIMITS.get(key) or _OPTION_LIMITS.get(key)
+        if limit is not None and args.config_actions[key].type in (int, float):  # not eval's --images
+            checked = [limit.check(labels[key], v) for v in (value if isinstance(value, list) else [value])]
+            options[key] = checked if isinstance(value, list) else checked[0]
+    _check_places(options, labels)
     return options
+
+
+def _check_places(options: dict[str, Any], labels: dict[str, str]) -> None:
+    """``--device`` names a device this machine has; ``--out`` is not an existing file."""
+    if options.get("device"):
+        options["device"] = default_device(str(options["device"]))
+    out = options.get("out")
+    if out and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+        raise ConfigError(labels["out"], f"{out} is a file; give a directory (it is created if missing)")
+
+
+def _file_value(action: argparse.Action, value: Any, label: str) -> Any:
+    """A config-file value as its flag would parse it: ``true``/``false`` for switches, a list (or one
+    value) for options taking several, numeric strings (YAML reads ``1e-4`` as one) converted with the
+    option's type, and the option's choices enforced."""
+    if action.nargs == 0:  # --no-pmm, --use-pmm/--no-use-pmm, --strict-data
+        if not isinstance(value, bool):
+            raise ConfigError(label, f"must be true or false, got {shown(value)}")
+        return value
+    if action.nargs in ("+", "*"):
+        return [_file_scalar(action, item, label) for item in (value if isinstance(value, list) else [value])]
+    return _file_scalar(action, value, label)
+
+
+def _file_scalar(action: argparse.Action, value: Any, label: str) -> Any:
+    """One config-file value converted with the option's type (``int``, ``float`` or ``str``)."""
+    kind = action.type if action.type in (int, float) else str
+    plain = isinstance(value, int | float | str) and not isinstance(value, bool)
+    converted = _convert(kind, value) if plain else None
+    if converted is None:
+        noun = {int: "an integer", float: "a number", str: "a string"}[kind]
+        raise ConfigError(label, f"must be {noun}, got {shown(value)}")
+    if action.choices is not None and converted not in action.choices:
+        raise ConfigError(label, f"must be one of {tuple(action.choices)}, got {shown(value)}")
+    return converted
+
+
+def _convert(kind: type, value: int | float | str) -> int | float | str | None:
+    """``value`` as ``kind``, or ``None`` if it is not one (``"2e3"`` and ``2000.0`` are the int 2000)."""
+    if kind is str:
+        return str(value)
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    if kind is float:
+        return float(number)
+    if isinstance(number, float):
+        return int(number) if number.is_integer() else None
+    return number
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -321,9 +434,13 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             import yaml
         except ImportError as exc:
             raise ValueError("reading YAML config files needs PyYAML: pip install 'samplm[train]'") from exc
-        data = yaml.safe_load(text)
+        kind, parse, errors = "YAML", yaml.safe_load, (yaml.YAMLError, RecursionError)
     else:
-        data = json.loads(text)
+        kind, parse, errors = "JSON", json.loads, (ValueError, RecursionError)
+    try:
+        data = parse(text)
+    except errors as exc:
+        raise ValueError(f"config file {path} is not valid {kind} ({first_line(exc)})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -392,8 +509,8 @@ def _train(options: dict[str, Any]) -> int:
     from .trainset import TrainingSet
 
     _require(options, "data", "format", "model_type", "out")
+    recipe, config = _train_config(options)  # settings are checked before the data is read
     train_part, val_part = _split(options, _read(options))
-    recipe, config = _train_config(options)
     workspace = _workspace(options)
     sam, cache = workspace.model_and_cache([p for p in (train_part, val_part) if len(p)])
     points = config.pmm_points if config.use_pmm else None

@@ -19,16 +19,145 @@ Example (format version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .constants import ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS
-from .errors import AdapterFormatError
+from .errors import AdapterFormatError, ConfigError
 
 PROMPT_TYPES = ("point", "box", "mask")
+PLM_ACTIVATIONS = ("relu", "gelu")
+#: Upper bounds of the hyper-parameters: far above any sensible adapter, far below an allocation that
+#: takes the machine down (checked before any module is built).
+MAX_WIDTH = 8192
+MAX_HEADS = 256
+MAX_DEPTH = 32
+MAX_POINTS = 1024
+#: Deepest nesting accepted in ``metadata`` (deeper structures break JSON and ``dataclasses.asdict``).
+MAX_METADATA_DEPTH = 32
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The type and range of one numeric setting.
+
+    Attributes:
+        kind: ``int`` (integers only, not bools) or ``float`` (any finite real number, not bools).
+        low, high: inclusive bounds (``None``: unbounded).
+        low_open, high_open: exclude ``low`` / ``high`` themselves (``> low``, ``< high``).
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """``"an integer in [1, 8192]"``, ``"a finite number > 0"``, ..."""
+        noun = "an integer" if self.kind is int else "a finite number"
+        if self.low is None or self.high is None:
+            parts = [f"{'>' if self.low_open else '>='} {_number(self.low)}"] if self.low is not None else []
+            parts += (
+                [f"{'<' if self.high_open else '<='} {_number(self.high)}"] if self.high is not None else []
+            )
+            return " ".join([noun, *parts]).strip()
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
+
+    def check(self, name: str, value: Any) -> int | float:
+        """``value`` as ``kind``; :class:`~samplm.errors.ConfigError` naming ``name`` if it has another
+        type or lies out of range."""
+        accepted = numbers.Integral if self.kind is int else numbers.Real
+        converted: int | float | None = None
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            with contextlib.suppress(OverflowError):  # a huge integer given for a float setting
+                converted = self.kind(value)
+        if converted is None or not self.contains(converted):
+            raise ConfigError(name, f"must be {self.describe()}, got {shown(value)}")
+        return converted
+
+    def contains(self, value: float) -> bool:
+        """Whether a number of the right type lies in range (and is finite)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return not (too_low or too_high)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: one short line in an error message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"<a {type(value).__name__} too long to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_limits(obj: Any, section: str, limits: dict[str, Limit]) -> None:
+    """Check (and normalise: ``int`` -> ``float`` where a float is expected) the fields of a dataclass
+    instance named in ``limits``; errors name ``section.field`` (``field`` when ``section`` is empty)."""
+    for name, limit in limits.items():
+        setattr(obj, name, limit.check(_qualified(section, name), getattr(obj, name)))
+
+
+def _qualified(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def _check_optional_strings(obj: Any, section: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(_qualified(section, name), f"must be a string or null, got {shown(value)}")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON-like lists and dicts, computed without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            deepest = max(deepest, depth)
+            if depth <= MAX_METADATA_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+_WIDTH = Limit(int, 1, MAX_WIDTH)
+PLM_LIMITS = {
+    "embed_dim": _WIDTH,
+    "num_heads": Limit(int, 1, MAX_HEADS),
+    "mlp_dim": _WIDTH,
+    "attention_downsample_rate": _WIDTH,
+}
+PMM_LIMITS = {
+    "in_dim": _WIDTH,
+    "hidden_dim": _WIDTH,
+    "num_heads": Limit(int, 1, MAX_HEADS),
+    "mlp_dim": _WIDTH,
+    "depth": Limit(int, 1, MAX_DEPTH),
+    "num_points": Limit(int, 3, MAX_POINTS),
+    "dropout": Limit(float, 0, 1),
+    "max_offset": Limit(float, 0, None, low_open=True),
+}
 
 
 @dataclass
@@ -40,6 +169,20 @@ class PLMConfig:
     mlp_dim: int = 2048
     attention_downsample_rate: int = 1
     activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        check_limits(self, "plm", PLM_LIMITS)
+        if self.activation not in PLM_ACTIVATIONS:
+            raise ConfigError(
+                "plm.activation", f"must be one of {PLM_ACTIVATIONS}, got {shown(self.activation)}"
+            )
+        internal = self.embed_dim // self.attention_downsample_rate
+        if internal < 1 or self.embed_dim % self.num_heads or internal % self.num_heads:
+            raise ConfigError(
+                f"plm.num_heads={self.num_heads}",
+                f"must divide plm.embed_dim={self.embed_dim} and its internal width {internal} "
+                f"(embed_dim / attention_downsample_rate)",
+            )
 
 
 @dataclass
@@ -55,6 +198,13 @@ class PMMConfig:
     dropout: float = 0.1
     max_offset: float = 16.0
 
+    def __post_init__(self) -> None:
+        check_limits(self, "pmm", PMM_LIMITS)
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(
+                f"pmm.num_heads={self.num_heads}", f"must divide pmm.hidden_dim={self.hidden_dim}"
+            )
+
 
 @dataclass
 class BaseModelInfo:
@@ -69,6 +219,9 @@ class BaseModelInfo:
     model_type: str | None = None
     fingerprint: str | None = None
     checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_strings(self, "base_model", ("model_type", "fingerprint", "checkpoint"))
 
 
 @dataclass
@@ -97,19 +250,25 @@ class AdapterConfig:
 
     def __post_init__(self) -> None:
         # Sections may be given as plain dicts: AdapterConfig(plm={"num_heads": 4}).
-        if isinstance(self.plm, dict):
-            self.plm = PLMConfig(**self.plm)
-        if isinstance(self.pmm, dict):
-            self.pmm = PMMConfig(**self.pmm)
-        if isinstance(self.base_model, dict):
-            self.base_model = BaseModelInfo(**self.base_model)
-        unknown = sorted(set(self.prompt_types) - set(PROMPT_TYPES))
-        if unknown or not self.prompt_types:
-            raise ValueError(f"prompt_types must be a non-empty subset of {PROMPT_TYPES}, got {unknown}")
+        sections = {"plm": PLMConfig, "pmm": PMMConfig, "base_model": BaseModelInfo}
+        for name, section_cls in sections.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, section_cls(**_checked_fields(section_cls, value, name)))
+            elif not (isinstance(value, section_cls) or (name == "pmm" and value is None)):
+                raise ConfigError(name, f"must be a JSON object, got {shown(value)}")
         if not isinstance(self.task, str) or not self.task:
-            raise ValueError("task must be a non-empty string")
+            raise ConfigError("task", f"must be a non-empty string, got {shown(self.task)}")
+        types = self.prompt_types
+        if not isinstance(types, list | tuple) or not types or not set(map(str, types)) <= set(PROMPT_TYPES):
+            raise ConfigError(
+                "prompt_types", f"must be a non-empty list of {PROMPT_TYPES}, got {shown(types)}"
+            )
+        _check_optional_strings(self, "", ("samplm_version", "weights_sha256"))
         if not isinstance(self.metadata, dict):
-            raise ValueError(f"metadata must be a JSON object, got {type(self.metadata).__name__}")
+            raise ConfigError("metadata", f"must be a JSON object, got {type(self.metadata).__name__}")
+        if _depth(self.metadata) > MAX_METADATA_DEPTH:
+            raise ConfigError("metadata", f"is nested more than {MAX_METADATA_DEPTH} levels deep")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict including the format header."""
@@ -128,43 +287,24 @@ class AdapterConfig:
         fmt = data.pop("format", None)
         version = data.pop("format_version", None)
         if fmt != ADAPTER_FORMAT:
-            raise AdapterFormatError(source, f"'format' must be {ADAPTER_FORMAT!r}, got {fmt!r}")
-        if version not in SUPPORTED_FORMAT_VERSIONS:
+            raise AdapterFormatError(source, f"'format' must be {ADAPTER_FORMAT!r}, got {shown(fmt)}")
+        if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
             raise AdapterFormatError(
                 source,
-                f"format_version {version!r} is not supported by this samplm "
+                f"format_version {shown(version)} is not supported by this samplm "
                 f"(supported: {list(SUPPORTED_FORMAT_VERSIONS)}); upgrade samplm",
             )
-        sections = {"plm": PLMConfig, "pmm": PMMConfig, "base_model": BaseModelInfo}
-        kwargs = _checked_fields(cls, data, source, "config")
-        for key, section_cls in sections.items():
-            value = kwargs.get(key)
-            if value is None and key == "pmm":
-                continue
-            if not isinstance(value, dict) and key in kwargs:
-                raise AdapterFormatError(source, f"'{key}' must be a JSON object, got {value!r}")
-            if key in kwargs:
-                kwargs[key] = section_cls(**_checked_fields(section_cls, value, source, key))
         try:
-            return cls(**kwargs)
+            return cls(**_checked_fields(cls, data, "config"))
         except (TypeError, ValueError) as exc:
             raise AdapterFormatError(source, str(exc)) from exc
 
 
-def _checked_fields(
-    cls: type, data: dict[str, Any], source: str | os.PathLike[str], section: str
-) -> dict[str, Any]:
-    """Reject unknown keys and values of the wrong JSON type for a dataclass section."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+def _checked_fields(cls: type, data: dict[Any, Any], section: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``; unknown keys are a :class:`ConfigError`
+    (types and ranges are checked by the dataclass itself)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(key) for key in data if key not in names)
     if unknown:
-        raise AdapterFormatError(source, f"unknown key(s) in {section}: {unknown}")
-    for key, value in data.items():
-        expected = names[key].type
-        if expected in ("int", int) and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise AdapterFormatError(source, f"{section}.{key} must be an integer, got {value!r}")
-        if expected in ("float", float) and not isinstance(value, int | float):
-            raise AdapterFormatError(source, f"{section}.{key} must be a number, got {value!r}")
-        if expected in ("str", str) and not isinstance(value, str):
-            raise AdapterFormatError(source, f"{section}.{key} must be a string, got {value!r}")
+        raise ConfigError(section, f"has unknown key(s) {unknown}; expected some of {sorted(names)}")
     return dict(data)

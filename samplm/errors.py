@@ -108,3 +108,93 @@ class SkippedDataWarning(UserWarning):
 
 class FingerprintMismatchWarning(UserWarning):
     """The adapter was trained against a SAM whose prompt encoder / mask decoder differ from this one."""
+
+
+class CheckpointError(SamplmError, RuntimeError):
+    """A training checkpoint cannot be resumed from: truncated, corrupted (checksum mismatch), not a
+    checkpoint, or missing its checksum file.
+
+    Args:
+        path: the checkpoint file.
+        problem: what is wrong with it, in one sentence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(
+            f"{self.path}: {problem}; cannot resume from it. Start the run over with --no-resume "
+            "(train(..., resume=False)) or delete the file"
+        )
+
+
+class ResumeMismatchError(SamplmError, ValueError):
+    """A run would resume with optimisation settings that differ from those its checkpoint was made with.
+
+    Args:
+        out: the run's output directory.
+        changes: ``{setting: (stored, new)}``.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], changes: dict[str, tuple[object, object]]) -> None:
+        self.out = os.fspath(out)
+        self.changes = dict(changes)
+        listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in self.changes.items())
+        super().__init__(
+            f"{self.out}: cannot resume with changed training settings ({listed}); re-run with the "
+            "previous settings, or start over with --no-resume (train(..., resume=False)), or use a new --out"
+        )
+
+
+class RunLockedError(SamplmError, RuntimeError):
+    """Another process holds the lock of a training output directory.
+
+    Args:
+        directory: the locked directory.
+        pid: the process id recorded by the holder (``None`` if unknown).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], pid: int | None) -> None:
+        self.directory = os.fspath(directory)
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"{self.directory} is in use by another samplm run ({holder}); wait for it to finish or "
+            "use another --out"
+        )
+
+
+class NonFiniteError(SamplmError, FloatingPointError):
+    """Training produced a NaN or infinite loss, or an adapter with NaN or infinite weights."""
+
+
+class ConfigError(SamplmError, ValueError):
+    """A setting (adapter hyper-parameter, training setting, command-line option) has the wrong type or
+    lies out of range.
+
+    Args:
+        field: the setting, as the user wrote it (``plm.num_heads``, ``--lr``, ``lr in run.yaml``).
+        problem: what is wrong and what is expected, e.g. ``must be an integer >= 1, got 0``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
+
+
+class ImageError(SamplmError, ValueError):
+    """An image given to ``set_image`` has a layout or dtype that cannot be converted unambiguously."""
+
+
+class AdapterNameError(SamplmError, ValueError):
+    """An adapter name, Hub repo id or revision is malformed (too long, or a revision with ``..``,
+    whitespace or misplaced ``/``); raised before anything is looked up."""
+
+
+class AdapterOutputError(SamplmError, RuntimeError):
+    """An adapter made the decoder output NaN or infinite logits (its weights overflow)."""
+
+
+class HubUnreachableError(SamplmError, ConnectionError):
+    """The Hub (``HF_ENDPOINT``) could not be reached or refused the upload."""

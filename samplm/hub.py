@@ -15,6 +15,7 @@ If nothing resolves, :class:`~samplm.errors.AdapterNotFoundError` lists every pl
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .config import first_line, shown
 from .constants import (
     CONFIG_NAME,
     DEFAULT_ADAPTERS_DIR,
@@ -41,10 +43,19 @@ from .constants import (
     MODEL_CARD_NAME,
     WEIGHTS_NAME,
 )
-from .errors import AdapterNotFoundError
+from .errors import AdapterNameError, AdapterNotFoundError, HubUnreachableError
 
-_REPO_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
-_SHORT_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+# Hub ids: ``org/repo`` (each part at most 96 characters, as the Hub allows) and short names. Matched
+# with ``fullmatch`` and ASCII classes: no trailing newline, no other whitespace, no ``..``.
+_REPO_RE = re.compile(
+    r"(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96})(?:@(?P<rev>.*))?", re.ASCII | re.DOTALL
+)
+_SHORT_RE = re.compile(r"[A-Za-z0-9][\w.-]{0,95}", re.ASCII)
+# A branch, tag or commit: ``/``-separated parts of word characters, ``.`` and ``-``.
+_REVISION_RE = re.compile(r"[\w.-]+(?:/[\w.-]+)*", re.ASCII)
+#: Longest name ``resolve_adapter`` looks up (longer ones cannot be paths on common file systems).
+MAX_NAME_LENGTH = 4096
+MAX_REVISION_LENGTH = 255
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -88,9 +99,46 @@ def offline_mode(local_files_only: bool | None = None) -> bool:
 
 
 def parse_repo_id(name: str) -> tuple[str, str | None] | None:
-    """``"org/repo@rev"`` -> ``("org/repo", "rev")``; ``None`` if ``name`` is not a repo id."""
-    match = _REPO_RE.match(name)
-    return (match["repo"], match["rev"]) if match else None
+    """``"org/repo@rev"`` -> ``("org/repo", "rev")``; ``None`` if ``name`` is not a repo id.
+
+    Raises:
+        AdapterNameError: ``name`` is a repo id with a malformed revision (see :func:`check_revision`).
+    """
+    match = _REPO_RE.fullmatch(name)
+    if match is None or ".." in match["repo"]:
+        return None
+    return match["repo"], check_revision(match["rev"])
+
+
+def check_revision(revision: str | None) -> str | None:
+    """``revision`` if it is a plausible branch, tag or commit name (``None`` passes).
+
+    Parts separated by single ``/`` (as in branch names like ``feature/x``), made of letters, digits,
+    ``_``, ``.`` and ``-``; no ``..``, no whitespace or control characters, at most 255 characters.
+
+    Raises:
+        AdapterNameError: otherwise (nothing is sent to the Hub).
+    """
+    if revision is None:
+        return None
+    text = revision if isinstance(revision, str) else repr(revision)
+    if len(text) <= MAX_REVISION_LENGTH and _REVISION_RE.fullmatch(text) and ".." not in text:
+        return revision
+    raise AdapterNameError(
+        f"revision {shown(text)} is not a valid branch, tag or commit name: use letters, digits, '_', "
+        f"'.', '-' and single '/' between parts, no '..' or whitespace, at most {MAX_REVISION_LENGTH} "
+        "characters"
+    )
+
+
+def _checked_name(text: str) -> str:
+    """``text`` unless it is longer than any name or path can be (:class:`AdapterNameError`)."""
+    if len(text) > MAX_NAME_LENGTH:
+        raise AdapterNameError(
+            f"adapter name {shown(text)} is {len(text)} characters long; names and paths are at most "
+            f"{MAX_NAME_LENGTH}"
+        )
+    return text
 
 
 def resolve_adapter(
@@ -119,7 +167,8 @@ def resolve_adapter(
     Raises:
         AdapterNotFoundError: nothing resolved; ``.tried`` lists each attempt with its reason.
     """
-    text = os.fspath(name)
+    text = _checked_name(os.fspath(name))
+    check_revision(revision)
     tried: list[str] = []
 
     local = _local_candidate(Path(text).expanduser(), tried)
@@ -138,7 +187,7 @@ def resolve_adapter(
         found = _hub_candidate(repo_id, revision or suffix_rev, tried, **hub_kwargs)
         if found is not None:
             return found
-    elif _SHORT_RE.match(text):
+    elif _SHORT_RE.fullmatch(text):
         local = _local_candidate(default_adapters_dir(adapters_dir) / text, tried)
         if local is not None:
             return local
@@ -147,11 +196,22 @@ def resolve_adapter(
         if found is not None:
             return found
     else:
-        tried.append(f"{text!r} is neither an existing path, an 'org/repo[@revision]' id nor a short name")
-    raise AdapterNotFoundError(text, tried)
+        tried.append(
+            f"{shown(text)} is neither an existing path, an 'org/repo[@revision]' id nor a short name"
+        )
+    raise AdapterNotFoundError(text if len(text) <= 200 else shown(text, 200), tried)
 
 
 def _local_candidate(path: Path, tried: list[str]) -> ResolvedAdapter | None:
+    try:
+        return _local_files(path, tried)
+    except (OSError, ValueError) as exc:  # e.g. a name longer than the file system allows, a NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        tried.append(f"local path {shown(str(path), 120)} (cannot be looked up: {reason})")
+        return None
+
+
+def _local_files(path: Path, tried: list[str]) -> ResolvedAdapter | None:
     if path.is_dir():
         weights, config = path / WEIGHTS_NAME, path / CONFIG_NAME
         missing = [p.name for p in (config, weights) if not p.is_file()]
@@ -181,7 +241,7 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
             )
         except LocalEntryNotFoundError as exc:
             reason = (
-                "offline and not in the local Hub cache" if kwargs["local_files_only"] else (_first_line(exc))
+                "offline and not in the local Hub cache" if kwargs["local_files_only"] else (first_line(exc))
             )
             tried.append(f"{label} ({filename}: {reason})")
             return None
@@ -193,14 +253,9 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
             OSError,
             ValueError,
         ) as exc:
-            tried.append(f"{label} ({type(exc).__name__}: {_first_line(exc)})")
+            tried.append(f"{label} ({type(exc).__name__}: {first_line(exc)})")
             return None
     return ResolvedAdapter(weights=paths[WEIGHTS_NAME], config=paths[CONFIG_NAME], source=label)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def upload_adapter_folder(
@@ -227,15 +282,35 @@ def upload_adapter_folder(
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
     if missing:
         raise AdapterNotFoundError(os.fspath(folder), [f"{folder} is missing {', '.join(missing)}"])
-    if parse_repo_id(repo_id) is None or "@" in repo_id:
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    api = HfApi(endpoint=hub_endpoint(endpoint), token=token, library_name=LIBRARY_NAME)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        revision=revision,
-        commit_message=commit_message,
-        allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME],
-    )
+    if "@" in repo_id or parse_repo_id(repo_id) is None:
+        raise ValueError(f"repo_id must look like 'org/name', got {shown(repo_id)}")
+    check_revision(revision)
+    url = hub_endpoint(endpoint)
+    api = HfApi(endpoint=url, token=token, library_name=LIBRARY_NAME)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME],
+        )
+    except _network_errors() as exc:
+        raise HubUnreachableError(
+            f"uploading {folder} to {repo_id} at {url} failed: {first_line(exc)}; "
+            "check the network, HF_ENDPOINT and the token"
+        ) from exc
     return str(info.commit_url)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when the Hub is unreachable or refuses (``OSError`` covers its HTTP
+    errors; its HTTP library's transport errors are their own classes)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)

@@ -8,21 +8,23 @@ modified, so other predictors on the same ``Sam`` are unaffected.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from .adapter import PromptAdapter
+from .adapter import PromptAdapter, check_finite
 from .decode import DecoderOutput, decode_prompts
-from .errors import ImageNotSetError, SamplmError, UnknownAdapterError
+from .errors import AdapterOutputError, ImageError, ImageNotSetError, SamplmError, UnknownAdapterError
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
-from .prompts import check_numpy_prompts, check_torch_prompts
+from .prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
 
 
 class CustomSamPredictor(SamPredictor):
@@ -81,7 +83,12 @@ class CustomSamPredictor(SamPredictor):
         strict: bool | None = None,
         **load_kwargs: Any,
     ) -> str:
-        """Load an adapter (or add an in-memory one) under a name.
+        """Load an adapter (or add a copy of an in-memory one) under a name.
+
+        The predictor keeps its own copy, on the SAM's device and dtype, in eval mode and frozen; a
+        :class:`PromptAdapter` passed in is deep-copied and left as it was (reach the predictor's copy
+        with :meth:`get_adapter`). If the SAM is moved or cast later (``sam.to(...)``, ``sam.double()``),
+        the adapters follow on the next prediction.
 
         Args:
             adapter: short name (``"nose"``), local directory / ``.safetensors`` file,
@@ -95,11 +102,16 @@ class CustomSamPredictor(SamPredictor):
 
         Returns:
             The name it was registered under.
+
+        Raises:
+            AdapterFormatError: an in-memory adapter holds NaN or infinite weights (files are checked
+                by :meth:`PromptAdapter.load`).
         """
         if isinstance(adapter, PromptAdapter):
             if load_kwargs:
                 raise TypeError(f"load options {sorted(load_kwargs)} only apply when loading by name")
-            module = adapter
+            check_finite(adapter.state_dict(), f"adapter {adapter.task!r} (in memory)")
+            module = copy.deepcopy(adapter)
         else:
             module = PromptAdapter.load(adapter, **load_kwargs)
         name = adapter_name or module.task
@@ -110,11 +122,10 @@ class CustomSamPredictor(SamPredictor):
         module.check_compatible(
             self.model, strict=self.strict if strict is None else strict, fingerprint=self._fingerprint
         )
-        reference = next(self.model.mask_decoder.parameters())
-        module = module.to(device=reference.device, dtype=reference.dtype).eval()
-        module.requires_grad_(False)
+        module.eval().requires_grad_(False)
         self._adapters[name] = module
         self._contexts.pop(name, None)
+        self._placed(name)
         if activate or (activate is None and self._active is None):
             self._active = name
         return name
@@ -145,7 +156,34 @@ class CustomSamPredictor(SamPredictor):
         if adapter_name not in self._adapters:
             raise UnknownAdapterError(adapter_name, self.adapters)
 
+    def _placed(self, name: str) -> PromptAdapter:
+        """The adapter ``name``, moved to the SAM's current device and dtype if the SAM moved since."""
+        adapter = self._adapters[name]
+        reference = next(self.model.mask_decoder.parameters())
+        current = next(adapter.parameters())
+        if (current.device, current.dtype) != (reference.device, reference.dtype):
+            adapter.to(device=reference.device, dtype=reference.dtype)
+            self._contexts.pop(name, None)
+        return adapter
+
     # ------------------------------------------------------------------ image state
+    def set_image(self, image: ArrayLike, image_format: str = "RGB") -> None:
+        """``SamPredictor.set_image``, accepting the images users commonly have.
+
+        Args:
+            image: ``H x W x 3`` uint8 (bit-identical to ``SamPredictor``), ``H x W`` or ``H x W x 1``
+                grayscale (replicated), ``H x W x 4`` RGBA (alpha dropped), or a float image with values
+                in ``[0, 1]`` (scaled to 0..255 and rounded).
+            image_format: channel order of ``image``, ``"RGB"`` or ``"BGR"``.
+
+        Raises:
+            ImageError: another layout (channels first, ...) or dtype (uint16, int64, floats above 1),
+                an empty image, NaN values, or an unknown ``image_format``.
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        super().set_image(as_rgb_uint8(image), image_format)
+
     def reset_image(self) -> None:
         """Reset the current image and drop the per-image adapter caches."""
         super().reset_image()
@@ -209,14 +247,15 @@ class CustomSamPredictor(SamPredictor):
     # ------------------------------------------------------------------ prediction
     def predict(
         self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``SamPredictor.predict`` with the active adapter (same arguments and returns).
+        """``SamPredictor.predict`` with the active adapter (same arguments and returns; prompts may
+        also be plain lists).
 
         Args:
             point_coords: ``N x 2`` XY pixels in the original image.
@@ -303,11 +342,18 @@ class CustomSamPredictor(SamPredictor):
         Arguments as :meth:`predict_torch` (input-frame prompts, ``B`` of them); ``features`` also returns
         the decoder's image features (what the PMM samples). Choose masks at low resolution, then
         :meth:`upscale_logits` only the chosen ones.
+
+        Raises:
+            PromptError: a prompt is not a torch tensor.
+            AdapterOutputError: the active adapter made the decoder output NaN or infinite logits.
         """
         self._require_image()
+        require_tensors(
+            point_coords=point_coords, point_labels=point_labels, boxes=boxes, mask_input=mask_input
+        )
         name = self.active_adapter
-        adapter = self._adapters[name] if name is not None else None
-        return decode_prompts(
+        adapter = self._placed(name) if name is not None else None
+        output = decode_prompts(
             self.model,
             self.features,
             point_coords=point_coords,
@@ -319,12 +365,19 @@ class CustomSamPredictor(SamPredictor):
             context=self._image_context(name, adapter) if adapter is not None else None,
             return_image_features=features,
         )
+        if adapter is not None and not torch.isfinite(output.low_res_logits).all():
+            raise AdapterOutputError(
+                f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits: its weights "
+                "overflow (corrupted, or training diverged); retrain it, or predict without it "
+                "(disable_adapter())"
+            )
+        return output
 
     def _torch_prompts(self, point_coords, point_labels, box, mask_input) -> dict[str, torch.Tensor | None]:
-        """Original-frame numpy prompts of one instance, checked, -> batch-of-one tensors in the input
-        frame, converted as ``SamPredictor.predict`` converts them."""
+        """Original-frame prompts of one instance (numpy arrays or lists), checked, -> batch-of-one
+        tensors in the input frame, converted as ``SamPredictor.predict`` converts them."""
         self._require_image()
-        check_numpy_prompts(
+        coords, labels, boxes, mask = check_numpy_prompts(
             point_coords,
             point_labels,
             box,
@@ -334,24 +387,24 @@ class CustomSamPredictor(SamPredictor):
         )
         out: dict[str, torch.Tensor | None] = {"point_coords": None, "point_labels": None}
         out["boxes"] = out["mask_input"] = None
-        if point_coords is not None:
-            coords = self.transform.apply_coords(point_coords, self.original_size)
+        if coords is not None:
+            coords = self.transform.apply_coords(coords, self.original_size)
             out["point_coords"] = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
-            out["point_labels"] = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
-        if box is not None:
-            boxes = self.transform.apply_boxes(box, self.original_size)
+            out["point_labels"] = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        if boxes is not None:
+            boxes = self.transform.apply_boxes(boxes, self.original_size)
             out["boxes"] = torch.as_tensor(boxes, dtype=torch.float, device=self.device)[None, :]
-        if mask_input is not None:
-            out["mask_input"] = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+        if mask is not None:
+            out["mask_input"] = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
         return out
 
     @torch.no_grad()
     def predict_refined(
         self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """:meth:`predict`, then PMM polygon refinement of every returned mask (paper Fig. 5).

@@ -1,8 +1,8 @@
-"""Validation of predictor prompts, with errors that say what was expected.
+"""Validation of predictor inputs (images and prompts), with errors that say what was expected.
 
 Conventions: points are XY pixels, boxes XYXY pixels. ``predict`` takes them in the original image
-frame (``H x W`` of the image given to ``set_image``); ``predict_torch`` takes them in SAM's resized
-input frame (after ``ResizeLongestSide``).
+frame (``H x W`` of the image given to ``set_image``) as numpy arrays or nested lists; ``predict_torch``
+takes torch tensors in SAM's resized input frame (after ``ResizeLongestSide``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,58 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import PromptError
+from .errors import ImageError, PromptError
 
 VALID_POINT_LABELS = (-1, 0, 1)
+EXPECTED_IMAGE = "an H x W x 3 uint8 RGB array (or H x W grayscale, H x W x 4 RGBA, floats in 0..1)"
+
+
+def as_rgb_uint8(image: Any) -> np.ndarray:
+    """The ``H x W x 3`` uint8 image ``SamPredictor.set_image`` expects, from what users commonly pass.
+
+    ``H x W x 3`` uint8 is returned as is (not copied); ``H x W`` and ``H x W x 1`` grayscale are
+    replicated to three channels; ``H x W x 4`` loses its alpha channel; float images with values in
+    ``[0, 1]`` are scaled by 255 and rounded. The channel order is left alone (``image_format`` names it).
+
+    Raises:
+        ImageError: any other layout (e.g. channels first) or dtype (uint16, int64, bool, float images
+            with values above 1), an empty image, or NaN / infinite values.
+    """
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as exc:  # ragged nested lists, objects numpy cannot read
+        raise ImageError(f"image cannot be read as an array ({exc}); expected {EXPECTED_IMAGE}") from exc
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
+        array = array[..., None] if array.ndim == 2 else array
+        if 0 in array.shape:
+            raise ImageError(f"the image is empty (shape {array.shape}); expected {EXPECTED_IMAGE}")
+        array = array[..., :3] if array.shape[-1] == 4 else array
+        array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
+        return _as_uint8(array)
+    hint = ""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+        hint = " (channels first?); pass image.transpose(1, 2, 0)"
+    raise ImageError(f"image has shape {array.shape}{hint}; expected {EXPECTED_IMAGE}")
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    """uint8 unchanged; floats in [0, 1] scaled and rounded; anything else an :class:`ImageError`."""
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ImageError(
+            f"image dtype {array.dtype} is not supported; expected {EXPECTED_IMAGE}: convert it, e.g. "
+            "(image / image.max() * 255).astype(np.uint8) or image.astype(np.float32) / image.max()"
+        )
+    if not np.isfinite(array).all():
+        raise ImageError("the float image contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise ImageError(
+            f"the float image has values in [{low:g}, {high:g}]; SAM needs uint8 (0..255) or floats in "
+            "0..1: pass image.astype(np.uint8) if it holds 0..255, or scale it to 0..1 (image / 255)"
+        )
+    return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
 
 
 def check_numpy_prompts(
@@ -25,8 +74,8 @@ def check_numpy_prompts(
     *,
     image_size: tuple[int, int],
     mask_size: tuple[int, int],
-) -> None:
-    """Validate the arguments of ``SamPredictor.predict``.
+) -> tuple[np.ndarray | None, ...]:
+    """Validate the arguments of ``SamPredictor.predict`` (numpy arrays or nested lists).
 
     Args:
         point_coords: ``N x 2`` XY pixels in the original image, or ``None``.
@@ -36,9 +85,14 @@ def check_numpy_prompts(
         image_size: ``(H, W)`` of the original image.
         mask_size: ``(4h, 4w)`` expected for ``mask_input`` (SAM: ``(256, 256)``).
 
+    Returns:
+        ``(point_coords, point_labels, box, mask_input)`` as numpy arrays (float64 coordinates, boxes
+        and masks, as ``SamPredictor`` converts them), ``None`` where not given.
+
     Raises:
         PromptError: on any problem.
     """
+    coords = labels = boxes = mask = None
     if point_coords is None and point_labels is not None:
         raise PromptError("point_labels were given without point_coords")
     if point_coords is not None:
@@ -68,6 +122,7 @@ def check_numpy_prompts(
                 f"mask_input must have shape (1, {mask_size[0]}, {mask_size[1]}) (low-res logits from a "
                 f"previous predict), got {mask.shape}"
             )
+    return coords, labels, boxes, mask
 
 
 def check_torch_prompts(
@@ -92,6 +147,7 @@ def check_torch_prompts(
     Raises:
         PromptError: on any problem, including batch sizes that disagree.
     """
+    require_tensors(point_coords=point_coords, point_labels=point_labels, boxes=boxes, mask_input=mask_input)
     batch: dict[str, int] = {}
     if point_coords is None and point_labels is not None:
         raise PromptError("point_labels were given without point_coords")
@@ -124,13 +180,32 @@ def check_torch_prompts(
         )
         batch["boxes"] = boxes.shape[0]
     if mask_input is not None:
-        if mask_input.dim() != 4 or tuple(mask_input.shape[1:]) != (1, *mask_size):
-            raise PromptError(
-                f"mask_input must be B x 1 x {mask_size[0]} x {mask_size[1]}, got {tuple(mask_input.shape)}"
-            )
+        _check_torch_mask(mask_input, mask_size)
         batch["mask_input"] = mask_input.shape[0]
     if len(set(batch.values())) > 1:
         raise PromptError(f"prompt batch sizes disagree: {batch}")
+
+
+def _check_torch_mask(mask_input: torch.Tensor, mask_size: tuple[int, int]) -> None:
+    """``B x 1 x mask_size`` finite low-res logits."""
+    if mask_input.dim() != 4 or tuple(mask_input.shape[1:]) != (1, *mask_size):
+        raise PromptError(
+            f"mask_input must be B x 1 x {mask_size[0]} x {mask_size[1]}, got {tuple(mask_input.shape)}"
+        )
+    if not torch.isfinite(mask_input).all():
+        raise PromptError("mask_input contains NaN or infinite values")
+
+
+def require_tensors(**prompts: Any) -> None:
+    """Raise :class:`PromptError` unless every non-``None`` prompt is a torch tensor (``predict_torch``
+    and ``decode`` take tensors only); the message says where numpy prompts go."""
+    for name, value in prompts.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise PromptError(
+                f"{name} must be a torch tensor, got {type(value).__name__}: predict_torch and decode take "
+                "torch tensors in the resized input frame; use predict(...) for numpy arrays or lists in "
+                "the original image frame"
+            )
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
-from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache
 from .data import InstanceDataset
 from .errors import DataError, SkippedDataWarning
+from .progress import progress_bar
 from .targets import InstanceTarget, make_target
 
 
@@ -66,7 +66,9 @@ class TrainingSet:
                 f"{len(missing)} image(s) have no cached embedding in {cache.directory}; "
                 "run `samplm embed` first",
             )
-        for image_path, instances in tqdm(groups.items(), desc=description, unit="img", disable=not progress):
+        for image_path, instances in progress_bar(
+            groups.items(), desc=description, unit="img", disable=not progress
+        ):
             expected = instances[0].image_size
             entry = cache.get(image_path, expected)
             for inst in instances:

@@ -26,17 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
 from segment_anything.modeling import Sam
 
 from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, load_state_dict
 from .base.loading import SAM_IMAGE_SIZE, ImageEncoderPlaceholder
 from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .cache import EmbeddingCache, encoder_key
+from .config import first_line
 from .data import InstanceDataset
+from .errors import ConfigError
 
 #: Embedding cache root used when none is given.
 DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
@@ -51,16 +55,58 @@ def require_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | Non
 
 
 def build_full_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
-    """``model_type`` with its image encoder (see :func:`samplm.base.build_sam`)."""
+    """``model_type`` with its image encoder (see :func:`samplm.base.build_sam`).
+
+    Raises:
+        ConfigError: ``checkpoint`` exists but is not a ``model_type`` checkpoint (garbage, truncated,
+            another model's weights); names the file and the ``--checkpoint`` option.
+    """
     require_checkpoint(model_type, checkpoint)
-    return build_sam(model_type, checkpoint)
+    with checkpoint_errors(model_type, checkpoint):
+        return build_sam(model_type, checkpoint)
+
+
+@contextlib.contextmanager
+def checkpoint_errors(model_type: str, checkpoint: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Turn the errors of reading a user's checkpoint (unpickling, safetensors, state-dict mismatch)
+    into one :class:`ConfigError` line naming ``--checkpoint``; a missing file stays FileNotFoundError."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        if checkpoint is None:
+            raise
+        detail = first_line(exc)[:200]
+        raise ConfigError(
+            f"--checkpoint {os.fspath(checkpoint)}",
+            f"cannot be loaded as a {model_type} SAM checkpoint ({detail}); check --model-type and that "
+            "the file is a complete download",
+        ) from exc
 
 
 def default_device(device: str | None = None) -> str:
-    """``device``, or ``"cuda"`` if a GPU is available, else ``"cpu"``."""
+    """``device`` after checking it, or ``"cuda"`` if a GPU is available, else ``"cpu"``.
+
+    Raises:
+        ConfigError: ``device`` is not a torch device string, or names a CUDA / MPS device this
+            machine does not have (the message names ``--device`` and what to use instead).
+    """
     import torch
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            "--device", f"{device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        ) from exc
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= count:
+        have = f"only {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})" if count else "no CUDA GPU"
+        raise ConfigError(f"--device {device}:", f"{have} on this machine; use --device cpu or a GPU it has")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}:", "MPS is not available on this machine; use --device cpu")
+    return device
 
 
 def is_main_process() -> bool:
@@ -142,15 +188,17 @@ class Workspace:
         """A ``vit_*`` SAM built without its image encoder and its cache, if every image is cached."""
         if self.model_type not in SAM_MODEL_TYPES or not self.checkpoint:
             return None
-        state = load_state_dict(self.checkpoint)
-        key = encoder_key(
-            state, image_size=SAM_IMAGE_SIZE, pixel_mean=SAM_PIXEL_MEAN, pixel_std=SAM_PIXEL_STD
-        )
+        with checkpoint_errors(self.model_type, self.checkpoint):
+            state = load_state_dict(self.checkpoint)
+            key = encoder_key(
+                state, image_size=SAM_IMAGE_SIZE, pixel_mean=SAM_PIXEL_MEAN, pixel_std=SAM_PIXEL_STD
+            )
         cache = EmbeddingCache(self.cache_root, key)
         if any(cache.missing(d.image_paths(), d.expected_sizes()) for d in datasets):
             return None
         self.say(f"all images cached in {cache.directory}; the image encoder is not loaded")
-        return build_sam_without_image_encoder(self.model_type, state_dict=state), cache
+        with checkpoint_errors(self.model_type, self.checkpoint):
+            return build_sam_without_image_encoder(self.model_type, state_dict=state), cache
 
     def say(self, message: str) -> None:
         """Print ``message`` when :attr:`verbose` (e.g. only on the main process)."""

@@ -318,3 +318,72 @@ def test_width_mismatch_is_an_error(tiny_sam):
     narrow = PromptAdapter(AdapterConfig(plm={"embed_dim": 128, "num_heads": 8}))
     with pytest.raises(AdapterCompatibilityError, match="embed_dim 128"):
         narrow.check_compatible(tiny_sam)
+
+
+# ---------------------------------------------------------------- hyper-parameters (issue 13)
+
+
+def test_inf_weights(saved):
+    tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
+    tensors["plm.norm_out.weight"][3] = float("-inf")
+    _write_weights(saved, tensors)
+    _expect_format_error(saved, WEIGHTS_NAME, "NaN or infinite")
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "match"),
+    [
+        ("plm", {"mlp_dim": 1 << 20}, r"plm\.mlp_dim must be an integer in \[1, 8192\], got 1048576"),
+        ("plm", {"num_heads": 0}, r"plm\.num_heads"),
+        ("plm", {"attention_downsample_rate": 0}, r"plm\.attention_downsample_rate"),
+        ("plm", {"embed_dim": -256}, r"plm\.embed_dim"),
+        ("plm", {"num_heads": 3}, r"plm\.num_heads=3 must divide"),
+        ("plm", {"activation": "tanh"}, r"plm\.activation"),
+        ("plm", {"num_heads": True}, r"plm\.num_heads must be an integer"),
+        ("pmm", {"depth": 100}, r"pmm\.depth must be an integer in \[1, 32\]"),
+        ("pmm", {"num_points": 100_000}, r"pmm\.num_points must be an integer in \[3, 1024\]"),
+        ("pmm", {"num_heads": 0}, r"pmm\.num_heads"),
+        ("pmm", {"hidden_dim": 100_000}, r"pmm\.hidden_dim"),
+        ("pmm", {"dropout": 1.5}, r"pmm\.dropout must be a finite number in \[0, 1\]"),
+        ("pmm", {"max_offset": -1.0}, r"pmm\.max_offset must be a finite number > 0"),
+        ("pmm", {"max_offset": float("inf")}, r"pmm\.max_offset"),
+    ],
+)
+def test_hyper_parameters_are_checked_before_any_module_is_built(saved, monkeypatch, section, changes, match):
+    def refuse(**kwargs):
+        raise AssertionError("a module was built from an invalid config")
+
+    monkeypatch.setattr(adapter_module, "PromptLearningModule", refuse)
+    monkeypatch.setattr(adapter_module, "PointMatchingModule", refuse)
+    values = {"num_heads": 8, "num_points": 20} if section == "pmm" else {}
+    _rewrite_config(saved, **{section: {**values, **changes}}, weights_sha256=None)
+    error = _expect_format_error(saved, CONFIG_NAME, match)
+    assert "\n" not in str(error)
+    with pytest.raises(AdapterFormatError, match=match.split(" ")[0]):
+        PromptAdapter.from_config({section: {**values, **changes}})
+    with pytest.raises(ValueError, match=match.split(" ")[0]):
+        AdapterConfig(**{section: {**values, **changes}})
+
+
+def test_deeply_nested_json_is_a_format_error(saved):
+    config = (saved / CONFIG_NAME).read_text()
+    (saved / CONFIG_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    _expect_format_error(saved, CONFIG_NAME, "nested")
+    (saved / CONFIG_NAME).write_text(config)
+    _rewrite_config(saved, metadata=json.loads('{"a": ' * 200 + "1" + "}" * 200))
+    _expect_format_error(saved, CONFIG_NAME, "metadata.*nested")
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"task": ""}, "task"),
+        ({"prompt_types": "point"}, "prompt_types"),
+        ({"base_model": {"model_type": 5}}, r"base_model\.model_type must be a string"),
+        ({"samplm_version": ["1"]}, "samplm_version must be a string"),
+        ({"plm": {1: 2}}, "unknown key"),
+    ],
+)
+def test_other_config_fields_are_typed(saved, changes, match):
+    _rewrite_config(saved, **changes)
+    _expect_format_error(saved, CONFIG_NAME, match)

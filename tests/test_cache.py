@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 from segment_anything import SamPredictor
 
 from samplm.base import build_sam_without_image_encoder, load_state_dict
@@ -128,3 +132,45 @@ def test_missing_embedding_error_names_the_image_and_the_fix(tmp_path, images, t
     assert error.path == str(images[0]) and error.cache_dir == str(cache.directory)
     assert str(error).startswith(f"{images[0]}: no cached embedding in {cache.directory}")
     assert "run `samplm embed`" in str(error) and not str(error).startswith("'")  # not KeyError's repr
+
+
+def _rewrite_entry(cache, embedding, metadata):
+    """Replace the cache's only entry by ``embedding`` with ``metadata`` (as another writer would)."""
+    entry = next(cache.directory.rglob("*.safetensors"))
+    save_file({"embedding": embedding.contiguous()}, str(entry), metadata=metadata)
+    return entry
+
+
+def test_flipped_bytes_in_an_entry_are_reported_naming_the_image(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+    cache.build(tiny_sam, images[:1], progress=False)
+    entry = next(cache.directory.rglob("*.safetensors"))
+    data = bytearray(entry.read_bytes())
+    data[-8:-4] = bytes(b ^ 0x01 for b in data[-8:-4])  # low mantissa bits: still finite values
+    entry.write_bytes(bytes(data))
+    with pytest.raises(DataError) as info:
+        cache.get(images[0])
+    assert info.value.path == str(images[0]) and str(entry) in str(info.value)
+    assert "checksum" in str(info.value) and "re-run `samplm embed`" in str(info.value)
+
+
+def test_non_finite_entries_are_rejected_and_entries_without_checksum_still_read(tmp_path, images, tiny_sam):
+    cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
+    cache.build(tiny_sam, images[:1], progress=False)
+    good = cache.get(images[0])
+    entry = next(cache.directory.rglob("*.safetensors"))
+    with safe_open(str(entry), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert len(metadata.pop("sha256")) == 64  # written with each entry
+    _rewrite_entry(cache, good.embedding, metadata)  # an entry of an older samplm: no checksum
+    torch.testing.assert_close(EmbeddingCache(cache.root, cache.key).get(images[0]).embedding, good.embedding)
+    poisoned = good.embedding.clone()
+    poisoned[0, 5, 1, 1] = float("nan")
+    _rewrite_entry(cache, poisoned, metadata)
+    with pytest.raises(DataError, match="NaN or infinite") as info:
+        EmbeddingCache(cache.root, cache.key).get(images[0])
+    assert info.value.path == str(images[0]) and "samplm embed" in str(info.value)
+    digest = hashlib.sha256(poisoned.view(torch.uint8).numpy().tobytes()).hexdigest()
+    _rewrite_entry(cache, poisoned, {**metadata, "sha256": digest})  # a matching checksum is not enough
+    with pytest.raises(DataError, match="NaN or infinite"):
+        EmbeddingCache(cache.root, cache.key).get(images[0])

@@ -221,3 +221,155 @@ def test_demo_runs_from_a_yaml_config(capsys, tmp_path):
         saved["steps"] == 3 and saved["batch_size"] == 2
     )  # the flag over the file; the file over the recipe
     assert (tmp_path / "c").is_dir() and not (out / "cache").exists()
+
+
+# ---------------------------------------------------------------- input errors (issue 13)
+
+
+def test_version(capsys):
+    from samplm import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"samplm {__version__}"
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    argv = ["train", "--data", str(tmp_path / "no"), "--format", "masks", "--model-type", "samplm_tiny"]
+    assert "--out" in _error(capsys, argv)
+    for debug_argv in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(ValueError, match="--out"):
+            main(debug_argv)
+
+
+def test_argument_errors_are_one_line(capsys):
+    assert "--lr" in _error(capsys, ["train", "--lr", "abc"])
+    assert "--format" in _error(capsys, ["embed", "--format", "png"])
+    assert "COMMAND" in _error(capsys, [])
+
+
+def _nowhere(tmp_path, command="train"):
+    """Arguments whose data does not exist: an option error must be reported before the data is read."""
+    return [
+        command,
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--format",
+        "coco",
+        "--model-type",
+        "samplm_tiny",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "match"),
+    [
+        ("train", ["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        ("eval", ["--device", "cuda"], "--device cuda: no CUDA GPU"),
+        ("train", ["--device", "cuda:1"], "--device cuda:1: no CUDA GPU"),
+        ("train", ["--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"),
+        ("eval", ["--seed", "-1"], "--seed must be an integer"),
+        ("train", ["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        ("train", ["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        ("train", ["--steps", "0"], "--steps must be an integer >= 1"),
+        ("train", ["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        ("train", ["--val-fraction", "1.5"], "--val-fraction"),
+        ("train", ["--decay-at", "0.5", "2"], "--decay-at"),
+        ("train", ["--pmm-points", "100000"], "--pmm-points must be an integer in [3, 1024]"),
+        ("eval", ["--max-instances", "0"], "--max-instances must be an integer >= 1"),
+        ("eval", ["--samf-steps", "-5"], "--samf-steps must be an integer >= 1"),
+        ("eval", ["--visuals", "-1"], "--visuals"),
+    ],
+)
+def test_option_values_are_checked_before_the_data_is_read(
+    capsys, monkeypatch, tmp_path, command, flags, match
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    err = _error(capsys, [*_nowhere(tmp_path, command), *flags])
+    assert match in err and "nowhere" not in err
+
+
+def test_out_that_is_a_file(capsys, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    err = _error(capsys, [*_nowhere(tmp_path), "--out", str(target)])
+    assert "--out" in err and "is a file" in err
+
+
+def test_garbage_checkpoint(capsys, rect_data, tmp_path):
+    garbage = tmp_path / "sam.pth"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    for model_type in ("vit_b", "samplm_tiny"):
+        argv = [
+            "embed",
+            *_base(rect_data, tmp_path),
+            "--model-type",
+            model_type,
+            "--checkpoint",
+            str(garbage),
+        ]
+        err = _error(capsys, argv)
+        assert "--checkpoint" in err and str(garbage) in err and model_type in err
+
+
+def _write_yaml(tmp_path, text):
+    pytest.importorskip("yaml")
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_numeric_strings_are_read_with_the_options_type(tmp_path):
+    path = _write_yaml(tmp_path, "lr: 1e-4\nsteps: 2e3\nseed: '3'\ndecay_at: 0.5\nval_fraction: 2.5e-1\n")
+    options = cli._merged_options(build_parser().parse_args(["train", "--config", str(path)]))
+    assert options["lr"] == 1e-4 and isinstance(options["lr"], float)
+    assert options["steps"] == 2000 and isinstance(options["steps"], int) and options["seed"] == 3
+    assert options["decay_at"] == [0.5] and options["val_fraction"] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("lr: fast\n", "lr in "),
+        ("lr: .nan\n", "lr in "),
+        ("val_every: 0\n", "val_every in "),
+        ("grad_accum: 2.5\n", "grad_accum in "),
+        ("pmm_points: 100000\n", "pmm_points in "),
+        ("use_pmm: 'false'\n", "use_pmm in "),
+        ("no_pmm: 1\n", "no_pmm in "),
+        ("center_power: -1\n", "center_power in "),
+        ("box_probability: -0.5\n", "box_probability in "),
+        ("box_jitter: -1\n", "box_jitter in "),
+        ("extra_points: -2\n", "extra_points in "),
+        ("multimask: some\n", "multimask in "),
+        ("format: png\n", "format in "),
+        ("decay_at: [0.5, x]\n", "decay_at in "),
+        ("seed: -1\n", "seed in "),
+        ("max_instances: 0\n", "max_instances in "),
+        ("category: {a: 1}\n", "category in "),
+    ],
+)
+def test_config_file_values_are_typed_and_named(capsys, tmp_path, text, match):
+    path = _write_yaml(tmp_path, text)
+    err = _error(capsys, [*_nowhere(tmp_path), "--config", str(path)])
+    assert match + str(path) in err and "nowhere" not in err
+
+
+def test_push_to_an_unreachable_hub_is_one_line(capsys, monkeypatch, tmp_path, adapter_factory):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "2")
+    adapter_factory("nose").save_pretrained(tmp_path / "nose")
+    assert main(["push", str(tmp_path / "nose"), "acme/nose-offline", "--token", "hf_x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplm: error: ") and "\n" not in err and "Traceback" not in err, err

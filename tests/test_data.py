@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,276 @@ def test_split_by_content_equals_split_by_path_without_duplicates(tmp_path):
     for seed in range(3):
         a, b = dataset.split(0.3, seed=seed), dataset.split(0.3, seed=seed, by_content=False)
         assert a[1].image_paths() == b[1].image_paths() and a[0].image_paths() == b[0].image_paths()
+
+
+# ---------------------------------------------------------------- failing loudly (issue 13)
+
+
+def _coco_file(tmp_path: Path, images: list, annotations: list, categories: list | None = None) -> Path:
+    """Write a COCO file beside ``tmp_path/img``; ``categories`` defaults to one ``plate`` (id 7)."""
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 7, "name": "plate"}] if categories is None else categories,
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ann(ann_id, image_id=1, **extra) -> dict:
+    """A valid 10 x 5 polygon annotation of category 7."""
+    ann = {"id": ann_id, "image_id": image_id, "category_id": 7, "iscrowd": 0, "bbox": [3, 4, 10, 5]}
+    ann["segmentation"] = [[3, 4, 13, 4, 13, 9, 3, 9]]
+    return {**ann, **extra}
+
+
+@pytest.fixture()
+def two_images(tmp_path):
+    _save(tmp_path / "img" / "a.png", np.zeros((20, 30, 3), np.uint8))
+    _save(tmp_path / "img" / "b.png", np.zeros((20, 30, 3), np.uint8))
+    return tmp_path
+
+
+def test_coco_shared_image_id_never_mixes_files(two_images):
+    images = [
+        {"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+        {"id": 1, "file_name": "b.png", "height": 20, "width": 30},
+        {"id": 2, "file_name": "b.png", "height": 20, "width": 30},
+    ]
+    path = _coco_file(two_images, images, [_ann(1), _ann(2), _ann(3, image_id=2)])
+    with pytest.warns(SkippedDataWarning, match="image id shared by several images"):
+        dataset = read_coco(path, two_images / "img")
+    assert [(i.instance_id, i.image_path.name) for i in dataset] == [("coco:3", "b.png")]
+    assert dataset.skipped["image id shared by several images"] == 2
+    with pytest.raises(DataError, match=r"instances.json \(image id 1\): .*'a.png'.*'b.png'") as error:
+        read_coco(path, two_images / "img", strict=True)
+    assert "\n" not in str(error.value) and "unique id" in str(error.value)
+
+
+def test_coco_identical_duplicate_image_entries_are_harmless(two_images):
+    image = {"id": 1, "file_name": "a.png", "height": 20, "width": 30}
+    path = _coco_file(two_images, [image, dict(image)], [_ann(1)])
+    dataset = read_coco(path, two_images / "img", strict=True)
+    assert [i.instance_id for i in dataset] == ["coco:1"] and not dataset.skipped
+
+
+def test_coco_duplicate_annotation_ids_give_unique_instance_ids(two_images):
+    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
+    anns = [_ann(5), _ann(5), _ann("5"), _ann(6), {k: v for k, v in _ann(0).items() if k != "id"}]
+    path = _coco_file(two_images, images, anns)
+    dataset = read_coco(path, two_images / "img")
+    ids = [i.instance_id for i in dataset]
+    assert ids == ["coco:5#0", "coco:5#1", "coco:5#2", "coco:6", "coco:#4"]
+    with pytest.raises(DataError, match=r"annotation id 5\): .*unique id"):
+        read_coco(path, two_images / "img", strict=True)
+
+
+def test_instance_dataset_rejects_duplicate_instance_ids(tmp_path):
+    from samplm.data import BoxShape, Instance, InstanceDataset
+
+    one = Instance(tmp_path / "a.png", "x", BoxShape((0, 0, 2, 2)), "id:1")
+    two = Instance(tmp_path / "b.png", "x", BoxShape((0, 0, 2, 2)), "id:1")
+    with pytest.raises(DataError, match=r"instance id 'id:1' is used by 2 instances"):
+        InstanceDataset([one, two], source="here")
+
+
+def test_mask_folder_images_sharing_a_mask_are_counted(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for name in ("a.png", "a.jpg", "b.png", "b_0.png"):
+        _save(images / name, np.zeros((8, 8, 3), np.uint8))
+    one = np.zeros((8, 8), np.uint8)
+    one[1:5, 1:5] = 255
+    for name in ("a.png", "b_0.png", "b_1.png"):
+        _save(masks / name, one)
+    with pytest.warns(SkippedDataWarning, match="mask file matches several images"):
+        dataset = read_mask_folder(images, masks)
+    assert sorted((i.image_path.name, i.instance_id) for i in dataset) == [
+        ("b.png", "mask:b_1.png"),
+        ("b_0.png", "mask:b_0.png"),
+    ]
+    assert dataset.skipped["mask file matches several images"] == 2  # a.png and a.jpg
+
+
+def test_celebamask_duplicate_part_masks_are_counted(tmp_path):
+    _save(tmp_path / "CelebA-HQ-img" / "3.jpg", np.zeros((16, 16, 3), np.uint8))
+    nose = np.zeros((8, 8), np.uint8)
+    nose[2:4, 3:5] = 255
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00003_nose.png", nose)
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "1" / "3_nose.png", nose)
+    _save(tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00003_skin.png", 255 - nose)
+    with pytest.warns(SkippedDataWarning, match="several masks for one image and part"):
+        dataset = read_celebamask(tmp_path)
+    assert [i.instance_id for i in dataset] == ["celebamask:3:skin"]
+    assert dataset.skipped["several masks for one image and part"] == 2
+
+
+def test_coco_declared_size_differs_from_the_image(tmp_path):
+    _save(tmp_path / "img" / "a.png", np.zeros((40, 60, 3), np.uint8))  # resized after annotating
+    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
+    path = _coco_file(tmp_path, images, [_ann(1), _ann(2)])
+    reason = "declared image size differs from the image file"
+    with pytest.warns(SkippedDataWarning, match=reason):
+        dataset = read_coco(path, tmp_path / "img")
+    assert len(dataset) == 0 and dataset.skipped[reason] == 2
+    with pytest.raises(DataError, match=r"a.png \(image id 1\): .*declares 20x30 but the file is 40x60"):
+        read_coco(path, tmp_path / "img", strict=True)
+
+
+def test_voc_declared_size_differs_from_the_image(tmp_path):
+    ann, img = tmp_path / "annotations", tmp_path / "images"
+    _save(img / "x.jpg", np.zeros((20, 20, 3), np.uint8))
+    ann.mkdir()
+    (ann / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><size><width>10</width><height>10</height></size>"
+        "<object><name>p</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>8</xmax><ymax>6</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    reason = "declared image size differs from the image file"
+    with pytest.warns(SkippedDataWarning, match=reason):
+        dataset = read_voc(ann)
+    assert len(dataset) == 0 and dataset.skipped[reason] == 1
+    with pytest.raises(DataError, match=r"x.xml: .*declares 10x10 but the file is 20x20"):
+        read_voc(ann, strict=True)
+
+
+def test_declared_size_is_checked_when_the_image_is_read(tmp_path):
+    from samplm.data import BoxShape, Instance
+
+    path = _save(tmp_path / "a.png", np.zeros((40, 60, 3), np.uint8))
+    with pytest.raises(DataError, match="declares 20x30 but the file is 40x60"):
+        load_image(path, expected_size=(20, 30))
+    inst = Instance(path, "x", BoxShape((0, 0, 5, 5)), "id:1", image_size=(20, 30))
+    with pytest.raises(DataError, match=r"id:1 .*20x30.*40x60"):
+        inst.mask(40, 60)
+    assert inst.mask(20, 30).sum() == 25
+
+
+def test_all_zero_label_map_is_counted(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _save(images / "a.png", np.zeros((8, 8, 3), np.uint8))
+    _save(images / "b.png", np.zeros((8, 8, 3), np.uint8))
+    _save(masks / "a.png", np.zeros((8, 8), np.uint8))
+    _save(masks / "b.png", np.full((8, 8), 255, np.uint8))
+    with pytest.warns(SkippedDataWarning, match="empty mask"):
+        dataset = read_mask_folder(images, masks)
+    assert [i.instance_id for i in dataset] == ["mask:b.png"]
+    assert dataset.skipped["empty mask (all zeros)"] == 1
+    with pytest.raises(DataError, match=r"a.png: empty mask"):
+        read_mask_folder(images, masks, strict=True)
+
+
+def test_mask_of_another_size_is_counted(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _save(images / "a.png", np.zeros((8, 8, 3), np.uint8))
+    _save(masks / "a.png", np.full((16, 16), 255, np.uint8))
+    with pytest.warns(SkippedDataWarning, match="mask size differs from the image"):
+        dataset = read_mask_folder(images, masks)
+    assert len(dataset) == 0
+
+
+_IMAGE = {"id": 1, "file_name": "a.png", "height": 20, "width": 30}
+
+
+@pytest.mark.parametrize(
+    ("images", "categories", "match"),
+    [
+        ([_IMAGE], [{"id": 7}], r"category id 7\): no valid 'name'"),
+        ([_IMAGE], [{"name": "plate"}], r"categories\[0\]\): no valid 'id'"),
+        ([_IMAGE], [{"id": 7, "name": "a"}, {"id": 7, "name": "b"}], r"category id 7\): .*'a' and 'b'"),
+        ([_IMAGE], {"7": "plate"}, r"'categories' is not a list"),
+        ([{"id": 1, "height": 20, "width": 30}], None, r"image id 1\): no valid 'file_name'"),
+        ([{**_IMAGE, "file_name": ""}], None, r"image id 1\): no valid 'file_name'"),
+        ([{"id": 1, "file_name": "a.png", "width": 30}], None, r"image id 1\): no valid 'height'"),
+        ([{**_IMAGE, "height": -3}], None, r"image id 1\): no valid 'height'"),
+        ([{**_IMAGE, "width": "wide"}], None, r"image id 1\): no valid 'width'"),
+        ([{**_IMAGE, "id": [1]}], None, r"images\[0\]\): no valid 'id'"),
+        ([[_IMAGE]], None, r"images\[0\]\): not a JSON object"),
+    ],
+)
+def test_coco_malformed_tables_give_one_clear_line(tmp_path, images, categories, match):
+    _save(tmp_path / "img" / "a.png", np.zeros((20, 30, 3), np.uint8))
+    path = _coco_file(tmp_path, images, [_ann(1)], categories)
+    with pytest.raises(DataError, match=match) as error:
+        read_coco(path, tmp_path / "img")
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "reason", "where"),
+    [
+        (_ann(1, bbox=[3, 4, 10]), "malformed bbox", "annotation id 1"),
+        (_ann(1, bbox=[3, 4, "x", 1]), "malformed bbox", "annotation id 1"),
+        ([_ann(1)], "malformed annotation (not a JSON object)", r"annotations\[0\]"),
+        (_ann(1, segmentation=[[3, 4, "13", 4, 13, 9]]), "missing or malformed segmentation", "id 1"),
+        (_ann(1, segmentation=[[3, 4, [13], 4, 13, 9]]), "missing or malformed segmentation", "id 1"),
+        (
+            _ann(1, segmentation={"size": "20x30", "counts": [600]}),
+            "missing or malformed segmentation",
+            "id 1",
+        ),
+        (
+            _ann(1, segmentation={"size": [20, 30], "counts": [1e99]}),
+            "missing or malformed segmentation",
+            "id 1",
+        ),
+        (_ann(1, segmentation=[[0, 0, 1e300, 0, 0, 1e300]]), "segmentation outside the image", "id 1"),
+        (_ann(1, category_id=[7]), "annotation with unknown category_id", "id 1"),
+        (_ann(1, image_id={"id": 1}), "annotation with unknown image_id", "id 1"),
+        (_ann(1, iscrowd="no"), "malformed iscrowd", "id 1"),
+    ],
+)
+def test_coco_malformed_annotations_are_counted(tmp_path, annotation, reason, where):
+    _save(tmp_path / "img" / "a.png", np.zeros((20, 30, 3), np.uint8))
+    path = _coco_file(tmp_path, [_IMAGE], [annotation, _ann(2)])
+    with pytest.warns(SkippedDataWarning, match=re.escape(reason)):
+        dataset = read_coco(path, tmp_path / "img")
+    assert [i.instance_id for i in dataset] == ["coco:2"] and dataset.skipped[reason] == 1
+    with pytest.raises(DataError, match=where) as error:
+        read_coco(path, tmp_path / "img", strict=True)
+    assert reason in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bad\udcffname.png", "nul\x00.png", "new\nline.png", "x" * 5000 + ".png", "/"],
+    ids=["surrogate", "nul", "newline", "too-long", "root"],
+)
+def test_coco_odd_file_names_are_counted_as_missing(tmp_path, name):
+    _save(tmp_path / "img" / "a.png", np.zeros((20, 30, 3), np.uint8))
+    images = [_IMAGE, {"id": 2, "file_name": name, "height": 20, "width": 30}]
+    path = _coco_file(tmp_path, images, [_ann(1), _ann(2, image_id=2)])
+    with pytest.warns(SkippedDataWarning) as record:
+        dataset = read_coco(path, tmp_path / "img")
+    assert [i.instance_id for i in dataset] == ["coco:1"] and dataset.skipped["image file missing"] == 1
+    for message in (str(record[0].message), dataset.skipped_examples["image file missing"]):
+        assert message.isprintable()  # one line, odd characters escaped
+    with pytest.raises(DataError, match=r"image id 2\): image file missing") as error:
+        read_coco(path, tmp_path / "img", strict=True)
+    assert str(error.value).isprintable()
+
+
+def test_coco_unreadable_json_is_one_data_error(tmp_path):
+    path = tmp_path / "instances.json"
+    for content in (b'{"images": [\xff]}', b"[" * 100_000, b'{"images": 1' + b"0" * 5000 + b"}"):
+        path.write_bytes(content)
+        with pytest.raises(DataError, match="instances.json: is not a readable JSON file"):
+            read_coco(path)
+    path.write_text(json.dumps({"images": [], "annotations": {}, "categories": []}))
+    with pytest.raises(DataError, match="'annotations' is not a list"):
+        read_coco(path)
+
+
+def test_declared_size_may_be_either_exif_orientation(tmp_path):
+    image = Image.fromarray(np.zeros((20, 30, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated: 30 x 20
+    image.save(tmp_path / "rot.jpg", exif=exif)
+    sizes = [(20, 30), (30, 20), (30, 30)]  # stored, displayed, neither
+    images = [{"id": i, "file_name": "rot.jpg", "height": h, "width": w} for i, (h, w) in enumerate(sizes)]
+    path = _coco_file(tmp_path, images, [_ann(i, image_id=i) for i in range(3)])
+    with pytest.warns(SkippedDataWarning, match="declared image size differs"):
+        dataset = read_coco(path, tmp_path)
+    assert [i.image_size for i in dataset] == sizes[:2]
+    for inst in dataset:
+        assert load_image(inst.image_path, inst.image_size).shape[:2] == inst.image_size

@@ -102,3 +102,54 @@ def test_local_directory_missing_files_is_reported(tmp_path, hub_env):
 def test_push_rejects_bad_repo_id(adapter_factory, hub_env):
     with pytest.raises(ValueError, match="org/name"):
         adapter_factory().push_to_hub("not a repo")
+
+
+# ---------------------------------------------------------------- malformed names (issue 13)
+
+
+def test_names_with_a_trailing_newline_are_not_names(hub_env, adapter_factory, tmp_path):
+    from samplm.errors import AdapterNameError
+    from samplm.hub import parse_repo_id
+
+    assert parse_repo_id("acme/nose\n") is None and parse_repo_id("acme/../x") is None
+    assert parse_repo_id("acme/nose@feature/x") == ("acme/nose", "feature/x")
+    with pytest.raises(AdapterNameError, match="revision"):
+        parse_repo_id("acme/nose@main\n")
+    before = len(hub_env.requests)
+    for name in ("nose\n", "acme/nose\n"):
+        with pytest.raises(AdapterNotFoundError, match="neither an existing path"):
+            PromptAdapter.load(name, cache_dir=tmp_path / "c")
+    assert len(hub_env.requests) == before  # nothing was sent to the Hub
+
+
+def test_overlong_names_are_refused_clearly(hub_env, tmp_path):
+    from samplm.errors import AdapterNameError, SamplmError
+
+    with pytest.raises(AdapterNameError, match="5000 characters") as info:
+        PromptAdapter.load("a" * 5000, cache_dir=tmp_path / "c")
+    assert len(str(info.value)) < 300
+    with pytest.raises(SamplmError) as info:  # a path component longer than the file system allows
+        PromptAdapter.load("b" * 300, cache_dir=tmp_path / "c")
+    assert isinstance(info.value, AdapterNotFoundError) and "too long" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "revision",
+    ["../../etc", "a/../b", "a b", "main\n", "ma\x00in", "/main", "main/", "a//b", "a\\b", "x" * 300],
+)
+def test_malformed_revisions_never_reach_the_hub(hub_env, tmp_path, revision):
+    from samplm.errors import AdapterNameError
+
+    before = len(hub_env.requests)
+    with pytest.raises(AdapterNameError, match="revision"):
+        PromptAdapter.load(f"acme/nose@{revision}", cache_dir=tmp_path / "c")
+    with pytest.raises(AdapterNameError, match="revision"):
+        PromptAdapter.load("acme/nose", revision=revision, cache_dir=tmp_path / "c")
+    assert len(hub_env.requests) == before
+
+
+def test_push_validates_the_revision(adapter_factory, hub_env):
+    from samplm.errors import AdapterNameError
+
+    with pytest.raises(AdapterNameError, match="revision"):
+        adapter_factory().push_to_hub("acme/x", revision="../main")

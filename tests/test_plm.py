@@ -117,3 +117,19 @@ def test_pmm_attends_across_points_of_one_contour():
     out = pmm(changed)
     assert not torch.allclose(out[0, 6], base[0, 6])  # other points of the same contour react
     torch.testing.assert_close(out[1], base[1])  # the other contour does not
+
+
+@pytest.mark.parametrize(
+    ("module", "kwargs", "match"),
+    [
+        (PromptLearningModule, {"num_heads": 0}, r"plm\.num_heads"),
+        (PromptLearningModule, {"mlp_dim": 1 << 20}, r"plm\.mlp_dim must be an integer in \[1, 8192\]"),
+        (PromptLearningModule, {"attention_downsample_rate": 0}, "attention_downsample_rate"),
+        (PointMatchingModule, {"num_heads": 0}, r"pmm\.num_heads"),
+        (PointMatchingModule, {"depth": -1}, r"pmm\.depth"),
+        (PointMatchingModule, {"num_points": 2}, r"pmm\.num_points"),
+    ],
+)
+def test_module_hyper_parameters_are_checked_before_allocation(module, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        module(**kwargs)

@@ -297,3 +297,159 @@ def test_upscale_logits_thresholds_at_the_models_mask_threshold(tiny_sam, image)
     masks, _, low_res = predictor.predict(**PROMPTS["point"])
     logits = predictor.upscale_logits(torch.as_tensor(low_res)[None], return_logits=True)[0].numpy()
     assert np.array_equal(masks, logits > 1.5) and not np.array_equal(masks, logits > 0)
+
+
+# ---------------------------------------------------------------- input forms (issue 13)
+
+
+def _features(predictor, image, image_format="RGB"):
+    predictor.set_image(image, image_format)
+    return predictor.features.clone()
+
+
+def test_set_image_converts_grayscale_rgba_and_unit_floats(tiny_sam, image):
+    custom = CustomSamPredictor(tiny_sam)
+    rgb = _features(custom, image)
+    gray = image[..., 0]
+    expected_gray = _features(custom, np.ascontiguousarray(np.stack([gray] * 3, axis=-1)))
+    assert torch.equal(_features(custom, gray), expected_gray)
+    assert torch.equal(_features(custom, gray[..., None]), expected_gray)
+    rgba = np.concatenate([image, np.full((*image.shape[:2], 1), 7, np.uint8)], axis=-1)
+    assert torch.equal(_features(custom, rgba), rgb)
+    for dtype in (np.float64, np.float32):
+        assert torch.equal(_features(custom, image.astype(dtype) / 255), rgb)
+    assert torch.equal(_features(custom, np.ascontiguousarray(image[..., ::-1]), "BGR"), rgb)
+    assert tuple(custom.original_size) == image.shape[:2]
+
+
+@pytest.mark.parametrize(
+    ("convert", "match"),
+    [
+        (lambda im: im.astype(np.float32), r"uint8.*0\.\.1|0\.\.1.*uint8"),
+        (lambda im: im.astype(np.uint16) * 257, "uint16"),
+        (lambda im: im.astype(np.int64), "int64"),
+        (lambda im: np.ascontiguousarray(im.transpose(2, 0, 1)), "H x W x 3"),
+        (lambda im: im[..., :2], "H x W x 3"),
+        (lambda im: im[None], "H x W x 3"),
+        (lambda im: np.where(im > 0, np.nan, 0.0), "NaN"),
+        (lambda im: im[:0], "empty"),
+    ],
+)
+def test_set_image_rejects_other_forms_with_one_clear_error(tiny_sam, image, convert, match):
+    from samplm.errors import SamplmError
+
+    custom = CustomSamPredictor(tiny_sam)
+    with pytest.raises(SamplmError, match=match) as info:
+        custom.set_image(convert(image))
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+    assert not custom.is_image_set
+    with pytest.raises(ValueError, match="image_format"):
+        custom.set_image(image, "rgb ")
+
+
+def test_predict_accepts_plain_lists(pair):
+    _, custom = pair
+    lists = {"point_coords": [[40, 30], [100, 70]], "point_labels": [1, 0], "box": [25, 15, 95, 65]}
+    arrays = {key: np.array(value) for key, value in lists.items()}
+    _assert_identical(custom.predict(**lists), custom.predict(**arrays))
+    _, _, low_res = custom.predict(**arrays, multimask_output=False)
+    with_mask = custom.predict(**lists, mask_input=low_res.tolist(), multimask_output=False)
+    _assert_identical(with_mask, custom.predict(**arrays, mask_input=low_res, multimask_output=False))
+
+
+def test_predict_torch_rejects_numpy_with_a_hint(pair):
+    _, custom = pair
+    coords, labels, boxes = _batched(custom)
+    with pytest.raises(PromptError, match=r"torch tensors.*predict\("):
+        custom.predict_torch(coords.numpy(), labels.numpy())
+    with pytest.raises(PromptError, match="boxes"):
+        custom.predict_torch(None, None, boxes=boxes.numpy())
+    with pytest.raises(PromptError, match="torch tensors"):
+        custom.decode(coords.numpy(), labels)
+
+
+def test_non_finite_prompts_are_rejected(pair):
+    _, custom = pair
+    coords, labels, _ = _batched(custom)
+    bad_mask = torch.zeros(3, 1, 32, 32)
+    bad_mask[1, 0, 3, 4] = float("nan")
+    with pytest.raises(PromptError, match="mask_input.*NaN"):
+        custom.predict_torch(coords, labels, mask_input=bad_mask)
+    with pytest.raises(PromptError, match="mask_input.*NaN"):
+        custom.predict_torch(coords, labels, mask_input=torch.full((3, 1, 32, 32), float("inf")))
+    inf_coords = coords.clone()
+    inf_coords[0, 0, 0] = float("inf")
+    with pytest.raises(PromptError, match="NaN or infinite"):
+        custom.predict_torch(inf_coords, labels)
+    with pytest.raises(PromptError, match="mask_input.*NaN"):
+        custom.predict(**PROMPTS["point"], mask_input=np.full((1, 32, 32), np.inf))
+
+
+def test_load_adapter_registers_a_copy_and_leaves_the_callers_module_alone(tiny_sam, adapter_factory):
+    adapter = adapter_factory("nose").train()
+    custom = CustomSamPredictor(copy.deepcopy(tiny_sam).double())
+    custom.load_adapter(adapter)
+    assert adapter.training and all(
+        p.requires_grad and p.dtype == torch.float32 for p in adapter.parameters()
+    )
+    loaded = custom.get_adapter("nose")
+    assert loaded is not adapter and not loaded.training
+    assert all(p.dtype == torch.float64 and not p.requires_grad for p in loaded.parameters())
+    with torch.no_grad():
+        adapter.plm.norm_out.weight.mul_(2.0)  # the caller's later edits do not reach the predictor
+    assert not torch.equal(adapter.plm.norm_out.weight.double(), loaded.plm.norm_out.weight)
+
+
+def test_adapters_follow_the_sam_cast_after_load(tiny_sam, image, adapter_factory):
+    expected = CustomSamPredictor(tiny_sam)
+    expected.load_adapter(adapter_factory("nose"))
+    expected.set_image(image)
+    sam = copy.deepcopy(tiny_sam).double()  # SAM's own code runs in float32 only: cast back after loading
+    custom = CustomSamPredictor(sam)
+    custom.load_adapter(adapter_factory("nose"))
+    assert all(p.dtype == torch.float64 for p in custom.get_adapter("nose").parameters())
+    sam.float()
+    custom.set_image(image)
+    _assert_identical(custom.predict(**PROMPTS["point"]), expected.predict(**PROMPTS["point"]))
+    assert all(p.dtype == torch.float32 for p in custom.get_adapter("nose").parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_adapters_follow_the_sam_moved_to_the_gpu_after_load(tiny_sam, image, adapter_factory):
+    sam = copy.deepcopy(tiny_sam)
+    custom = CustomSamPredictor(sam)
+    custom.load_adapter(adapter_factory("nose"))
+    custom.set_image(image)
+    expected = custom.predict(**PROMPTS["point"])
+    sam.cuda()
+    custom.set_image(image)
+    _masks, scores, low_res = custom.predict(**PROMPTS["point"])
+    assert all(p.is_cuda for p in custom.get_adapter("nose").parameters())
+    np.testing.assert_allclose(scores, expected[1], atol=1e-3)
+    np.testing.assert_allclose(low_res, expected[2], atol=1e-2)
+
+
+def test_adapter_that_predicts_nan_is_named(tmp_path, pair, adapter_factory):
+    from samplm.errors import AdapterOutputError, SamplmError
+
+    plain, custom = pair
+    adapter = adapter_factory("huge")
+    with torch.no_grad():
+        adapter.plm.norm_out.weight.fill_(3e38)  # finite, but overflows to inf in the offset
+    adapter.save_pretrained(tmp_path / "huge")
+    custom.load_adapter(tmp_path / "huge")  # loads: every weight is finite
+    with pytest.raises(AdapterOutputError, match="adapter 'huge'.*NaN") as info:
+        custom.predict(**PROMPTS["point"])
+    assert isinstance(info.value, SamplmError)
+    with custom.disable_adapter():
+        _assert_identical(plain.predict(**PROMPTS["point"]), custom.predict(**PROMPTS["point"]))
+
+
+def test_in_memory_adapter_with_non_finite_weights_is_refused(pair, adapter_factory):
+    _, custom = pair
+    adapter = adapter_factory("broken")
+    with torch.no_grad():
+        adapter.plm.mlp.lin1.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="broken.*plm.mlp.lin1.weight.*NaN or infinite"):
+        custom.load_adapter(adapter)
+    assert custom.adapters == []

@@ -88,3 +88,16 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     assert all(p.grad is None for p in sam.image_encoder.trunk.parameters())  # trunk frozen
+
+
+def test_a_continued_run_keeps_the_earlier_log(tmp_path):
+    import json
+
+    from pretraining.lite.train import previous_log
+
+    weights = tmp_path / "stage1.safetensors"
+    assert previous_log(None) is None and previous_log(weights) is None  # no log beside the weights
+    (tmp_path / "stage1.log.json").write_text(
+        json.dumps({"steps": 1580, "final": {"plates": {"oracle": 39.6}}})
+    )
+    assert previous_log(weights)["final"]["plates"]["oracle"] == 39.6

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
 from .dataset import InstanceDataset, SkipLog
+from .images import is_file
 from .instance import Instance, MaskFileShape
 
 PARTS = (
@@ -36,7 +38,7 @@ PARTS = (
 )
 IMAGES_FOLDER = "CelebA-HQ-img"
 MASKS_FOLDER = "CelebAMask-HQ-mask-anno"
-_MASK_RE = re.compile(r"^(?P<id>\d+)_(?P<part>[a-z_]+)\.png$")
+_MASK_RE = re.compile(r"^(?P<id>\d{1,15})_(?P<part>[a-z_]+)\.png$")
 
 
 def read_celebamask(
@@ -58,19 +60,33 @@ def read_celebamask(
         if unknown:
             raise DataError(root, f"unknown parts {unknown}; available: {list(PARTS)}")
     log = SkipLog(strict)
+    masks = _part_masks(masks_root, log)
+    owners = Counter(masks.values())
     instances: list[Instance] = []
+    for mask_path, (image_id, part) in masks.items():
+        if categories and part not in categories:
+            continue
+        if owners[image_id, part] > 1:
+            log.skip("several masks for one image and part", mask_path, "keep one <id>_<part>.png per image")
+            continue
+        image_path = images_root / f"{image_id}.jpg"
+        if not is_file(image_path):
+            log.skip("image file missing", image_path, "check the images folder")
+            continue
+        shape = MaskFileShape(mask_path, resize=True)
+        instances.append(Instance(image_path, part, shape, f"celebamask:{image_id}:{part}"))
+    return InstanceDataset.from_log(instances, log, str(root))
+
+
+def _part_masks(masks_root: Path, log: SkipLog) -> dict[Path, tuple[int, str]]:
+    """``{mask file: (image id, part)}`` for every ``<id>_<part>.png``; other names are counted."""
+    masks: dict[Path, tuple[int, str]] = {}
     for mask_path in sorted(masks_root.rglob("*.png")):
         match = _MASK_RE.match(mask_path.name)
         if match is None or match["part"] not in PARTS:
-            log.skip("file name is not <id>_<part>.png", mask_path)
+            log.skip(
+                "file name is not <id>_<part>.png", mask_path, f"rename it; parts are {', '.join(PARTS)}"
+            )
             continue
-        part = match["part"]
-        if categories and part not in categories:
-            continue
-        image_path = images_root / f"{int(match['id'])}.jpg"
-        if not image_path.is_file():
-            log.skip("image file missing", image_path)
-            continue
-        shape = MaskFileShape(mask_path, resize=True)
-        instances.append(Instance(image_path, part, shape, f"celebamask:{int(match['id'])}:{part}"))
-    return InstanceDataset.from_log(instances, log, str(root))
+        masks[mask_path] = (int(match["id"]), match["part"])
+    return masks

@@ -15,6 +15,32 @@ from ..errors import DataError, SkippedDataWarning
 from .instance import Instance
 
 
+def printable(text: object) -> str:
+    """``str(text)`` on one line: control characters (newlines in file names) and characters that
+    cannot be written as UTF-8 (undecodable file names) are backslash-escaped."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def data_error(where: object, problem: str) -> DataError:
+    """A :class:`DataError` whose text is one printable line (see :func:`printable`)."""
+    return DataError(printable(where), printable(problem))
+
+
+class Skip(Exception):
+    """Raised inside a reader for one annotation to skip; :meth:`SkipLog.record` counts it.
+
+    Args:
+        reason: what is wrong, a fixed phrase (annotations are counted by it).
+        fix: what to do about it.
+        where: the file and annotation, when not the one the reader is at.
+    """
+
+    def __init__(self, reason: str, fix: str = "", where: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.fix, self.where = reason, fix, where
+
+
 class SkipLog:
     """Collects skipped annotations by reason; in strict mode the first problem raises instead."""
 
@@ -23,11 +49,23 @@ class SkipLog:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
 
-    def skip(self, reason: str, where: str | Path) -> None:
+    def skip(self, reason: str, where: str | Path, fix: str = "") -> None:
+        """Count one skipped annotation (or raise :class:`DataError` in strict mode).
+
+        Args:
+            reason: what is wrong, a fixed phrase (annotations are counted by it).
+            where: the file, and the annotation or image in it.
+            fix: what to do about it (shown with the example, and in the strict error).
+        """
+        where = printable(where)
         if self.strict:
-            raise DataError(where, reason)
+            raise data_error(where, f"{reason}; {fix}" if fix else reason)
         self.counts[reason] += 1
-        self.examples.setdefault(reason, str(where))
+        self.examples.setdefault(reason, f"{where}; {fix}" if fix else where)
+
+    def record(self, skip: Skip, where: str | Path) -> None:
+        """Count a :class:`Skip` raised for the annotation at ``where`` (unless it names its own place)."""
+        self.skip(skip.reason, skip.where or where, skip.fix)
 
 
 @dataclass
@@ -35,7 +73,8 @@ class InstanceDataset:
     """Annotated instances read from one source.
 
     Attributes:
-        instances: the records, in a deterministic order.
+        instances: the records, in a deterministic order; their ``instance_id``s are unique (a repeated
+            one is a :class:`DataError`).
         skipped: number of annotations skipped, by reason.
         skipped_examples: one offending file per reason.
         source: where they were read from (for messages).
@@ -45,6 +84,19 @@ class InstanceDataset:
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_examples: dict[str, str] = field(default_factory=dict)
     source: str = ""
+
+    def __post_init__(self) -> None:
+        """Every instance id must be unique: reports and evaluation files are named by them."""
+        counts = Counter(inst.instance_id for inst in self.instances)
+        repeated = [(name, n) for name, n in counts.items() if n > 1]
+        if repeated:
+            name, n = repeated[0]
+            files = sorted({printable(i.image_path.name) for i in self.instances if i.instance_id == name})
+            raise DataError(
+                self.source or "dataset",
+                f"instance id {name!r} is used by {n} instances (images {', '.join(files)}); "
+                "every instance needs its own id",
+            )
 
     @classmethod
     def from_log(cls, instances: list[Instance], log: SkipLog, source: str) -> InstanceDataset:

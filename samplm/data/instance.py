@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import DataError
 from ..geometry import box_to_mask, polygons_to_mask, rle_decode
 from .images import read_mask_file
 
@@ -61,8 +62,6 @@ class MaskFileShape:
     resize: bool = False
 
     def rasterize(self, height: int, width: int) -> np.ndarray:
-        from ..errors import DataError
-
         mask = read_mask_file(self.path, self.value, size=(height, width) if self.resize else None)
         if mask.shape != (height, width):
             raise DataError(
@@ -92,5 +91,17 @@ class Instance:
     box: tuple[float, float, float, float] | None = field(default=None)
 
     def mask(self, height: int, width: int) -> np.ndarray:
-        """The instance mask at image size ``H x W`` (bool)."""
+        """The instance mask at image size ``H x W`` (bool).
+
+        Raises:
+            DataError: ``H x W`` is not the declared :attr:`image_size` (the mask would be drawn at the
+                wrong scale).
+        """
+        if self.image_size is not None and (height, width) != tuple(self.image_size):
+            declared = f"{self.image_size[0]}x{self.image_size[1]}"
+            raise DataError(
+                self.image_path,
+                f"annotation {self.instance_id} was made for a {declared} image but the image is "
+                f"{height}x{width}; fix the declared size in the annotation file",
+            )
         return self.shape.rasterize(height, width)

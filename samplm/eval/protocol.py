@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from tqdm.auto import tqdm
 
 from ..adapter import PromptAdapter
 from ..cache import CachedEmbedding, EmbeddingCache
 from ..data import Instance, InstanceDataset
 from ..geometry import center_point, mask_to_box
 from ..predictor import CustomSamPredictor
+from ..progress import progress_bar
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
@@ -232,7 +232,7 @@ def evaluate(
     coco: dict[Method, list[Any]] = defaultdict(list)
     groups = dataset.by_image()
     budget = max_instances if max_instances is not None else len(dataset)
-    bar = tqdm(total=min(budget, len(dataset)), desc="evaluating", unit="inst", disable=not progress)
+    bar = progress_bar(total=min(budget, len(dataset)), desc="evaluating", unit="inst", disable=not progress)
     for image_path, instances in groups.items():
         if len(results) >= budget:
             break

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..center_click import decode_center_click
 from ..losses import dice_loss, sigmoid_focal_loss
+from ..progress import progress_bar
 from ..trainset import TrainingSet
 
 
@@ -64,7 +64,7 @@ def train_samf(
     weights = torch.nn.Parameter(torch.full((2,), 1 / 3))
     optimizer = torch.optim.Adam([weights], lr=lr)
     rng = np.random.default_rng(seed)
-    for _ in tqdm(range(steps), desc="fitting SAM-F", unit="step", disable=not progress):
+    for _ in progress_bar(range(steps), desc="fitting SAM-F", unit="step", disable=not progress):
         picks = torch.as_tensor(rng.choice(len(logits), size=min(batch_size, len(logits)), replace=False))
         w = torch.cat([weights, 1 - weights.sum(0, keepdim=True)])
         blended = (logits[picks] * w[None, :, None, None]).sum(dim=1)

@@ -30,7 +30,9 @@ from segment_anything.modeling.common import MLPBlock
 from segment_anything.modeling.transformer import Attention
 from torch import Tensor, nn
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+from ..config import PLM_ACTIVATIONS, PLMConfig
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = dict(zip(PLM_ACTIVATIONS, (nn.ReLU, nn.GELU), strict=True))
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,14 @@ class PromptLearningModule(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if embed_dim % num_heads or (embed_dim // attention_downsample_rate) % num_heads:
-            raise ValueError(
-                f"num_heads={num_heads} must divide embed_dim={embed_dim} and its internal width "
-                f"{embed_dim // attention_downsample_rate}"
-            )
+        # Types, ranges and divisibility, before anything is allocated (ConfigError, a ValueError).
+        PLMConfig(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            attention_downsample_rate=attention_downsample_rate,
+            activation=activation,
+        )
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.self_attn = Attention(embed_dim, num_heads)

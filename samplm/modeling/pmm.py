@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..config import PMMConfig
+
 
 def contour_position_encoding(num_points: int, dim: int, *, device=None, dtype=None) -> Tensor:
     """Cyclic sinusoidal encoding of K equally spaced contour positions, ``K x dim``."""
@@ -91,13 +93,20 @@ class PointMatchingModule(nn.Module):
         max_offset: float = 16.0,
     ) -> None:
         super().__init__()
-        if hidden_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide hidden_dim={hidden_dim}")
-        if num_points < 3:
-            raise ValueError(f"num_points must be >= 3, got {num_points}")
+        # Types and ranges, before anything is allocated (ConfigError, a ValueError).
+        config = PMMConfig(
+            in_dim=in_dim,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            depth=depth,
+            num_points=num_points,
+            dropout=dropout,
+            max_offset=max_offset,
+        )
         self.in_dim = in_dim
         self.num_points = num_points
-        self.max_offset = float(max_offset)
+        self.max_offset = config.max_offset
         self.input_norm = nn.LayerNorm(in_dim, elementwise_affine=False)
         self.input_proj = nn.Linear(in_dim, hidden_dim)
         self.blocks = nn.ModuleList(

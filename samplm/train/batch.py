@@ -108,3 +108,15 @@ def _group(
         contours=contours,
         pmm_starts=starts,
     )
+
+
+def describe_batch(batch: list[PromptGroup]) -> str:
+    """The images of a batch and the instances prompted on each, for messages: ``"a.png (instances 0,
+    1); b.png (instance 3)"``."""
+    instances: dict[str, list[str]] = defaultdict(list)
+    for group in batch:
+        instances[str(group.image_path)].extend(group.instance_ids)
+    return "; ".join(
+        f"{image} (instance{'s' if len(ids) > 1 else ''} {', '.join(ids)})"
+        for image, ids in instances.items()
+    )

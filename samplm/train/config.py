@@ -7,8 +7,43 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import MAX_POINTS, Limit, check_limits, shown
+from ..errors import ConfigError
+
 MULTIMASK_MODES = ("min", "all", "single")
 PRECISIONS = ("no", "bf16", "fp16")
+CHOICES = {"multimask": MULTIMASK_MODES, "precision": PRECISIONS}
+
+_COUNT = Limit(int, 1)
+_WEIGHT = Limit(float, 0)
+_POSITIVE = Limit(float, 0, low_open=True)
+#: Type and range of every numeric setting (``decay_at``: of each of its values). ``samplm`` checks
+#: flags and config-file values with them before it reads any data.
+SETTING_LIMITS: dict[str, Limit] = {
+    "steps": _COUNT,
+    "batch_size": _COUNT,
+    "grad_accum": _COUNT,
+    "lr": _POSITIVE,
+    "weight_decay": _WEIGHT,
+    "warmup_steps": Limit(int, 0),
+    "decay_at": Limit(float, 0, 1, low_open=True, high_open=True),
+    "decay_gamma": _POSITIVE,
+    "focal_weight": _WEIGHT,
+    "dice_weight": _WEIGHT,
+    "iou_weight": _WEIGHT,
+    "pm_weight": _WEIGHT,
+    "pmm_points": Limit(int, 3, MAX_POINTS),
+    "pmm_jitter": _WEIGHT,
+    "center_power": _WEIGHT,
+    "box_probability": Limit(float, 0, 1),
+    "box_jitter": _WEIGHT,
+    "extra_points": Limit(int, 0, MAX_POINTS),
+    "seed": Limit(int, 0, 2**32 - 1),
+    "val_every": _COUNT,
+    "val_max_instances": _COUNT,
+    "checkpoint_every": _COUNT,
+    "log_every": _COUNT,
+}
 
 
 @dataclass
@@ -60,26 +95,19 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.decay_at = tuple(float(v) for v in self.decay_at)
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr > 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "decay_at": all(0 < v < 1 for v in self.decay_at),
-            "pmm_points": self.pmm_points >= 3,
-            "box_probability": 0 <= self.box_probability <= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"invalid training setting(s): {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
-            )
-        if self.multimask not in MULTIMASK_MODES:
-            raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {self.multimask!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        """Type and range of every setting (:data:`SETTING_LIMITS`, :data:`CHOICES`); ints given for
+        float settings become floats. Raises :class:`~samplm.errors.ConfigError` naming the setting."""
+        if isinstance(self.decay_at, str) or not isinstance(self.decay_at, list | tuple):
+            raise ConfigError("decay_at", f"must be a list of numbers in (0, 1), got {shown(self.decay_at)}")
+        self.decay_at = tuple(SETTING_LIMITS["decay_at"].check("decay_at", v) for v in self.decay_at)
+        check_limits(self, "", {k: v for k, v in SETTING_LIMITS.items() if k != "decay_at"})
+        if not isinstance(self.use_pmm, bool):
+            raise ConfigError("use_pmm", f"must be true or false, got {shown(self.use_pmm)}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(name, f"must be one of {choices}, got {shown(getattr(self, name))}")
+        if not isinstance(self.extra, dict):
+            raise ConfigError("extra", f"must be a mapping, got {shown(self.extra)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -1,19 +1,27 @@
 """The training loop: PLM (+ PMM) on a frozen SAM, from cached embeddings.
 
-A run is a few named steps: :func:`_setup` (adapter, optimiser, processes), :func:`_resume` (from the
-last checkpoint), then per optimiser step :func:`_step` (batches from :mod:`samplm.train.batch` through
-:class:`StepModel`), :func:`_validate` (centre-click mIoU, best adapter exported) and checkpointing, and
-a final export. Random draws come from a stream seeded by (seed, step, process), and checkpoints hold the
-adapter, optimiser and scheduler states, so a resumed run continues exactly where it stopped.
+A run is a few named steps: :func:`_setup` (adapter, optimiser, processes), the lock on the output
+directory, :func:`_resume` (from the last checkpoint), then per optimiser step :func:`_step` (batches from
+:mod:`samplm.train.batch` through :class:`StepModel`), :func:`_validate` (centre-click mIoU, best adapter
+exported) and checkpointing, and a final export. Random draws come from a stream seeded by (seed, step,
+process), and checkpoints hold the adapter, optimiser and scheduler states, so a resumed run continues
+exactly where it stopped.
+
+Failures are loud (docs/reliability.md): checkpoints are verified against their SHA-256, a
+resumed run must have the same optimisation settings, a second run on one output directory is refused,
+and a NaN or infinite loss stops the run before it reaches the adapter, which is never exported non-finite.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,24 +31,36 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .._io import atomic_write, atomic_write_text
+from .._io import (
+    atomic_write,
+    atomic_write_text,
+    checksum_path,
+    lock_directory,
+    read_checksums,
+    write_checksums,
+)
 from ..adapter import PromptAdapter
 from ..center_click import decode_center_click
 from ..config import AdapterConfig, PMMConfig
 from ..decode import decode_prompts
+from ..errors import CheckpointError, NonFiniteError, ResumeMismatchError
 from ..losses import mask_iou
 from ..modeling import sample_point_features
+from ..progress import progress_bar
 from ..trainset import TrainingSet
-from .batch import PromptGroup, build_batch
+from .batch import PromptGroup, build_batch, describe_batch
 from .config import TrainConfig
 from .losses import point_matching_loss, segmentation_loss
 from .sampling import PromptSampler
 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "train_config.json"
 ADAPTER_DIRNAME = "adapter"
+#: Settings that may differ when a run resumes: they change what is logged, validated and saved, not
+#: the optimisation (``extra`` holds notes such as the recipe's name).
+RESUMABLE_CHANGES = frozenset({"val_every", "val_max_instances", "checkpoint_every", "log_every", "extra"})
 
 
 @dataclass
@@ -234,27 +254,59 @@ def train(
         adapter_config: task name, PLM settings, metadata; a PMM section is added when ``use_pmm``.
         model_type: recorded in the adapter config.
         device: where to train (under a multi-process launch, each process's own device).
-        resume: continue from ``out_dir/checkpoints/last.pt`` if present.
+        resume: continue from ``out_dir/checkpoints/last.pt`` if present (its checksum verified, with
+            the same optimisation settings); ``False`` starts over (``metrics.jsonl`` afresh).
         progress: show a progress bar.
         stop_after: stop (after checkpointing) once this many steps are done in total - for
             splitting a run over several sessions; ``None`` runs to ``config.steps``.
+
+    Raises:
+        RunLockedError: another run holds ``out_dir`` (the main process locks ``out_dir/.lock``).
+        CheckpointError: the checkpoint to resume from is truncated, corrupted or not a checkpoint.
+        ResumeMismatchError: resuming with optimisation settings other than the checkpoint's.
+        NonFiniteError: a NaN or infinite loss (naming the batch's images) or adapter weight.
     """
     config = config or TrainConfig()
     run = _setup(sam, train_set, val_set, Path(out_dir), config, adapter_config, model_type, device)
-    if resume and run.checkpoint.is_file():
-        run.state = _load_checkpoint(run.checkpoint, run.adapter, run.optimizer, run.scheduler)
-    main = run.procs.is_main
-    if main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.out / "train_config.json", config.to_json())
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
+    with contextlib.ExitStack() as lock:
+        if run.procs.is_main:  # one run per output directory; released on any exit
+            lock.enter_context(lock_directory(run.out))
+        _resume(run, resume)
+        _train_steps(run, last, progress)
+        if run.procs.is_main and val_set is None and run.state["step"] >= config.steps:
+            run.state["best_metrics"] = {"step": run.state["step"]}
+            _export(run.adapter, run.out, run.state["best_metrics"])
+        run.procs.wait()
+        adapter_dir = run.out / ADAPTER_DIRNAME
+        best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
+    return TrainResult(best, adapter_dir, dict(run.state["best_metrics"]), run.state["step"], run.adapter)
+
+
+def _resume(run: _Run, resume: bool) -> None:
+    """Continue from the checkpoint if ``resume`` and one exists (same optimisation settings only; without
+    ``resume`` an existing checkpoint is deleted), then record the settings and keep the ``metrics.jsonl``
+    lines up to the step the run starts from."""
+    if resume and run.checkpoint.is_file():
+        _load_checkpoint(run)
+    elif not resume and run.procs.is_main:  # a fresh run: an older checkpoint must never be resumed later
+        for stale in (run.checkpoint, checksum_path(run.checkpoint)):
+            stale.unlink(missing_ok=True)
+    if run.procs.is_main:
+        atomic_write_text(run.out / CONFIG_NAME, run.config.to_json())
+        _trim_metrics(run.out / METRICS_NAME, run.state["step"])
+
+
+def _train_steps(run: _Run, last: int, progress: bool) -> None:
+    """Steps up to ``last``, with logging, validation and checkpoints (the main process writes)."""
+    config, main = run.config, run.procs.is_main
     with contextlib.ExitStack() as stack:
         log = stack.enter_context((run.out / METRICS_NAME).open("a", encoding="utf-8")) if main else None
         board = _tensorboard(run.out) if main else None
         if board is not None:
             stack.callback(board.close)
         bar = stack.enter_context(
-            tqdm(
+            progress_bar(
                 total=config.steps,
                 initial=run.state["step"],
                 desc="training",
@@ -270,17 +322,10 @@ def train(
             bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
             if main and (step % config.log_every == 0 or step == last):
                 _log(log, board, _step_record(run, totals, time.perf_counter() - started))
-            if val_set is not None and (step % config.val_every == 0 or step == config.steps):
+            if run.val_set is not None and (step % config.val_every == 0 or step == config.steps):
                 _validate(run, log, board, bar)
             if main and (step % config.checkpoint_every == 0 or step == last):
-                _save_checkpoint(run.checkpoint, run.adapter, run.optimizer, run.scheduler, run.state)
-    if main and val_set is None and run.state["step"] >= config.steps:
-        run.state["best_metrics"] = {"step": run.state["step"]}
-        _export(run.adapter, run.out, run.state["best_metrics"])
-    run.procs.wait()
-    adapter_dir = run.out / ADAPTER_DIRNAME
-    best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
-    return TrainResult(best, adapter_dir, dict(run.state["best_metrics"]), run.state["step"], run.adapter)
+                _save_checkpoint(run)
 
 
 def _step_record(run: _Run, totals: dict[str, float], seconds: float) -> dict[str, Any]:
@@ -314,29 +359,33 @@ def _setup(sam, train_set, val_set, out, config, adapter_config, model_type, dev
 
 
 def _step(run: _Run) -> dict[str, float]:
-    """One optimiser step (``grad_accum`` micro-batches); returns the step's mean losses."""
+    """One optimiser step (``grad_accum`` micro-batches); returns the step's mean losses.
+
+    Raises:
+        NonFiniteError: the loss is NaN or infinite (on any process); the optimiser step is not taken.
+    """
     config, procs, data = run.config, run.procs, run.train_set
     step = run.state["step"] + 1
     run.optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = defaultdict(float)
+    suspects: list[PromptGroup] = []
     for micro in range(config.grad_accum):
-        rng = _step_rng(config.seed, step, procs.rank, micro)
-        torch.manual_seed(int(rng.integers(2**62)))  # dropout in the PMM
-        picks = rng.choice(len(data), size=min(config.batch_size, len(data)), replace=False)
-        batch = build_batch(
-            data,
-            [data.items[i] for i in picks],
-            rng,
-            run.sampler,
-            device=procs.device,
-            pmm_jitter=config.pmm_jitter if run.adapter.pmm is not None else None,
-        )
+        batch = _micro_batch(run, step, micro)
         with procs.no_sync(run.model, micro == config.grad_accum - 1):
             losses = run.model(batch, data.cell)
             scaled = losses["loss"] / config.grad_accum
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
         for key, value in losses.items():
             totals[key] += float(value.detach()) / config.grad_accum
+        if not math.isfinite(float(losses["loss"].detach())):
+            suspects.extend(batch)
+    totals = procs.mean(dict(totals))  # NaN on one process makes the mean NaN: all processes stop
+    if not math.isfinite(totals["loss"]):
+        where = describe_batch(suspects) if suspects else "a batch of another process"
+        raise NonFiniteError(
+            f"step {step}: the training loss is {totals['loss']} on {where}; check these images' cache "
+            "entries (delete them and re-run `samplm embed`) or lower the learning rate"
+        )
     if run.scaler:
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -344,7 +393,24 @@ def _step(run: _Run) -> dict[str, float]:
         run.optimizer.step()
     run.scheduler.step()
     run.state["step"] = step
-    return procs.mean(dict(totals))
+    return totals
+
+
+def _micro_batch(run: _Run, step: int, micro: int) -> list[PromptGroup]:
+    """The batch of one micro-step, drawn from the (seed, step, process, micro-step) stream; also seeds
+    torch (dropout in the PMM) from it."""
+    config, data = run.config, run.train_set
+    rng = _step_rng(config.seed, step, run.procs.rank, micro)
+    torch.manual_seed(int(rng.integers(2**62)))
+    picks = rng.choice(len(data), size=min(config.batch_size, len(data)), replace=False)
+    return build_batch(
+        data,
+        [data.items[i] for i in picks],
+        rng,
+        run.sampler,
+        device=run.procs.device,
+        pmm_jitter=config.pmm_jitter if run.adapter.pmm is not None else None,
+    )
 
 
 def _validate(run: _Run, log, board, bar) -> None:
@@ -405,24 +471,139 @@ def evaluate_center_miou(
 
 
 def _export(adapter: PromptAdapter, out: Path, metrics: dict[str, Any]) -> None:
+    """Save ``adapter`` to ``out/adapter`` with ``metrics`` (and their ``step``) in its config.
+
+    Raises:
+        NonFiniteError: a weight is NaN or infinite; nothing is written.
+    """
+    bad = [
+        name
+        for name, tensor in adapter.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise NonFiniteError(
+            f"step {metrics.get('step')}: NaN or infinite values in the adapter ({', '.join(bad)}); "
+            f"not exporting it to {out / ADAPTER_DIRNAME}"
+        )
     adapter.config.metadata = {**adapter.config.metadata, "metrics": dict(metrics)}
     adapter.save_pretrained(out / ADAPTER_DIRNAME)
 
 
-def _save_checkpoint(path: Path, adapter, optimizer, scheduler, state: dict) -> None:
+def _save_checkpoint(run: _Run) -> None:
+    """Write ``checkpoints/last.pt`` (training state and settings) and its SHA-256 in ``last.pt.sha256``.
+
+    The new digest joins the accepted ones before the checkpoint is renamed into place and the old ones
+    are dropped after it, so a crash at any point leaves a checkpoint that its checksum file accepts.
+    """
     payload = {
-        "adapter": adapter.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "state": {"step": state["step"], "best": state["best"], "best_metrics": state["best_metrics"]},
+        "adapter": run.adapter.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "state": {key: run.state[key] for key in ("step", "best", "best_metrics")},
+        "config": run.config.to_json(),
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    path = run.checkpoint
+    write_checksums(path, [digest, *(read_checksums(path) or [])])
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    write_checksums(path, [digest])
 
 
-def _load_checkpoint(path: Path, adapter, optimizer, scheduler) -> dict[str, Any]:
-    """Restore adapter, optimiser and scheduler; returns the loop state (step, best metric)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    adapter.load_state_dict(payload["adapter"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    return dict(payload["state"])
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload, its bytes checked against ``last.pt.sha256`` and loaded with
+    ``torch.load(..., weights_only=True)``.
+
+    A checkpoint without a checksum file is accepted only from samplm 0.1.0 (no settings inside it), with a
+    warning.
+
+    Raises:
+        CheckpointError: truncated, corrupted, not a checkpoint, or missing its checksum file.
+    """
+    data = path.read_bytes()
+    recorded = read_checksums(path)
+    if recorded is not None and hashlib.sha256(data).hexdigest() not in recorded:
+        raise CheckpointError(
+            path, f"its SHA-256 does not match {checksum_path(path).name} (truncated or corrupted)"
+        )
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bytes that are not a checkpoint
+        raise CheckpointError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(path, "not a samplm training checkpoint")
+    if recorded is None:
+        if "config" in payload:
+            raise CheckpointError(path, f"no checksum file {checksum_path(path).name} beside it")
+        warnings.warn(
+            f"{path}: no checksum (a checkpoint of samplm 0.1.0); resuming without verifying it",
+            UserWarning,
+            stacklevel=5,  # the caller of train()
+        )
+    return payload
+
+
+def _load_checkpoint(run: _Run) -> None:
+    """Restore adapter, optimiser, scheduler and loop state (step, best metric) from ``run.checkpoint``.
+
+    Raises:
+        CheckpointError: see :func:`_read_checkpoint`; also a checkpoint that does not fit this run.
+        ResumeMismatchError: the run's optimisation settings differ from the checkpoint's.
+    """
+    path = run.checkpoint
+    payload = _read_checkpoint(path)
+    stored = payload.get("config")
+    _check_resumable(run, json.loads(stored) if stored else _read_json(run.out / CONFIG_NAME))
+    try:
+        run.adapter.load_state_dict(payload["adapter"])
+        run.optimizer.load_state_dict(payload["optimizer"])
+        run.scheduler.load_state_dict(payload["scheduler"])
+        run.state = {key: payload["state"][key] for key in ("step", "best", "best_metrics")}
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"does not hold this run's training state ({exc})") from exc
+
+
+def _check_resumable(run: _Run, stored: dict[str, Any] | None) -> None:
+    """Refuse to resume when a setting outside :data:`RESUMABLE_CHANGES` differs from ``stored`` (the
+    settings the checkpoint was made with; a setting it lacks counts as its default; ``None``: unknown).
+
+    Raises:
+        ResumeMismatchError: listing each changed setting, old and new value.
+    """
+    if stored is None:
+        return
+    defaults = TrainConfig().to_dict()
+    changes = {
+        name: (stored.get(name, defaults[name]), value)
+        for name, value in run.config.to_dict().items()
+        if name not in RESUMABLE_CHANGES and stored.get(name, defaults[name]) != value
+    }
+    if changes:
+        raise ResumeMismatchError(run.out, changes)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or ``None`` when it is missing or unreadable."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the ``metrics.jsonl`` lines of steps up to ``step``, where the run starts: a resumed run drops
+    the lines of the steps it redoes (and a line cut short by a crash), a run from step 0 starts afresh."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _line_step(line: str) -> float:
+    """The ``step`` of a ``metrics.jsonl`` line (infinite for a line that is not a record)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf

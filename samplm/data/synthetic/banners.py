@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from ...progress import progress_bar
 from .drawing import PhotoBackgrounds, procedural_background
 from .objects import SceneObject, paste_object
 
@@ -76,7 +76,7 @@ def write_banner_dataset(
     photos = PhotoBackgrounds(backgrounds, size) if backgrounds else None
     for folder in ("images", "masks"):
         (root / folder / CATEGORY).mkdir(parents=True, exist_ok=True)
-    for index in tqdm(range(count), desc="generating banners", unit="img", disable=not progress):
+    for index in progress_bar(range(count), desc="generating banners", unit="img", disable=not progress):
         image, masks = make_banner_image(rng, size, photos, max_banners=max_banners, plates=plates)
         labels = np.zeros(image.shape[:2], np.uint8)
         for value, mask in enumerate(masks, start=1):
