@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .config import Limit, first_line, shown
+from .checks import Limit, first_line, shown
 from .errors import ConfigError, SamplmError
 from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
 from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config

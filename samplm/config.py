@@ -19,15 +19,13 @@ Example (format version 1)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import Limit, check_limits, qualified, shown
 from .constants import ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS
 from .errors import AdapterFormatError, ConfigError
 
@@ -43,90 +41,11 @@ MAX_POINTS = 1024
 MAX_METADATA_DEPTH = 32
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The type and range of one numeric setting.
-
-    Attributes:
-        kind: ``int`` (integers only, not bools) or ``float`` (any finite real number, not bools).
-        low, high: inclusive bounds (``None``: unbounded).
-        low_open, high_open: exclude ``low`` / ``high`` themselves (``> low``, ``< high``).
-    """
-
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def describe(self) -> str:
-        """``"an integer in [1, 8192]"``, ``"a finite number > 0"``, ..."""
-        noun = "an integer" if self.kind is int else "a finite number"
-        if self.low is None or self.high is None:
-            parts = [f"{'>' if self.low_open else '>='} {_number(self.low)}"] if self.low is not None else []
-            parts += (
-                [f"{'<' if self.high_open else '<='} {_number(self.high)}"] if self.high is not None else []
-            )
-            return " ".join([noun, *parts]).strip()
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
-
-    def check(self, name: str, value: Any) -> int | float:
-        """``value`` as ``kind``; :class:`~samplm.errors.ConfigError` naming ``name`` if it has another
-        type or lies out of range."""
-        accepted = numbers.Integral if self.kind is int else numbers.Real
-        converted: int | float | None = None
-        if isinstance(value, accepted) and not isinstance(value, bool):
-            with contextlib.suppress(OverflowError):  # a huge integer given for a float setting
-                converted = self.kind(value)
-        if converted is None or not self.contains(converted):
-            raise ConfigError(name, f"must be {self.describe()}, got {shown(value)}")
-        return converted
-
-    def contains(self, value: float) -> bool:
-        """Whether a number of the right type lies in range (and is finite)."""
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        return not (too_low or too_high)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name if the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: one short line in an error message."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer too long to print
-        text = f"<a {type(value).__name__} too long to print>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def check_limits(obj: Any, section: str, limits: dict[str, Limit]) -> None:
-    """Check (and normalise: ``int`` -> ``float`` where a float is expected) the fields of a dataclass
-    instance named in ``limits``; errors name ``section.field`` (``field`` when ``section`` is empty)."""
-    for name, limit in limits.items():
-        setattr(obj, name, limit.check(_qualified(section, name), getattr(obj, name)))
-
-
-def _qualified(section: str, name: str) -> str:
-    return f"{section}.{name}" if section else name
-
-
 def _check_optional_strings(obj: Any, section: str, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(_qualified(section, name), f"must be a string or null, got {shown(value)}")
+            raise ConfigError(qualified(section, name), f"must be a string or null, got {shown(value)}")
 
 
 def _depth(value: Any) -> int:

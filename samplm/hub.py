@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .config import first_line, shown
+from .checks import first_line, shown
 from .constants import (
     CONFIG_NAME,
     DEFAULT_ADAPTERS_DIR,

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MAX_POINTS, Limit, check_limits, shown
+from ..checks import Limit, check_limits, shown
+from ..config import MAX_POINTS
 from ..errors import ConfigError
 
 MULTIMASK_MODES = ("min", "all", "single")
