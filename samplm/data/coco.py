@@ -173,14 +173,8 @@ def _load(path: Path) -> dict:
 def _category_names(path: Path, entries: list) -> dict[CocoId, str]:
     """``{category id: name}``; a malformed entry or an id given two names is a :class:`DataError`."""
     names: dict[CocoId, str] = {}
-    for index, entry in enumerate(entries):
-        where = f"{path} (categories[{index}])"
-        if not isinstance(entry, dict):
-            raise data_error(where, f"not a JSON object; {_FIX_CATEGORY}")
-        category_id = _id(entry.get("id"))
-        if category_id is None:
-            raise data_error(where, f"no valid 'id'; {_FIX_CATEGORY}")
-        where = f"{path} (category id {category_id})"
+    for index, raw in enumerate(entries):
+        entry, category_id, where = _entry_with_id(path, "categories", "category", index, raw, _FIX_CATEGORY)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise data_error(where, f"no valid 'name'; {_FIX_CATEGORY}")
@@ -219,15 +213,23 @@ def _image_table(
     return images, shared
 
 
+def _entry_with_id(
+    path: Path, table: str, label: str, index: int, entry: object, fix: str
+) -> tuple[dict, CocoId, str]:
+    """A ``table`` entry that must be a JSON object with a valid ``id``: ``(entry, id, where)``, where
+    ``where`` names it in messages (``<file> (<label> id <id>)``); otherwise a :class:`DataError`."""
+    where = f"{path} ({table}[{index}])"
+    if not isinstance(entry, dict):
+        raise data_error(where, f"not a JSON object; {fix}")
+    entry_id = _id(entry.get("id"))
+    if entry_id is None:
+        raise data_error(where, f"no valid 'id'; {fix}")
+    return entry, entry_id, f"{path} ({label} id {entry_id})"
+
+
 def _image_entry(path: Path, index: int, entry: object) -> _Image:
     """One ``images`` entry, checked."""
-    where = f"{path} (images[{index}])"
-    if not isinstance(entry, dict):
-        raise data_error(where, f"not a JSON object; {_FIX_IMAGE}")
-    image_id = _id(entry.get("id"))
-    if image_id is None:
-        raise data_error(where, f"no valid 'id'; {_FIX_IMAGE}")
-    where = f"{path} (image id {image_id})"
+    entry, image_id, where = _entry_with_id(path, "images", "image", index, entry, _FIX_IMAGE)
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name.strip():
         raise data_error(where, f"no valid 'file_name'; {_FIX_IMAGE}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import sha256_file
 from ..errors import DataError, SkippedDataWarning
 from .instance import Instance
 
@@ -195,5 +195,5 @@ def _content_groups(paths: list[Path]) -> list[list[Path]]:
     """``paths`` (sorted) grouped by the SHA-256 of their bytes, groups ordered by first path."""
     groups: dict[str, list[Path]] = {}
     for path in paths:
-        groups.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(path)
+        groups.setdefault(sha256_file(path), []).append(path)
     return list(groups.values())

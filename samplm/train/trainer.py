@@ -375,9 +375,10 @@ def _step(run: _Run) -> dict[str, float]:
             losses = run.model(batch, data.cell)
             scaled = losses["loss"] / config.grad_accum
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
-        for key, value in losses.items():
-            totals[key] += float(value.detach()) / config.grad_accum
-        if not math.isfinite(float(losses["loss"].detach())):
+        values = {key: float(value.detach()) for key, value in losses.items()}
+        for key, value in values.items():
+            totals[key] += value / config.grad_accum
+        if not math.isfinite(values["loss"]):
             suspects.extend(batch)
     totals = procs.mean(dict(totals))  # NaN on one process makes the mean NaN: all processes stop
     if not math.isfinite(totals["loss"]):
