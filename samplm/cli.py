@@ -1,4 +1,5 @@
-"""The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo`` and ``push``.
+"""The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo``, ``segment``, ``fit-prototype`` and
+``push``.
 
 ``embed``, ``train``, ``eval`` and ``demo`` take ``--config FILE`` (YAML or JSON) with any of their
 options (long names with ``_`` for ``-``); flags given on the command line override the file. The
@@ -22,12 +23,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._io import atomic_write_text
+from .auto_masks import PROMPT_SOURCES
 from .checks import Limit, first_line, shown
 from .errors import ConfigError, SamplmError
 from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
 from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config
 from .version import __version__
-from .workspace import DEFAULT_CACHE_DIR, Workspace, default_device, is_main_process, require_checkpoint
+from .workspace import (
+    DEFAULT_CACHE_DIR,
+    Workspace,
+    build_full_sam,
+    default_device,
+    is_main_process,
+    require_checkpoint,
+)
 
 if TYPE_CHECKING:
     from .adapter import PromptAdapter
@@ -61,6 +71,15 @@ _NOT_OPTIONS = {"help", "version", "debug", "command", "config", "config_keys", 
 # Ranges of the options that are not training settings (those are in SETTING_LIMITS, which also covers
 # --seed, --steps, --batch-size and --lr of eval and demo).
 _OPTION_LIMITS = {
+    "min_similarity": Limit(float, -1, 1),
+    "relative": Limit(float, 0, 1),
+    "max_clicks": Limit(int, 1, 4096),
+    "max_images": Limit(int, 1),
+    "points_per_side": Limit(int, 1, 256),
+    "points_per_batch": Limit(int, 1, 4096),
+    "pred_iou_thresh": Limit(float, 0, 1),
+    "stability_score_thresh": Limit(float, 0, 1),
+    "box_nms_thresh": Limit(float, 0, 1),
     "val_fraction": Limit(float, 0, 1, high_open=True),
     "samf_steps": Limit(int, 1),
     "max_instances": Limit(int, 1),
@@ -68,6 +87,16 @@ _OPTION_LIMITS = {
     "visuals": Limit(int, 0),
     "images": Limit(int, 1),
 }
+
+
+# `samplm segment`: options handed to AdapterMaskGenerator.
+_GENERATOR_OPTIONS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "box_nms_thresh",
+)
 
 
 class _UsageError(Exception):
@@ -128,15 +157,17 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The options naming the base SAM, its cache and device (shared by ``embed``, ``train``, ``eval``)."""
+def _add_model_args(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    """The options naming the base SAM, its cache (unless ``cache`` is false: jobs that encode every image
+    themselves) and device (shared by ``embed``, ``train``, ``eval``, ``segment``, ``fit-prototype``)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model-type",
         help="vit_h, vit_l, vit_b (with --checkpoint), or the built-in samplm_lite or samplm_tiny",
     )
     group.add_argument("--checkpoint", help="SAM checkpoint (.pth or .safetensors); required for vit_*")
-    group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE_DIR})")
+    if cache:
+        group.add_argument("--cache", help=f"embedding cache directory (default {DEFAULT_CACHE_DIR})")
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
 
 
@@ -219,6 +250,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     group.add_argument("--visuals", type=int, help="worst and best instances to render (default 3 each)")
     group.add_argument("--max-instances", type=int, help="evaluate at most this many instances")
+    group.add_argument(
+        "--auto",
+        action="store_true",
+        default=None,
+        help="click-free instead: COCO mask AP of prior + base decoder and prior + each adapter, clicks "
+        "from each adapter's prototype.safetensors (writes auto_results.json)",
+    )
     group.add_argument("--config", help="YAML/JSON file with any of these options")
     return evaluate
 
@@ -271,6 +309,61 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return demo
 
 
+def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm segment``: click-free instance segmentation of a folder."""
+    segment = sub.add_parser(
+        "segment",
+        help="find every instance in a folder of images, no clicks (adapter + location prior)",
+        description="Segment every image of --images with each --adapter (one COCO category each): clicks "
+        "come from the adapter's prototype.safetensors (location prior) or, without one, a grid. With "
+        "--reference-image/--reference-mask a one-shot prototype is fitted instead (no adapter needed). "
+        "Writes results.json (COCO results, RLE), images.json, summary.json and overlays/ into --out; "
+        "re-running the same command skips finished images.",
+    )
+    add = segment.add_argument
+    add("--adapter", nargs="+", help="adapter(s): directory, .safetensors, org/repo[@rev] or name")
+    add("--images", help="folder of images (searched recursively)")
+    add("--out", help="output directory")
+    add("--reference-image", nargs="+", help="one-shot reference image(s)")
+    add("--reference-mask", nargs="+", help="their masks (same order), non-zero pixels = target")
+    add("--prompts", choices=PROMPT_SOURCES, help="clicks from the prior, a grid, or auto (default)")
+    add("--max-images", type=int, help="segment at most this many images (the first, sorted)")
+    add("--points-per-side", type=int, help="grid prompts: clicks per side (default 32)")
+    add("--points-per-batch", type=int, help="prompts decoded together (default 64)")
+    add(
+        "--pred-iou-thresh",
+        type=float,
+        help="keep masks with predicted IoU above (default: 0.88 grid, 0 prior)",
+    )
+    add("--stability-score-thresh", type=float, help="keep masks this stable (default: 0.95 grid, 0 prior)")
+    add("--box-nms-thresh", type=float, help="box IoU above which duplicates are removed (default 0.7)")
+    add("--min-similarity", type=float, help="prior: least cosine similarity of a click (default 0.4)")
+    add("--relative", type=float, help="prior: least share of the image's top similarity (default 0.5)")
+    add("--max-clicks", type=int, help="prior: at most this many prompts per image (default 8)")
+    add("--no-overlays", action="store_true", default=None, help="do not write overlay PNGs")
+    _add_model_args(segment, cache=False)
+    segment.add_argument("--config", help="YAML/JSON file with any of these options")
+    return segment
+
+
+def _add_fit_prototype(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm fit-prototype``."""
+    fit = sub.add_parser(
+        "fit-prototype",
+        help="write a target prototype (for click-free segmentation) from images and masks",
+        description="Average the image embeddings under the masks into prototype.safetensors: into "
+        "--adapter's directory (used by `samplm segment`) or to --out.",
+    )
+    fit.add_argument("--images", nargs="+", help="reference image files or folders")
+    fit.add_argument("--masks", nargs="+", help="their masks (files or folders, paired in sorted order)")
+    fit.add_argument("--adapter", help="adapter directory to write prototype.safetensors into")
+    fit.add_argument("--out", help="or: the prototype file (.safetensors) or directory to write")
+    fit.add_argument("--task", help="task name recorded in the prototype (default: the adapter's)")
+    _add_model_args(fit, cache=False)
+    fit.add_argument("--config", help="YAML/JSON file with any of these options")
+    return fit
+
+
 def _add_push(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``samplm push``."""
     push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
@@ -314,8 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
         job.set_defaults(config_keys=job_keys, config_actions=_option_actions(jobs))
     demo = _add_demo(sub)
     demo.set_defaults(config_keys=frozenset(_option_names(demo)), config_actions=_option_actions([demo]))
+    segment = _add_segment(sub)
+    segment.set_defaults(
+        config_keys=frozenset(_option_names(segment)), config_actions=_option_actions([segment])
+    )
+    fit = _add_fit_prototype(sub)
+    fit.set_defaults(config_keys=frozenset(_option_names(fit)), config_actions=_option_actions([fit]))
     push = _add_push(sub)
-    for command in (*jobs, demo, push):  # also after the command: samplm train ... --debug
+    for command in (*jobs, demo, segment, fit, push):  # also after the command: samplm train ... --debug
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
@@ -379,7 +478,8 @@ def _check_places(options: dict[str, Any], labels: dict[str, str]) -> None:
     if options.get("device"):
         options["device"] = default_device(str(options["device"]))
     out = options.get("out")
-    if out and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+    writes_file = str(out).endswith(".safetensors")  # fit-prototype --out FILE.safetensors
+    if out and not writes_file and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
         raise ConfigError(labels["out"], f"{out} is a file; give a directory (it is created if missing)")
 
 
@@ -567,6 +667,8 @@ def _eval(options: dict[str, Any]) -> int:
         raise ValueError(
             "nothing to evaluate: the evaluation split is empty (check --val-fraction / --val-data)"
         )
+    if options.get("auto"):
+        return _eval_auto(options, eval_part)
     adapters = _load_adapters(options.get("adapter") or [])
     use_samf = not options.get("no_samf") and len(train_part) > 0
     workspace = _workspace(options)
@@ -595,6 +697,29 @@ def _eval(options: dict[str, Any]) -> int:
     )
     print(summary_line(result))
     print(f"results written to {Path(options['out']) / 'results.md'} and results.json")
+    return 0
+
+
+def _eval_auto(options: dict[str, Any], eval_part: InstanceDataset) -> int:
+    """``samplm eval --auto``: COCO mask AP of click-free segmentation on the evaluation split."""
+    from .eval.auto import AutoMethod, evaluate_ap
+    from .segment import make_tasks
+
+    _require(options, "adapter")
+    predictor = _predictor(options)
+    tasks, _ = make_tasks(predictor, options["adapter"], prompts="prior")
+    methods = [AutoMethod(f"prior + {t.name} adapter", t.adapter_name, t.generator) for t in tasks]
+    base = tasks[0].generator
+    methods.insert(0, AutoMethod("prior + base decoder", None, base))
+    results = evaluate_ap(predictor, eval_part, methods)
+    out = Path(options["out"])
+    atomic_write_text(out / "auto_results.json", json.dumps(results, indent=1))
+    print("| method (no clicks) | AP | AP50 | s / image |\n|---|---|---|---|")
+    for name, row in results.items():
+        print(
+            f"| {name} | {100 * row['AP']:.2f} | {100 * row['AP50']:.2f} | {row['seconds_per_image']:.3f} |"
+        )
+    print(f"results written to {out / 'auto_results.json'}")
     return 0
 
 
@@ -632,11 +757,103 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor(options: dict[str, Any]):
+    """A :class:`CustomSamPredictor` on the full SAM named by ``--model-type`` / ``--checkpoint``."""
+    from .predictor import CustomSamPredictor
+
+    sam = build_full_sam(options["model_type"], options.get("checkpoint"))
+    return CustomSamPredictor(sam.to(default_device(options.get("device"))).eval())
+
+
+def _paired_files(images: Sequence[str], masks: Sequence[str]) -> list[tuple[Path, Path]]:
+    """``--images`` and ``--masks`` (files or folders) as (image, mask) pairs in sorted order."""
+    from .data.images import find_images
+
+    def files(paths: Sequence[str]) -> list[Path]:
+        return [q for p in paths for q in (find_images(p) if Path(p).is_dir() else [Path(p)])]
+
+    image_files, mask_files = files(images), files(masks)
+    if not image_files or len(image_files) != len(mask_files):
+        raise ValueError(
+            f"--images gives {len(image_files)} image(s) and --masks {len(mask_files)} mask(s); "
+            "give one mask per image (at least one)"
+        )
+    return list(zip(image_files, mask_files, strict=True))
+
+
+def _reference(options: dict[str, Any], predictor, task: str | None):
+    """The prototype fitted on ``--reference-image``/``--reference-mask`` (or ``--images``/``--masks``)."""
+    from .data.images import load_image, read_mask_file
+    from .prototype import fit_prototype
+
+    pairs = _paired_files(options["reference_image"], options["reference_mask"])
+    loaded = ((load_image(i), read_mask_file(m)) for i, m in pairs)
+    return fit_prototype(predictor, loaded, task=task)
+
+
+def _segment(options: dict[str, Any]) -> int:
+    """``samplm segment``: tasks from adapters / a reference, then every image of ``--images``."""
+    from .data.images import find_images
+    from .location_prior import PriorSettings
+    from .segment import make_tasks, segment_images
+
+    _require(options, "images", "out", "model_type")
+    if bool(options.get("reference_image")) != bool(options.get("reference_mask")):
+        raise ValueError("--reference-image and --reference-mask go together")
+    images = find_images(options["images"])[: options.get("max_images")]
+    if not images:
+        raise ValueError(f"no images found in --images {options['images']}")
+    predictor = _predictor(options)
+    reference = _reference(options, predictor, None) if options.get("reference_image") else None
+    prior = PriorSettings(
+        **{k: options[k] for k in ("min_similarity", "relative", "max_clicks") if k in options}
+    )
+    generator = {k: options[k] for k in _GENERATOR_OPTIONS if k in options}
+    tasks, notes = make_tasks(
+        predictor,
+        options.get("adapter") or [],
+        reference=reference,
+        prompts=options.get("prompts", "auto"),
+        prior=prior,
+        **generator,
+    )
+    for note in notes:
+        print(f"samplm: note: {note}", file=sys.stderr)
+    summary = segment_images(
+        predictor, tasks, images, options["out"], overlays=not options.get("no_overlays")
+    )
+    for reason in summary.failed.values():
+        print(f"samplm: skipped an image: {reason}", file=sys.stderr)
+    print(summary.line())
+    print(f"results written to {Path(options['out']) / 'results.json'} (COCO), overlays/ and summary.json")
+    return 0
+
+
+def _fit_prototype(options: dict[str, Any]) -> int:
+    """``samplm fit-prototype``: a prototype from images and masks, into an adapter directory or a file."""
+    from .adapter import PromptAdapter
+
+    _require(options, "images", "masks", "model_type")
+    if bool(options.get("adapter")) == bool(options.get("out")):
+        raise ValueError("give exactly one of --adapter (write into its directory) and --out")
+    task = options.get("task")
+    if options.get("adapter"):
+        task = task or PromptAdapter.load(Path(options["adapter"])).task  # a real adapter directory
+    predictor = _predictor(options)
+    options.update(reference_image=options["images"], reference_mask=options["masks"])
+    prototype = _reference(options, predictor, task)
+    written = prototype.save(options.get("adapter") or options["out"])
+    print(f"prototype of {prototype.num_masks} mask(s) written to {written}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "embed": _embed,
     "train": _train,
     "eval": _eval,
     "demo": _demo,
+    "segment": _segment,
+    "fit-prototype": _fit_prototype,
 }
 
 

@@ -7,6 +7,11 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODEL_CARD_NAME = "README.md"
 
+#: Optional target prototype beside an adapter's files (``samplm.prototype``) and its header.
+PROTOTYPE_NAME = "prototype.safetensors"
+PROTOTYPE_FORMAT = "samplm-prototype"
+PROTOTYPE_HEADER_KEY = "samplm_prototype"
+
 #: Value of ``format`` in ``adapter_config.json`` and the versions this release reads.
 ADAPTER_FORMAT = "samplm-adapter"
 ADAPTER_FORMAT_VERSION = 1

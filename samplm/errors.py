@@ -198,3 +198,18 @@ class AdapterOutputError(SamplmError, RuntimeError):
 
 class HubUnreachableError(SamplmError, ConnectionError):
     """The Hub (``HF_ENDPOINT``) could not be reached or refused the upload."""
+
+
+class PrototypeError(SamplmError, ValueError):
+    """A target prototype (``prototype.safetensors``) is missing, unreadable, or made with another image
+    encoder.
+
+    Args:
+        path: the prototype file (or what it was computed from).
+        problem: what is wrong and what to do, in one sentence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

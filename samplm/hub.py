@@ -41,6 +41,7 @@ from .constants import (
     ENV_HUB_NAMESPACE,
     LIBRARY_NAME,
     MODEL_CARD_NAME,
+    PROTOTYPE_NAME,
     WEIGHTS_NAME,
 )
 from .errors import AdapterNameError, AdapterNotFoundError, HubUnreachableError
@@ -68,11 +69,13 @@ class ResolvedAdapter:
         config: path of ``adapter_config.json``, or ``None`` when the config is embedded in the
             safetensors header (a lone ``.safetensors`` file).
         source: human-readable origin (``"local directory ..."``, ``"hub org/repo@rev"``).
+        prototype: path of the optional ``prototype.safetensors`` beside the weights, if there is one.
     """
 
     weights: Path
     config: Path | None
     source: str
+    prototype: Path | None = None
 
 
 def default_namespace(namespace: str | None = None) -> str:
@@ -216,7 +219,8 @@ def _local_files(path: Path, tried: list[str]) -> ResolvedAdapter | None:
         weights, config = path / WEIGHTS_NAME, path / CONFIG_NAME
         missing = [p.name for p in (config, weights) if not p.is_file()]
         if not missing:
-            return ResolvedAdapter(weights=weights, config=config, source=f"local directory {path}")
+            prototype = path / PROTOTYPE_NAME if (path / PROTOTYPE_NAME).is_file() else None
+            return ResolvedAdapter(weights, config, f"local directory {path}", prototype)
         tried.append(f"local directory {path} (missing {', '.join(missing)})")
     elif path.is_file():
         if path.suffix == ".safetensors":
@@ -255,7 +259,18 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
         ) as exc:
             tried.append(f"{label} ({type(exc).__name__}: {first_line(exc)})")
             return None
-    return ResolvedAdapter(weights=paths[WEIGHTS_NAME], config=paths[CONFIG_NAME], source=label)
+    prototype = _optional_download(repo_id, PROTOTYPE_NAME, revision, **kwargs)
+    return ResolvedAdapter(paths[WEIGHTS_NAME], paths[CONFIG_NAME], label, prototype)
+
+
+def _optional_download(repo_id: str, filename: str, revision: str | None, **kwargs) -> Path | None:
+    """A file the repo may or may not hold (``None`` when it does not, or cannot be fetched now)."""
+    try:
+        return Path(
+            hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME, **kwargs)
+        )
+    except (LocalEntryNotFoundError, EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None
 
 
 def upload_adapter_folder(
@@ -270,7 +285,8 @@ def upload_adapter_folder(
 ) -> str:
     """Create ``repo_id`` if needed and upload an adapter directory's files in one commit.
 
-    Only ``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` are uploaded.
+    Only ``adapter_config.json``, ``adapter_model.safetensors``, ``README.md`` and, when present,
+    ``prototype.safetensors`` are uploaded.
     Validate the directory first (``PromptAdapter.load(folder)``); this function only uploads.
 
     Returns:
@@ -294,7 +310,7 @@ def upload_adapter_folder(
             folder_path=folder,
             revision=revision,
             commit_message=commit_message,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, PROTOTYPE_NAME],
         )
     except _network_errors() as exc:
         raise HubUnreachableError(

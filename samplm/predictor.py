@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +56,7 @@ class CustomSamPredictor(SamPredictor):
         self._disabled_depth = 0
         self._contexts: dict[str, tuple[tuple[int, ...], ImageContext]] = {}
         self._fingerprint: str | None = None
+        self._image_state: tuple[str, weakref.ref[torch.Tensor], int] | None = None
         self.strict = strict
         super().__init__(sam_model)
 
@@ -152,6 +155,19 @@ class CustomSamPredictor(SamPredictor):
         finally:
             self._disabled_depth -= 1
 
+    @contextlib.contextmanager
+    def use_adapter(self, adapter_name: str | None) -> Iterator[None]:
+        """Context manager: predictions inside it use ``adapter_name`` (``None``: plain SAM); the
+        previously active adapter (and any :meth:`disable_adapter`) is restored on exit."""
+        if adapter_name is not None:
+            self._require(adapter_name)
+        state = (self._active, self._disabled_depth)
+        self._active, self._disabled_depth = adapter_name, 0
+        try:
+            yield
+        finally:
+            self._active, self._disabled_depth = state
+
     def _require(self, adapter_name: str) -> None:
         if adapter_name not in self._adapters:
             raise UnknownAdapterError(adapter_name, self.adapters)
@@ -170,6 +186,9 @@ class CustomSamPredictor(SamPredictor):
     def set_image(self, image: ArrayLike, image_format: str = "RGB") -> None:
         """``SamPredictor.set_image``, accepting the images users commonly have.
 
+        Setting the image that is already set (the same pixels and format) keeps its embedding instead
+        of running the image encoder again.
+
         Args:
             image: ``H x W x 3`` uint8 (bit-identical to ``SamPredictor``), ``H x W`` or ``H x W x 1``
                 grayscale (replicated), ``H x W x 4`` RGBA (alpha dropped), or a float image with values
@@ -182,12 +201,25 @@ class CustomSamPredictor(SamPredictor):
         """
         if image_format not in ("RGB", "BGR"):
             raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        super().set_image(as_rgb_uint8(image), image_format)
+        pixels = as_rgb_uint8(image)
+        digest = _image_digest(pixels, image_format)
+        if self._holds(digest):
+            return  # the same pixels again: the embedding is still valid
+        super().set_image(pixels, image_format)
+        self._image_state = (digest, weakref.ref(self.features), self.features._version)
+
+    def _holds(self, digest: str) -> bool:
+        """Whether the current embedding was computed from an image with this digest and not changed."""
+        state, features = self._image_state, self.features if self.is_image_set else None
+        if state is None or features is None:
+            return False
+        return state[0] == digest and state[1]() is features and state[2] == features._version
 
     def reset_image(self) -> None:
         """Reset the current image and drop the per-image adapter caches."""
         super().reset_image()
         self._contexts.clear()
+        self._image_state = None
 
     def set_embedding(
         self,
@@ -444,3 +476,10 @@ class CustomSamPredictor(SamPredictor):
     def _mask_size(self) -> tuple[int, int]:
         h, w = self.model.prompt_encoder.image_embedding_size
         return (4 * h, 4 * w)
+
+
+def _image_digest(pixels: np.ndarray, image_format: str) -> str:
+    """A short digest of an image's pixels, shape and channel order."""
+    digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
+    digest.update(f"{pixels.shape}{image_format}".encode())
+    return digest.hexdigest()

@@ -31,14 +31,23 @@ class InstanceTarget:
     box: tuple[float, float, float, float]
 
 
-def to_low_res(mask: np.ndarray, input_size: tuple[int, int], img_size: int, low_res: int) -> np.ndarray:
-    """Original-frame bool mask -> padded low-res bool mask (area-averaged, threshold 0.5)."""
+def to_padded_grid(mask: np.ndarray, input_size: tuple[int, int], img_size: int, side: int) -> np.ndarray:
+    """Original-frame bool mask -> ``side x side`` float coverage (0..1) of the padded input square.
+
+    The mask is resized to the input frame, padded bottom/right to ``img_size``, and area-averaged to
+    ``side`` (the low-res frame, or the embedding grid: then each value is the share of a cell covered).
+    """
     resized = cv2.resize(
         mask.astype(np.float32), (input_size[1], input_size[0]), interpolation=cv2.INTER_LINEAR
     )
     padded = np.zeros((img_size, img_size), np.float32)
     padded[: input_size[0], : input_size[1]] = resized
-    return cv2.resize(padded, (low_res, low_res), interpolation=cv2.INTER_AREA) >= 0.5
+    return cv2.resize(padded, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def to_low_res(mask: np.ndarray, input_size: tuple[int, int], img_size: int, low_res: int) -> np.ndarray:
+    """Original-frame bool mask -> padded low-res bool mask (area-averaged, threshold 0.5)."""
+    return to_padded_grid(mask, input_size, img_size, low_res) >= 0.5
 
 
 def make_target(

@@ -39,6 +39,23 @@ def other_sam():
     return build_small_vit_sam(image_size=TINY_IMAGE_SIZE, encoder_dim=32, encoder_depth=1, seed=1)
 
 
+@pytest.fixture(scope="session")
+def sam():
+    """samplm's own tiny base with its shipped weights (``build_sam("samplm_tiny")``)."""
+    from samplm.base import build_sam
+
+    return build_sam("samplm_tiny")
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test: small tensors only pay for more (badly so on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def image() -> np.ndarray:
     """A 90 x 120 RGB uint8 image (not square, so coordinate transforms matter)."""

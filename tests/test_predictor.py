@@ -114,6 +114,7 @@ def test_adapter_output_matches_uncached_reference(pair, adapter_factory, tiny_s
 
 def test_hot_swap_never_reencodes(pair, adapter_factory, tiny_sam, image):
     _, custom = pair
+    custom.reset_image()
     calls = []
     handle = tiny_sam.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     try:
@@ -135,6 +136,30 @@ def test_hot_swap_never_reencodes(pair, adapter_factory, tiny_sam, image):
     _assert_identical(nose_1, nose_2)
     assert not np.array_equal(nose_1[2], banner[2])
     assert not np.array_equal(nose_1[2], plain[2])
+
+
+def test_same_image_is_encoded_once(tiny_sam, image):
+    predictor = CustomSamPredictor(tiny_sam)
+    calls = []
+    handle = tiny_sam.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        predictor.set_image(image)
+        predictor.set_image(image.copy())  # same pixels: kept
+        assert len(calls) == 1
+        predictor.set_image(image, image_format="BGR")  # same bytes, other channel order: encoded
+        assert len(calls) == 2
+        other = image.copy()
+        other[0, 0, 0] ^= 1
+        predictor.set_image(other)
+        assert len(calls) == 3
+        predictor.features.mul_(2)  # an embedding changed in place is not trusted
+        predictor.set_image(other)
+        assert len(calls) == 4
+        predictor.reset_image()
+        predictor.set_image(other)
+        assert len(calls) == 5
+    finally:
+        handle.remove()
 
 
 def test_new_image_refreshes_adapter_cache(tiny_sam, image, adapter_factory):

@@ -104,10 +104,10 @@ def coco_mask_ap(
     if not annotations:
         return None
     with contextlib.redirect_stdout(io.StringIO()):
-        return _evaluate_segm(COCO, COCOeval, images, annotations, detections, ids)
+        return evaluate_segm(COCO, COCOeval, images, annotations, detections, ids)
 
 
-def _evaluate_segm(coco_cls, eval_cls, images, annotations, detections, ids) -> dict[str, float]:
+def evaluate_segm(coco_cls, eval_cls, images, annotations, detections, ids) -> dict[str, float]:
     ground_truth = coco_cls()
     ground_truth.dataset = {
         "images": images,

@@ -61,6 +61,28 @@ def train_samf(
 ) -> SamF:
     """Fit SAM-F's two weights on ``data`` (centre clicks), starting from 1/3 each (as PerSAM-F)."""
     logits, targets = _sam_logits(sam, data, max_instances, device)
+    return fit_blend(logits, targets, steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+
+
+def fit_blend(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> SamF:
+    """Fit the two blend weights to targets with dice + focal loss.
+
+    Args:
+        logits: ``N x 3 x h x w`` multimask logits.
+        targets: ``N x 1 x h x w`` float targets (0/1) on the same grid.
+
+    Returns:
+        The fitted :class:`SamF`.
+    """
     weights = torch.nn.Parameter(torch.full((2,), 1 / 3))
     optimizer = torch.optim.Adam([weights], lr=lr)
     rng = np.random.default_rng(seed)

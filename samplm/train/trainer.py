@@ -48,6 +48,7 @@ from ..errors import CheckpointError, NonFiniteError, ResumeMismatchError
 from ..losses import mask_iou
 from ..modeling import sample_point_features
 from ..progress import progress_bar
+from ..prototype import training_prototype
 from ..trainset import TrainingSet
 from .batch import PromptGroup, build_batch, describe_batch
 from .config import TrainConfig
@@ -248,8 +249,9 @@ def train(
     Args:
         sam: the SAM (frozen here; its image encoder is not used).
         train_set, val_set: targets + cached embeddings; validation is skipped without ``val_set``.
-        out_dir: receives ``adapter/``, ``checkpoints/last.pt``, ``metrics.jsonl``, ``train_config.json``
-            (and ``tensorboard/`` when TensorBoard is installed).
+        out_dir: receives ``adapter/`` (with ``prototype.safetensors``, the training masks' mean
+            embedding for click-free segmentation), ``checkpoints/last.pt``, ``metrics.jsonl``,
+            ``train_config.json`` (and ``tensorboard/`` when TensorBoard is installed).
         config: training settings (paper defaults).
         adapter_config: task name, PLM settings, metadata; a PMM section is added when ``use_pmm``.
         model_type: recorded in the adapter config.
@@ -277,6 +279,8 @@ def train(
         if run.procs.is_main and val_set is None and run.state["step"] >= config.steps:
             run.state["best_metrics"] = {"step": run.state["step"]}
             _export(run.adapter, run.out, run.state["best_metrics"])
+        if run.procs.is_main and (run.out / ADAPTER_DIRNAME).is_dir():
+            training_prototype(train_set, run.adapter.task).save(run.out / ADAPTER_DIRNAME)
         run.procs.wait()
         adapter_dir = run.out / ADAPTER_DIRNAME
         best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
