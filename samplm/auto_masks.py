@@ -50,12 +50,11 @@ from segment_anything.utils.amg import (
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from .cache import sam_encoder_key
 from .errors import PrototypeError
 from .location_prior import PriorSettings, location_prior
 from .predictor import CustomSamPredictor
 from .prompts import as_rgb_uint8
-from .prototype import TargetPrototype
+from .prototype import TargetPrototype, valid_cells
 
 #: ``prompts`` choices: ``auto`` is ``prior`` with a prototype, else ``grid``.
 PROMPT_SOURCES = ("auto", "grid", "prior")
@@ -156,7 +155,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
                 "prompts='prior'", "needs a target prototype (TargetPrototype.load or `samplm fit-prototype`)"
             )
         if prototype is not None:
-            prototype.check_encoder(sam_encoder_key(predictor.model))
+            prototype.check_encoder(predictor.encoder_key())
         self.prototype = prototype
         self.prior = prior or PriorSettings()
         self.best_mask_only = self.prompts == "prior" if best_mask_only is None else best_mask_only
@@ -166,6 +165,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         """The settings its results depend on (JSON-ready): whether stored results are still current."""
         prototype = self.prototype
         return {
+            "encoder": self.predictor.encoder_key(),
             "prompts": self.prompts,
             "prior": dataclasses.asdict(self.prior) if self.prompts == "prior" else None,
             "prototype": _digest([prototype.vector.numpy()]) if prototype is not None else None,
@@ -219,11 +219,11 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         self.predictor.set_image(image[y0:y1, x0:x1, :])  # free if already set
         coords, labels, points = self._crop_prompts(crop_layer_idx)
         similarity = None
-        if self.prototype is not None:
+        if self.prototype is not None:  # h x w, and whether each cell covers the image
             img_size = int(self.predictor.model.image_encoder.img_size)
-            similarity = self.prototype.similarity(
-                self.predictor.features, self.predictor.input_size, img_size
-            )
+            input_size = tuple(self.predictor.input_size)
+            similarity = self.prototype.similarity(self.predictor.features, input_size, img_size).cpu()
+            similarity = (similarity, valid_cells(tuple(similarity.shape), input_size, img_size))
         data = _empty_crop_data()
         for batch in batch_iterator(self.points_per_batch, coords, labels, points):
             data.cat(self._process_prompts(*batch, similarity, crop_box, orig_size))
@@ -263,11 +263,15 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         coords: Tensor,
         labels: Tensor,
         points: Tensor,
-        similarity: Tensor | None,
+        similarity: tuple[Tensor, Tensor] | None,
         crop_box: list[int],
         orig_size: tuple[int, ...],
     ) -> MaskData:
-        """Decode a batch of prompts; filter at low resolution; upscale, box and RLE-encode the rest."""
+        """Decode a batch of prompts; filter at low resolution; upscale, box and RLE-encode the rest.
+
+        ``coords`` ``B x N x 2`` (input frame) and ``labels`` ``B x N`` are the prompts, ``points`` ``B x 2``
+        their clicks in the crop frame; ``similarity`` is ``(h x w map, h x w valid cells)`` or ``None``.
+        """
         device = self.predictor.device
         output = self.predictor.decode(coords.to(device), labels.to(device), multimask_output=True)
         low, iou = output.low_res_logits, output.iou_predictions
@@ -293,7 +297,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         if self.stability_score_thresh > 0.0:
             data.filter(data["stability_score"] >= self.stability_score_thresh)
         data["similarity"] = (
-            mask_similarity(data["low"] > threshold, similarity)
+            mask_similarity(data["low"] > threshold, *similarity)
             if similarity is not None
             else torch.ones_like(data["iou_preds"])
         )
@@ -309,18 +313,22 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         return _on_cpu(data)
 
 
-def mask_similarity(masks: Tensor, similarity: Tensor) -> Tensor:
+def mask_similarity(masks: Tensor, similarity: Tensor, valid: Tensor | None = None) -> Tensor:
     """Mean prototype similarity inside each low-resolution mask.
 
     Args:
         masks: ``M x 4h x 4w`` bool masks on the padded input square (the decoder's low-res frame).
         similarity: ``h x w`` cosine similarity map on the same square.
+        valid: ``h x w`` bool, the cells covering the image (:func:`samplm.prototype.valid_cells`); the
+            parts of masks over the padding, cut off later, do not count. ``None``: every cell.
 
     Returns:
-        ``M`` weighted means (0 for an empty mask).
+        ``M`` weighted means (0 for a mask with nothing on the image).
     """
     factor = masks.shape[-1] // similarity.shape[-1]
     weights = torch.nn.functional.avg_pool2d(masks.float()[:, None], factor)[:, 0]
+    if valid is not None:
+        weights = weights * valid.to(weights.device)
     total = weights.sum(dim=(1, 2))
     inside = (weights * similarity.to(weights.device)).sum(dim=(1, 2))
     return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.zeros_like(total))

@@ -88,7 +88,8 @@ def check_limits(obj: Any, section: str, limits: dict[str, Limit]) -> None:
     """Check (and normalise: ``int`` -> ``float`` where a float is expected) the fields of a dataclass
     instance named in ``limits``; errors name ``section.field`` (``field`` when ``section`` is empty)."""
     for name, limit in limits.items():
-        setattr(obj, name, limit.check(qualified(section, name), getattr(obj, name)))
+        # (object.__setattr__: frozen dataclasses normalise their fields in __post_init__ too)
+        object.__setattr__(obj, name, limit.check(qualified(section, name), getattr(obj, name)))
 
 
 def qualified(section: str, name: str) -> str:

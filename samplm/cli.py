@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ._io import atomic_write_text
 from .auto_masks import PROMPT_SOURCES
 from .checks import Limit, first_line, shown
+from .constants import WEIGHTS_NAME
 from .errors import ConfigError, SamplmError
 from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
 from .train.recipes import RECIPE_CHOICES, RECIPES, recipe_config
@@ -838,7 +839,10 @@ def _fit_prototype(options: dict[str, Any]) -> int:
         raise ValueError("give exactly one of --adapter (write into its directory) and --out")
     task = options.get("task")
     if options.get("adapter"):
-        task = task or PromptAdapter.load(Path(options["adapter"])).task  # a real adapter directory
+        folder = Path(options["adapter"])
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise ConfigError("--adapter", f"{folder} is not an adapter directory (holding {WEIGHTS_NAME})")
+        task = task or PromptAdapter.load(folder).task  # validated whether or not --task is given
     predictor = _predictor(options)
     options.update(reference_image=options["images"], reference_mask=options["masks"])
     prototype = _reference(options, predictor, task)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,13 +265,19 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
 
 
 def _optional_download(repo_id: str, filename: str, revision: str | None, **kwargs) -> Path | None:
-    """A file the repo may or may not hold (``None`` when it does not, or cannot be fetched now)."""
+    """A file the repo may or may not hold (``None`` when it does not, or, with a warning, when it cannot
+    be fetched now)."""
     try:
-        return Path(
-            hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME, **kwargs)
+        path = hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME, **kwargs)
+    except (LocalEntryNotFoundError, EntryNotFoundError):
+        return None  # the repo has none (or, offline, none was downloaded before)
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        warnings.warn(
+            f"hub {repo_id}: could not download {filename} ({first_line(exc)}); going on without it",
+            stacklevel=4,
         )
-    except (LocalEntryNotFoundError, EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         return None
+    return Path(path)
 
 
 def upload_adapter_folder(

@@ -21,7 +21,7 @@ from .checks import Limit, check_limits
 from .prototype import TargetPrototype, valid_cells
 
 
-@dataclass
+@dataclass(frozen=True)
 class PriorSettings:
     """How a similarity map becomes clicks.
 
@@ -113,7 +113,7 @@ def location_prior(
     size = 2 * settings.nms_radius + 1
     pooled = torch.nn.functional.max_pool2d(masked[None, None], size, 1, settings.nms_radius)[0, 0]
     top = float(masked.max())
-    threshold = max(settings.min_similarity, settings.relative * top)
+    threshold = settings.min_similarity if top <= 0 else max(settings.min_similarity, settings.relative * top)
     peaks = (masked == pooled) & (masked >= threshold) & valid
     flat = torch.nonzero(peaks.flatten()).flatten()
     candidates = flat[torch.argsort(similarity.flatten()[flat], descending=True, stable=True)]

@@ -22,6 +22,7 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from .adapter import PromptAdapter, check_finite
+from .cache import sam_encoder_key
 from .decode import DecoderOutput, decode_prompts
 from .errors import AdapterOutputError, ImageError, ImageNotSetError, SamplmError, UnknownAdapterError
 from .fingerprint import sam_fingerprint
@@ -56,7 +57,9 @@ class CustomSamPredictor(SamPredictor):
         self._disabled_depth = 0
         self._contexts: dict[str, tuple[tuple[int, ...], ImageContext]] = {}
         self._fingerprint: str | None = None
-        self._image_state: tuple[str, weakref.ref[torch.Tensor], int] | None = None
+        # (digest of the pixels, the embedding, its version, the image encoder's state) of the last image
+        self._image_state: tuple[str, weakref.ref[torch.Tensor], int | None, tuple[Any, ...]] | None = None
+        self._encoder_key: tuple[tuple[Any, ...], str] | None = None
         self.strict = strict
         super().__init__(sam_model)
 
@@ -166,7 +169,8 @@ class CustomSamPredictor(SamPredictor):
         try:
             yield
         finally:
-            self._active, self._disabled_depth = state
+            previous = state[0] if state[0] in self._adapters else None  # (unless deleted meanwhile)
+            self._active, self._disabled_depth = previous, state[1]
 
     def _require(self, adapter_name: str) -> None:
         if adapter_name not in self._adapters:
@@ -204,16 +208,36 @@ class CustomSamPredictor(SamPredictor):
         pixels = as_rgb_uint8(image)
         digest = _image_digest(pixels, image_format)
         if self._holds(digest):
-            return  # the same pixels again: the embedding is still valid
+            return  # the same pixels, the same encoder: the embedding is still valid
         super().set_image(pixels, image_format)
-        self._image_state = (digest, weakref.ref(self.features), self.features._version)
+        if _version(self.features) is not None:  # (an inference tensor cannot tell if it was changed)
+            self._image_state = (
+                digest,
+                weakref.ref(self.features),
+                _version(self.features),
+                self._encoder_state(),
+            )
+
+    def encoder_key(self) -> str:
+        """:func:`samplm.cache.sam_encoder_key` of this SAM (which image encoder and preprocessing make the
+        embeddings), computed once while the encoder's weights stay as they are."""
+        state = self._encoder_state()
+        if self._encoder_key is None or self._encoder_key[0] != state:
+            self._encoder_key = (state, sam_encoder_key(self.model))
+        return self._encoder_key[1]
+
+    def _encoder_state(self) -> tuple[Any, ...]:
+        """Where the image encoder's weights are and whether they changed (moved, cast, loaded)."""
+        p = next(self.model.image_encoder.parameters(), None)
+        return (None,) if p is None else (p.device, p.dtype, p.data_ptr(), _version(p))
 
     def _holds(self, digest: str) -> bool:
-        """Whether the current embedding was computed from an image with this digest and not changed."""
+        """Whether the current embedding was computed from an image with this digest by the current image
+        encoder, and was not changed since."""
         state, features = self._image_state, self.features if self.is_image_set else None
-        if state is None or features is None:
+        if state is None or features is None or state[0] != digest or state[1]() is not features:
             return False
-        return state[0] == digest and state[1]() is features and state[2] == features._version
+        return state[2] == _version(features) and state[3] == self._encoder_state()
 
     def reset_image(self) -> None:
         """Reset the current image and drop the per-image adapter caches."""
@@ -265,9 +289,9 @@ class CustomSamPredictor(SamPredictor):
         projections = (adapter.plm.cross_attn.k_proj, adapter.plm.cross_attn.v_proj)
         key = (
             id(self.features),
-            self.features._version,
+            _version(self.features),
             id(adapter),
-            *(p._version for proj in projections for p in proj.parameters()),
+            *(_version(p) for proj in projections for p in proj.parameters()),
         )
         cached = self._contexts.get(name)
         if cached is None or cached[0] != key:
@@ -483,3 +507,8 @@ def _image_digest(pixels: np.ndarray, image_format: str) -> str:
     digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
     digest.update(f"{pixels.shape}{image_format}".encode())
     return digest.hexdigest()
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place change counter (``None`` for inference tensors, which have none)."""
+    return None if tensor.is_inference() else tensor._version

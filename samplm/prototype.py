@@ -86,7 +86,11 @@ class TargetPrototype:
             cells = centred_cells(embedding, input_size, img_size).flatten(1)  # C x hw
             means.append(cells @ w.flatten().to(cells.device) / w.sum())
         if not means:
-            raise PrototypeError("reference masks", "no mask covers any embedding cell: nothing to average")
+            raise PrototypeError(
+                "reference masks",
+                "no mask covers any embedding cell: nothing to average (give non-empty masks, each covering "
+                "at least part of one cell of the embedding grid)",
+            )
         vector = torch.stack(means).mean(0).cpu()
         return cls(torch.nn.functional.normalize(vector, dim=0), len(means), encoder, task)
 
@@ -220,17 +224,20 @@ def fit_prototype(
     """
     sam = predictor.model
     grid, img_size = int(sam.prompt_encoder.image_embedding_size[0]), int(sam.image_encoder.img_size)
-    cells = []
-    for index, (image, mask) in enumerate(pairs):
-        if tuple(mask.shape[:2]) != tuple(image.shape[:2]):
-            raise PrototypeError(
-                f"reference {index + 1}",
-                f"mask is {mask.shape[:2]} (H, W) but its image is {image.shape[:2]}: they must match",
-            )
-        predictor.set_image(image)
-        weights = to_padded_grid(mask.astype(bool), tuple(predictor.input_size), img_size, grid)
-        cells.append((predictor.features.detach().cpu(), weights, tuple(predictor.input_size)))
-    return TargetPrototype.from_cells(cells, img_size=img_size, encoder=sam_encoder_key(sam), task=task)
+
+    def cells() -> Iterator[tuple[Tensor, np.ndarray, tuple[int, int]]]:  # one embedding in memory at a time
+        for index, (image, mask) in enumerate(pairs):
+            if tuple(mask.shape[:2]) != tuple(image.shape[:2]):
+                raise PrototypeError(
+                    f"reference {index + 1}",
+                    f"mask is {mask.shape[:2]} (H, W) but its image is {image.shape[:2]}: they must match",
+                )
+            predictor.set_image(image)
+            weights = to_padded_grid(mask.astype(bool), tuple(predictor.input_size), img_size, grid)
+            yield predictor.features.detach(), weights, tuple(predictor.input_size)
+
+    encoder = predictor.encoder_key() if hasattr(predictor, "encoder_key") else sam_encoder_key(sam)
+    return TargetPrototype.from_cells(cells(), img_size=img_size, encoder=encoder, task=task)
 
 
 def training_prototype(train_set: TrainingSet, task: str | None = None) -> TargetPrototype:
@@ -239,8 +246,11 @@ def training_prototype(train_set: TrainingSet, task: str | None = None) -> Targe
     factor, grid = train_set.low_res // train_set.grid, train_set.grid
 
     def pairs() -> Iterator[tuple[Tensor, np.ndarray, tuple[int, int]]]:
-        for item in train_set.items:
-            entry = train_set.cache.get(item.image_path, item.expected_size)
+        entry, key = None, None
+        for item in train_set.items:  # grouped by image: each embedding is read once
+            if key != (item.image_path, item.expected_size):
+                key = (item.image_path, item.expected_size)
+                entry = train_set.cache.get(*key)
             low_res = item.target.low_res.astype(np.float32)
             weights = low_res.reshape(grid, factor, grid, factor).mean(axis=(1, 3))
             yield entry.embedding, weights, entry.input_size

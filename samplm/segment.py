@@ -17,6 +17,7 @@ was made by the same tasks. An unreadable image is reported and counted; the run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -35,7 +36,7 @@ from .auto_masks import AdapterMaskGenerator
 from .checks import first_line
 from .constants import PROTOTYPE_NAME
 from .data.images import load_image
-from .errors import DataError
+from .errors import DataError, PrototypeError
 from .hub import resolve_adapter
 from .location_prior import PriorSettings
 from .predictor import CustomSamPredictor
@@ -61,8 +62,18 @@ class SegmentTask:
     generator: AdapterMaskGenerator
 
     def signature(self) -> dict[str, Any]:
-        """What the results of this task depend on, stored with each image's results."""
-        return {"name": self.name, "adapter": self.adapter_name, **self.generator.settings()}
+        """What the results of this task depend on, stored with each image's results: the adapter (name
+        and weights), the base's image encoder and the generator's settings."""
+        weights = None
+        if self.adapter_name is not None:
+            adapter = self.generator.predictor.get_adapter(self.adapter_name)
+            weights = adapter.config.weights_sha256 or _digest_state(adapter)
+        return {
+            "name": self.name,
+            "adapter": self.adapter_name,
+            "weights": weights,
+            **self.generator.settings(),
+        }
 
 
 @dataclass
@@ -138,7 +149,13 @@ def make_tasks(
         prototype = reference
         if prototype is None and resolved.prototype is not None:
             prototype = TargetPrototype.load(resolved.prototype)
-        if prototype is None and prompts != "prior":
+        if prototype is None and prompts == "prior":
+            raise PrototypeError(
+                resolved.weights.parent,
+                f"adapter {name!r} has no {PROTOTYPE_NAME}: write one with `samplm fit-prototype`, or use "
+                "grid prompts (--prompts grid)",
+            )
+        if prototype is None:
             notes.append(
                 f"adapter {name!r} ({resolved.source}) has no {PROTOTYPE_NAME}: segmenting with a grid of "
                 "clicks (class-agnostic, scored by predicted IoU); write one with `samplm fit-prototype`"
@@ -181,14 +198,14 @@ def segment_images(
     if not tasks:
         raise ValueError("segment_images needs at least one task")
     out = Path(out)
-    signature = [task.signature() for task in tasks]
+    signature = json.loads(json.dumps([task.signature() for task in tasks]))  # as stored (lists, not tuples)
     summary = SegmentSummary(images=len(images), prompts={t.name: t.generator.prompts for t in tasks})
     seconds = 0.0
     for image_id, path in enumerate(
         progress_bar(images, desc="segmenting", unit="img", disable=not progress), 1
     ):
         record_file = out / "per_image" / f"{image_id:06d}.json"
-        if _finished(record_file, Path(path), signature):
+        if _finished(record_file, Path(path), signature) is not None:
             summary.resumed += 1
             continue
         start = time.perf_counter()
@@ -206,7 +223,7 @@ def segment_images(
         summary.segmented += 1
         seconds += time.perf_counter() - start
     summary.seconds_per_image = seconds / max(summary.segmented, 1)
-    _write_results(out, images, tasks, summary)
+    _write_results(out, images, tasks, signature, summary)
     return summary
 
 
@@ -228,6 +245,15 @@ def _segment_one(predictor: CustomSamPredictor, task: SegmentTask, image: np.nda
     ]
 
 
+def _digest_state(adapter: PromptAdapter) -> str:
+    """A digest of an in-memory adapter's weights (one loaded from files has ``weights_sha256``)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key, tensor in sorted(adapter.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
     """A mask (``H x W`` bool, or an RLE from ``AdapterMaskGenerator``) as COCO's compressed RLE with a
     ``str`` counts field (JSON-ready)."""
@@ -241,13 +267,14 @@ def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _finished(record_file: Path, path: Path, signature: list[dict[str, Any]]) -> bool:
-    """Whether an earlier run wrote this image's results with the same tasks."""
+def _finished(record_file: Path, path: Path, signature: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """This image's stored results if a run wrote them with the same tasks and settings, else ``None``."""
     try:
         entry = json.loads(record_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return entry.get("file_name") == os.fspath(path) and entry.get("tasks") == signature
+        return None
+    current = isinstance(entry, dict) and entry.get("file_name") == os.fspath(path)
+    return entry if current and entry.get("tasks") == signature else None
 
 
 def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any]]]) -> None:
@@ -270,14 +297,18 @@ def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any
 
 
 def _write_results(
-    out: Path, images: Sequence[str | os.PathLike[str]], tasks: Sequence[SegmentTask], summary: SegmentSummary
+    out: Path,
+    images: Sequence[str | os.PathLike[str]],
+    tasks: Sequence[SegmentTask],
+    signature: list[dict[str, Any]],
+    summary: SegmentSummary,
 ) -> None:
-    """Gather every finished image's records into ``results.json``, ``images.json``, ``summary.json``."""
+    """Gather every image's current results (of these images, tasks and settings) into ``results.json``,
+    ``images.json`` and ``summary.json``."""
     results, entries = [], []
-    for image_id in range(1, len(images) + 1):
-        try:
-            entry = json.loads((out / "per_image" / f"{image_id:06d}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    for image_id, path in enumerate(images, 1):
+        entry = _finished(out / "per_image" / f"{image_id:06d}.json", Path(path), signature)
+        if entry is None:
             continue
         entries.append({"id": image_id, **{k: entry[k] for k in ("file_name", "height", "width")}})
         summary.no_match += not any(entry["masks"])

@@ -478,3 +478,36 @@ def test_in_memory_adapter_with_non_finite_weights_is_refused(pair, adapter_fact
     with pytest.raises(ValueError, match="broken.*plm.mlp.lin1.weight.*NaN or infinite"):
         custom.load_adapter(adapter)
     assert custom.adapters == []
+
+
+def test_set_image_under_inference_mode_and_after_the_encoder_changes(tiny_sam, image):
+    predictor = CustomSamPredictor(copy.deepcopy(tiny_sam))
+    calls = []
+    predictor.model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    with torch.inference_mode():  # inference tensors have no version counter: always encode
+        predictor.set_image(image)
+        predictor.set_image(image)
+        masks, _, _ = predictor.predict(**PROMPTS["point"])
+    assert len(calls) == 2 and masks.shape[1:] == image.shape[:2]
+    predictor.set_image(image)
+    predictor.set_image(image)
+    assert len(calls) == 3
+    predictor.model.double()  # cast: the kept embedding is stale
+    predictor.set_image(image)
+    assert len(calls) == 4 and predictor.features.dtype == torch.float64
+    with torch.no_grad():
+        next(predictor.model.image_encoder.parameters()).add_(0.1)  # weights changed in place
+    predictor.set_image(image)
+    assert len(calls) == 5
+
+
+def test_use_adapter_forgets_an_adapter_deleted_inside(tiny_sam, adapter_factory, image):
+    predictor = CustomSamPredictor(tiny_sam)
+    predictor.load_adapter(adapter_factory("nose", seed=1))
+    predictor.load_adapter(adapter_factory("banner", seed=2))
+    with predictor.use_adapter("banner"):
+        assert predictor.active_adapter == "banner"
+        predictor.delete_adapter("nose")
+    assert predictor.active_adapter is None
+    predictor.set_image(image)
+    predictor.predict(**PROMPTS["point"])  # plain SAM, no error

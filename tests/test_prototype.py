@@ -489,3 +489,16 @@ def test_prior_settings_accept_their_bounds():
     settings = PriorSettings(min_similarity=-1, relative=1, max_clicks=1, nms_radius=0, negatives=0)
     assert isinstance(settings.min_similarity, float) and settings.min_similarity == -1.0
     assert PriorSettings(min_similarity=1.0, max_clicks=4096, nms_radius=64, negatives=64).max_clicks == 4096
+
+
+def test_persam_prior_clicks_the_most_and_least_similar_cells():
+    from samplm.eval.auto import PERSAM_PRIOR
+
+    similarity = _similarity_map(5)
+    embedding, prototype = _embedding_with_similarity(similarity)
+    prior = location_prior(embedding, prototype, INPUT_SIZE, 256, PERSAM_PRIOR)
+    image = similarity[:VALID_ROWS, :VALID_COLS]
+    top = np.unravel_index(image.argmax(), image.shape)
+    low = np.unravel_index(image.argmin(), image.shape)
+    assert len(prior.positives) == 1 and _cell(prior.positives[0]) == tuple(int(v) for v in top)
+    assert len(prior.negatives) == 1 and _cell(prior.negatives[0]) == tuple(int(v) for v in low)

@@ -20,7 +20,7 @@ from segment_anything.utils.amg import mask_to_rle_pytorch
 from samplm import AdapterConfig, CustomSamPredictor
 from samplm.cache import EmbeddingCache, sam_encoder_key
 from samplm.cli import main
-from samplm.constants import PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME
+from samplm.constants import PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME, WEIGHTS_NAME
 from samplm.data import read_mask_folder
 from samplm.data.images import load_image, read_mask_file
 from samplm.errors import PrototypeError
@@ -115,7 +115,7 @@ def test_make_tasks_with_a_reference(sam, folder, adapters):
 def test_make_tasks_refusals(sam, adapters):
     with pytest.raises(ValueError, match="nothing to segment"):
         make_tasks(CustomSamPredictor(sam))
-    with pytest.raises(PrototypeError, match="prior"):
+    with pytest.raises(PrototypeError, match=r"adapter 'other' has no prototype\.safetensors.*fit-prototype"):
         make_tasks(CustomSamPredictor(sam), [adapters["other"]], prompts="prior")
     tasks, _ = make_tasks(CustomSamPredictor(sam), [adapters["box"]], prompts="prior")
     assert tasks[0].generator.prompts == "prior"
@@ -489,3 +489,14 @@ def test_prototype_travels_through_the_hub(capsys, hub_env, sam, folder, adapter
     tasks, notes = make_tasks(CustomSamPredictor(sam), ["acme/seg-box", "acme/seg-other"])
     assert [t.generator.prompts for t in tasks] == ["prior", "grid"]
     assert len(notes) == 1 and "acme/seg-other" in notes[0]
+
+
+def test_cli_fit_prototype_never_writes_over_an_adapter_file(capsys, folder, adapters):
+    weights = adapters["other"] / WEIGHTS_NAME
+    before = weights.read_bytes()
+    argv = ["fit-prototype", "--images", str(folder / "images" / "0.png"), "--masks"]
+    argv += [str(folder / "masks" / "0.png"), "--model-type", "samplm_tiny", "--device", "cpu"]
+    err = _error(capsys, [*argv, "--adapter", str(weights), "--task", "x"])
+    assert "--adapter" in err and "not an adapter directory" in err
+    assert _error(capsys, [*argv, "--adapter", str(folder / "images")]).count("not an adapter directory") == 1
+    assert weights.read_bytes() == before

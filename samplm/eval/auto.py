@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -34,8 +33,9 @@ from ..location_prior import PriorSettings, location_prior
 from ..predictor import CustomSamPredictor
 from ..progress import progress_bar
 from ..prototype import TargetPrototype, fit_prototype
+from ..segment import to_coco_rle
 from ..targets import to_low_res
-from .metrics import evaluate_segm, iou
+from .metrics import coco_annotation, evaluate_segm, iou
 from .samf import fit_blend
 
 #: PerSAM's prior: the single most similar cell positive, the least similar negative.
@@ -96,7 +96,7 @@ def evaluate_ap(
         h, w = image.shape[:2]
         images.append({"id": image_id, "height": h, "width": w})
         for inst in instances:
-            annotations.append(_annotation(len(annotations) + 1, image_id, inst.mask(h, w)))
+            annotations.append(coco_annotation(len(annotations) + 1, image_id, 1, inst.mask(h, w)))
         predictor.set_image(image)  # encoded once; every method reuses it
         for method in methods:
             start = time.perf_counter()
@@ -120,21 +120,8 @@ def evaluate_ap(
     return results
 
 
-def _annotation(ann_id: int, image_id: int, mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": 1,
-        "segmentation": rle,
-        "area": float(mask_utils.area(rle)),
-        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-        "iscrowd": 0,
-    }
-
-
 def _detection(image_id: int, record: dict) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(record["segmentation"].astype(np.uint8)))
+    rle = to_coco_rle(record["segmentation"])  # any output_mode
     return {"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(record["score"])}
 
 

@@ -83,20 +83,7 @@ def coco_mask_ap(
     for index, (gt, pred, score, name) in enumerate(zip(gts, preds, scores, categories, strict=True)):
         h, w = gt.shape
         images.append({"id": index, "height": h, "width": w})
-        rle = mask_utils.encode(np.asfortranarray(gt.astype(np.uint8)))
-        area = float(mask_utils.area(rle))
-        bbox = [float(v) for v in mask_utils.toBbox(rle)]
-        annotations.append(
-            {
-                "id": index + 1,
-                "image_id": index,
-                "category_id": ids[name],
-                "segmentation": rle,
-                "area": area,
-                "bbox": bbox,
-                "iscrowd": 0,
-            }
-        )
+        annotations.append(coco_annotation(index + 1, index, ids[name], gt))
         det = mask_utils.encode(np.asfortranarray(pred.astype(np.uint8)))
         detections.append(
             {"image_id": index, "category_id": ids[name], "segmentation": det, "score": float(score)}
@@ -107,7 +94,27 @@ def coco_mask_ap(
         return evaluate_segm(COCO, COCOeval, images, annotations, detections, ids)
 
 
-def evaluate_segm(coco_cls, eval_cls, images, annotations, detections, ids) -> dict[str, float]:
+def coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict:
+    """A COCO ground-truth annotation of an ``H x W`` bool mask (RLE, area, XYWH box, not a crowd)."""
+    import pycocotools.mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "iscrowd": 0,
+    }
+
+
+def evaluate_segm(
+    coco_cls: type, eval_cls: type, images: list[dict], annotations: list[dict], detections: list[dict], ids
+) -> dict[str, float]:
+    """COCO mask AP, AP50 and AP75 (0-1) of ``detections`` against ``annotations`` on ``images``
+    (``ids``: ``{category name: id}``), with pycocotools' ``COCO`` and ``COCOeval`` classes given."""
     ground_truth = coco_cls()
     ground_truth.dataset = {
         "images": images,

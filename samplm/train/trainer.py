@@ -279,7 +279,7 @@ def train(
         if run.procs.is_main and val_set is None and run.state["step"] >= config.steps:
             run.state["best_metrics"] = {"step": run.state["step"]}
             _export(run.adapter, run.out, run.state["best_metrics"])
-        if run.procs.is_main and (run.out / ADAPTER_DIRNAME).is_dir():
+        if run.procs.is_main and run.state["step"] >= config.steps and (run.out / ADAPTER_DIRNAME).is_dir():
             training_prototype(train_set, run.adapter.task).save(run.out / ADAPTER_DIRNAME)
         run.procs.wait()
         adapter_dir = run.out / ADAPTER_DIRNAME
