@@ -14,7 +14,8 @@ One run, on ``samplm_lite`` (``--model-type``):
    ``--one-shot-steps`` steps), and SAM's grid generator with the best-matching mask (upper bound); mIoU.
    Target: prior + adapter >= PerSAM-F.
 3. Speed: ``segment_images`` with the plate adapter on ``--speed-images`` plate photos resized to
-   512 px, against ``set_image`` alone on the same photos (one run, ratio printed; target <= 1.5).
+   512 px, against ``set_image`` alone on the same photos (one run, ratio printed; target <= 1.5);
+   the same with SAM's ViT-B geometry (random weights, ``--vit-b-images`` photos).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import cv2
 import numpy as np
 import torch
 from scipy import ndimage
+from segment_anything import sam_model_registry
 
-from samplm import CustomSamPredictor
+from samplm import CustomSamPredictor, PromptAdapter
 from samplm.auto_masks import AdapterMaskGenerator
 from samplm.config import AdapterConfig
 from samplm.data import InstanceDataset, read_mask_folder, read_voc
@@ -44,7 +46,7 @@ from samplm.eval.auto import (
     fit_persam_f,
 )
 from samplm.location_prior import PriorSettings
-from samplm.prototype import TargetPrototype, valid_cells
+from samplm.prototype import TargetPrototype, fit_prototype, valid_cells
 from samplm.segment import make_tasks, segment_images
 from samplm.train.recipes import recipe_config
 from samplm.train.trainer import train
@@ -182,8 +184,8 @@ def perseg_one_shot(args: argparse.Namespace, predictor: CustomSamPredictor) -> 
     return {"miou": table, "adapter_seconds": float(np.mean(seconds))}
 
 
-def speed(args: argparse.Namespace, predictor: CustomSamPredictor, adapter_dir: Path) -> dict:
-    """Seconds per 512 px photo: ``set_image`` alone, and ``segment_images`` (prior + plate adapter)."""
+def speed_photos(args: argparse.Namespace) -> list[Path]:
+    """``--speed-images`` plate photos resized to 512 px (longest side), written once."""
     folder = args.out / "speed-images"
     folder.mkdir(parents=True, exist_ok=True)
     for path in find_images(args.data / "car_license_plate_andrewmvd" / "images")[: args.speed_images]:
@@ -191,7 +193,11 @@ def speed(args: argparse.Namespace, predictor: CustomSamPredictor, adapter_dir: 
         scale = 512 / max(image.shape[:2])
         small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
         cv2.imwrite(str(folder / f"{path.stem}.png"), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-    photos = find_images(folder)
+    return find_images(folder)
+
+
+def speed(predictor: CustomSamPredictor, adapter_dir: Path, photos: list[Path], out: Path) -> dict:
+    """Seconds per photo: ``set_image`` alone, then ``segment_images`` (prior clicks + the adapter)."""
     loaded = [load_image(p) for p in photos]
     predictor.reset_image()
     start = time.perf_counter()
@@ -200,9 +206,9 @@ def speed(args: argparse.Namespace, predictor: CustomSamPredictor, adapter_dir: 
     encode = (time.perf_counter() - start) / len(loaded)
     predictor.reset_image()
     tasks, _ = make_tasks(predictor, [adapter_dir])
-    shutil.rmtree(args.out / "segment", ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    summary = segment_images(predictor, tasks, photos, args.out / "segment", progress=False)
+    summary = segment_images(predictor, tasks, photos, out, progress=False)
     total = (time.perf_counter() - start) / len(photos)
     return {
         "images": len(photos),
@@ -213,6 +219,23 @@ def speed(args: argparse.Namespace, predictor: CustomSamPredictor, adapter_dir: 
         "masks": summary.masks,
         "no_match": summary.no_match,
     }
+
+
+def speed_vit_b(args: argparse.Namespace, photos: list[Path]) -> dict:
+    """:func:`speed` with SAM's ViT-B geometry (1024 px, 64 x 64 grid; random weights: only the time
+    is measured) and an untrained adapter with a prototype of one photo's centre."""
+    sam = sam_model_registry["vit_b"]().eval()
+    predictor = CustomSamPredictor(sam)
+    image = load_image(photos[0])
+    mask = np.zeros(image.shape[:2], bool)
+    h, w = mask.shape
+    mask[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = True
+    folder = args.out / "vit-b-adapter"
+    adapter = PromptAdapter(AdapterConfig(task="timing"))
+    adapter.bind_base_model(sam, model_type="vit_b")
+    adapter.save_pretrained(folder)
+    fit_prototype(predictor, [(image, mask)]).save(folder)
+    return speed(predictor, folder, photos, args.out / "segment-vit-b")
 
 
 def main() -> None:
@@ -226,6 +249,7 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, help="evaluate AP on at most this many plate photos")
     parser.add_argument("--one-shot-steps", type=int, default=200, help="steps of each one-shot adapter")
     parser.add_argument("--speed-images", type=int, default=100)
+    parser.add_argument("--vit-b-images", type=int, default=3, help="photos timed with ViT-B geometry")
     args = parser.parse_args()
     torch.manual_seed(0)
     start = time.time()
@@ -234,7 +258,9 @@ def main() -> None:
     record = {"prior_hits": prior_hits(args, adapter_dir)}
     record["plates"] = plates_ap(args, predictor, adapter_dir)
     record["perseg"] = perseg_one_shot(args, predictor)
-    record["speed"] = speed(args, predictor, adapter_dir)
+    photos = speed_photos(args)
+    record["speed"] = speed(predictor, adapter_dir, photos, args.out / "segment")
+    record["speed_vit_b"] = speed_vit_b(args, photos[: args.vit_b_images])
     record["seconds"] = round(time.time() - start, 1)
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
     print(report(args.model_type, record))
@@ -267,12 +293,12 @@ def report(model_type: str, record: dict) -> str:
     table = perseg["miou"]
     persam_f = table["PerSAM-F (prior + 2 fitted weights)"]["all"]
     lines.append(_check("  prior + adapter >= PerSAM-F", table["prior + adapter"]["all"], persam_f))
-    lines.append(
-        f"speed: {fast['images']} photos at 512 px: set_image {fast['set_image_s']:.3f} s, segment "
-        f"{fast['segment_s']:.3f} s per image (read, encode, decode, overlay; whole run "
-        f"{fast['segment_run_s']:.3f} s per image); "
-        f"ratio {fast['ratio']:.2f} (target <= 1.5: {'ok' if fast['ratio'] <= 1.5 else 'MISSED'})"
-    )
+    for label, row in ((model_type, fast), ("vit_b (random weights)", record["speed_vit_b"])):
+        lines.append(
+            f"speed, {label}: {row['images']} photos at 512 px: set_image {row['set_image_s']:.3f} s, "
+            f"segment {row['segment_s']:.3f} s per image (read, encode, decode, overlay); "
+            f"ratio {row['ratio']:.2f} (target <= 1.5: {'ok' if row['ratio'] <= 1.5 else 'MISSED'})"
+        )
     lines.append(f"torch threads {torch.get_num_threads()}, wall time {record['seconds']:.0f} s")
     return "\n".join(lines)
 

@@ -129,7 +129,7 @@ def evaluate_one_shot(
     predictor: CustomSamPredictor,
     cases: Sequence[OneShotCase],
     *,
-    samf_steps: int = 300,
+    samf_steps: int = 1000,
     grid_points: int = 16,
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
@@ -164,7 +164,7 @@ def one_shot_methods(
     adapter_name: str | None,
     *,
     prior: PriorSettings = PERSAM_PRIOR,
-    samf_steps: int = 300,
+    samf_steps: int = 1000,
     grid_points: int = 16,
 ) -> list[AutoMethod]:
     """PerSAM, PerSAM-F, prior + adapter (if ``adapter_name``) and the grid upper bound, for one
@@ -196,9 +196,9 @@ def one_shot_methods(
 @torch.no_grad()
 def _reference_logits(
     predictor: CustomSamPredictor, prototype: TargetPrototype, reference, prior: PriorSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The base decoder's three low-res logits for the prior's clicks on the reference, and the
-    reference mask on the same grid: ``(K x 3 x L x L, K x 1 x L x L)``."""
+    reference mask on the same grid: ``(K x 3 x L x L, K x 1 x L x L)``; ``None`` without a click."""
     image, mask = reference
     predictor.set_image(image)
     sam = predictor.model
@@ -206,6 +206,8 @@ def _reference_logits(
         predictor.features, prototype, tuple(predictor.input_size), sam.image_encoder.img_size, prior
     )
     coords, labels = found.prompts()
+    if not len(coords):
+        return None
     with predictor.use_adapter(None):
         output = predictor.decode(coords.to(predictor.device), labels.to(predictor.device))
     logits = output.low_res_logits.float().cpu()
@@ -220,11 +222,14 @@ def fit_persam_f(
     reference: tuple[np.ndarray, np.ndarray],
     prior: PriorSettings = PERSAM_PRIOR,
     *,
-    steps: int = 300,
+    steps: int = 1000,
+    lr: float = 1e-3,
 ) -> tuple[float, float, float]:
     """PerSAM-F: two weights blending the base decoder's three masks, fitted on the reference image
-    (prompted by the prior) to its mask. Returns the three weights."""
-    logits, target = _reference_logits(predictor, prototype, reference, prior)
-    if not len(logits):
+    (prompted by the prior) to its mask with PerSAM-F's schedule (1,000 Adam steps at lr 1e-3 from
+    1/3 each, which keeps the weights near a convex blend). Returns the three weights."""
+    found = _reference_logits(predictor, prototype, reference, prior)
+    if found is None:  # the prior finds no click on the reference: nothing to fit
         return (1 / 3, 1 / 3, 1 / 3)
-    return fit_blend(logits, target, steps=steps, lr=1e-2, batch_size=len(logits)).weights
+    logits, target = found
+    return fit_blend(logits, target, steps=steps, lr=lr, batch_size=len(logits)).weights
