@@ -1,5 +1,5 @@
-"""The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo``, ``segment``, ``fit-prototype`` and
-``push``.
+"""The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo``, ``segment``, ``fit-prototype``,
+``export`` and ``push``.
 
 ``embed``, ``train``, ``eval`` and ``demo`` take ``--config FILE`` (YAML or JSON) with any of their
 options (long names with ``_`` for ``-``); flags given on the command line override the file. The
@@ -72,6 +72,7 @@ _NOT_OPTIONS = {"help", "version", "debug", "command", "config", "config_keys", 
 # Ranges of the options that are not training settings (those are in SETTING_LIMITS, which also covers
 # --seed, --steps, --batch-size and --lr of eval and demo).
 _OPTION_LIMITS = {
+    "opset": Limit(int, 14, 20),
     "min_similarity": Limit(float, -1, 1),
     "relative": Limit(float, 0, 1),
     "max_clicks": Limit(int, 1, 4096),
@@ -365,6 +366,32 @@ def _add_fit_prototype(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     return fit
 
 
+def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm export``."""
+    export = sub.add_parser(
+        "export",
+        help="write an adapter (with SAM's prompt encoder and mask decoder) as one ONNX graph",
+        description="Write SAM's prompt encoder + the adapter's PLM + SAM's mask decoder as one ONNX graph "
+        "with the inputs and outputs of segment_anything's SamOnnxModel (SAM's ONNX clients load it "
+        "unchanged), exact for every image size. --encoder also writes the image encoder (small bases).",
+    )
+    add = export.add_argument
+    add("--adapter", help="adapter: directory, .safetensors, org/repo[@rev] or name (default: plain SAM)")
+    add("--out", help="the .onnx file to write")
+    add("--return-single-mask", action="store_true", default=None, help="one mask per prompt (SAM's rule)")
+    add("--opset", type=int, help="ONNX opset (default 17; 14 to 20)")
+    add("--quantize", action="store_true", default=None, help="onnxruntime dynamic quantisation (int8)")
+    add("--encoder", help="also write the image encoder to this .onnx file (samplm_tiny, samplm_lite)")
+    add(
+        "--web",
+        help="instead: write the example page's models (encoder, plain SAM and --adapter decoders, "
+        "models.json) into this folder, e.g. examples/web/models",
+    )
+    _add_model_args(export, cache=False)
+    add("--config", help="YAML/JSON file with any of these options")
+    return export
+
+
 def _add_push(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``samplm push``."""
     push = sub.add_parser("push", help="upload an adapter directory to the Hugging Face Hub")
@@ -412,10 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(
         config_keys=frozenset(_option_names(segment)), config_actions=_option_actions([segment])
     )
+    exporter = _add_export(sub)
+    exporter.set_defaults(
+        config_keys=frozenset(_option_names(exporter)), config_actions=_option_actions([exporter])
+    )
     fit = _add_fit_prototype(sub)
     fit.set_defaults(config_keys=frozenset(_option_names(fit)), config_actions=_option_actions([fit]))
     push = _add_push(sub)
-    for command in (*jobs, demo, segment, fit, push):  # also after the command: samplm train ... --debug
+    # --debug also after the command: samplm train ... --debug
+    for command in (
+        *jobs,
+        demo,
+        segment,
+        fit,
+        exporter,
+        push,
+    ):  # also after the command: samplm train ... --debug
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
@@ -479,7 +518,7 @@ def _check_places(options: dict[str, Any], labels: dict[str, str]) -> None:
     if options.get("device"):
         options["device"] = default_device(str(options["device"]))
     out = options.get("out")
-    writes_file = str(out).endswith(".safetensors")  # fit-prototype --out FILE.safetensors
+    writes_file = str(out).endswith((".safetensors", ".onnx"))  # fit-prototype, export: --out FILE
     if out and not writes_file and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
         raise ConfigError(labels["out"], f"{out} is a file; give a directory (it is created if missing)")
 
@@ -851,6 +890,42 @@ def _fit_prototype(options: dict[str, Any]) -> int:
     return 0
 
 
+def _export(options: dict[str, Any]) -> int:
+    """``samplm export``: the adapter's ONNX graph (and the image encoder with ``--encoder``)."""
+    from .adapter import PromptAdapter
+    from .export import export_encoder_onnx, export_onnx, write_web_bundle
+
+    _require(options, "model_type")
+    if not options.get("out") and not options.get("web"):
+        raise ValueError("missing required option: --out (or --web)")
+    sam = build_full_sam(options["model_type"], options.get("checkpoint")).eval()
+    adapter = PromptAdapter.load(options["adapter"]) if options.get("adapter") else None
+    if adapter is not None:
+        adapter.check_compatible(sam, strict=True)  # a base mismatch is an error here, not a warning
+    opset = int(options.get("opset", 17))
+    if options.get("web"):
+        adapters = {"sam": None, **({adapter.task: adapter} if adapter is not None else {})}
+        folder = write_web_bundle(
+            sam, adapters, options["web"], model_type=options["model_type"], opset=opset
+        )
+        print(f"wrote the page's models to {folder}; serve examples/web (python -m http.server)")
+        return 0
+    written = export_onnx(
+        sam,
+        options["out"],
+        adapter=adapter,
+        model_type=options["model_type"],
+        return_single_mask=bool(options.get("return_single_mask")),
+        opset=opset,
+        quantize=bool(options.get("quantize")),
+    )
+    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+    if options.get("encoder"):
+        encoder = export_encoder_onnx(sam, options["encoder"], opset=opset, model_type=options["model_type"])
+        print(f"wrote {encoder} ({encoder.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "embed": _embed,
     "train": _train,
@@ -858,6 +933,7 @@ _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "demo": _demo,
     "segment": _segment,
     "fit-prototype": _fit_prototype,
+    "export": _export,
 }
 
 

@@ -9,6 +9,7 @@ masks stay bit-identical and no hook is installed on the shared ``Sam``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,9 +72,7 @@ def decode_prompts(
     Returns:
         A :class:`DecoderOutput`.
     """
-    points = (point_coords, point_labels) if point_coords is not None else None
-    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-    image_pe = sam.prompt_encoder.get_dense_pe()
+    sparse, dense, image_pe = _encode_prompts(sam, point_coords, point_labels, boxes, mask_input)
     if plm is not None:
         if context is None:
             context = plm.image_context(image_embedding, image_pe)
@@ -90,6 +89,68 @@ def decode_prompts(
     low_res, iou, features = _decode_with_features(sam.mask_decoder, image_embedding, image_pe, sparse, dense)
     chosen = slice(1, None) if multimask_output else slice(0, 1)
     return DecoderOutput(low_res[:, chosen], iou[:, chosen], sparse, features)
+
+
+def decode_with_adapters(
+    sam: Sam,
+    image_embedding: Tensor,
+    plms: Sequence[PromptLearningModule | None],
+    contexts: Sequence[ImageContext | None],
+    *,
+    point_coords: Tensor | None = None,
+    point_labels: Tensor | None = None,
+    boxes: Tensor | None = None,
+    mask_input: Tensor | None = None,
+    multimask_output: bool = True,
+) -> DecoderOutput:
+    """One prompt answered by ``A`` adapters in one batched decoder call.
+
+    SAM's prompt encoder runs once; each PLM (``None``: plain SAM) turns its tokens into its own; the
+    ``A`` token sets go through the mask decoder as a batch over the one image embedding. Row ``a`` of
+    the outputs equals :func:`decode_prompts` with ``plms[a]`` within float tolerance.
+
+    Args:
+        sam, image_embedding: as :func:`decode_prompts`.
+        plms: the ``A`` prompt learning modules.
+        contexts: ``plm.image_context(image_embedding, dense_pe)`` of each (``None``: computed here).
+        point_coords ... mask_input: ONE prompt, as :func:`decode_prompts` with batch 1
+            (``1 x N x 2``, ``1 x N``, ``1 x 4``, ``1 x 1 x 4h x 4w``).
+        multimask_output: three masks (True) or one (False).
+
+    Returns:
+        A :class:`DecoderOutput` with batch ``A`` (``A x C x 4h x 4w`` logits).
+    """
+    sparse, dense, image_pe = _encode_prompts(sam, point_coords, point_labels, boxes, mask_input)
+    if sparse.shape[0] != 1:
+        raise ValueError(f"decode_with_adapters answers one prompt; got a batch of {sparse.shape[0]}")
+    tokens = [
+        sparse
+        if plm is None
+        else plm(sparse, context=context or plm.image_context(image_embedding, image_pe))
+        for plm, context in zip(plms, contexts, strict=True)
+    ]
+    stacked = torch.cat(tokens, dim=0)
+    low_res, iou = sam.mask_decoder(
+        image_embeddings=image_embedding,
+        image_pe=image_pe,
+        sparse_prompt_embeddings=stacked,
+        dense_prompt_embeddings=dense.expand(len(tokens), -1, -1, -1),
+        multimask_output=multimask_output,
+    )
+    return DecoderOutput(low_res, iou, stacked)
+
+
+def _encode_prompts(
+    sam: Sam,
+    point_coords: Tensor | None,
+    point_labels: Tensor | None,
+    boxes: Tensor | None,
+    mask_input: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """SAM's prompt encoder: ``(sparse B x N x C, dense B x C x h x w, dense positional encoding)``."""
+    points = (point_coords, point_labels) if point_coords is not None else None
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    return sparse, dense, sam.prompt_encoder.get_dense_pe()
 
 
 def _decode_with_features(

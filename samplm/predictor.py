@@ -12,7 +12,7 @@ import copy
 import hashlib
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from segment_anything.modeling import Sam
 
 from .adapter import PromptAdapter, check_finite
 from .cache import sam_encoder_key
-from .decode import DecoderOutput, decode_prompts
+from .decode import DecoderOutput, decode_prompts, decode_with_adapters
 from .errors import AdapterOutputError, ImageError, ImageNotSetError, SamplmError, UnknownAdapterError
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
@@ -428,6 +428,64 @@ class CustomSamPredictor(SamPredictor):
                 "(disable_adapter())"
             )
         return output
+
+    @torch.no_grad()
+    def predict_many(
+        self,
+        adapters: Sequence[str | None] | None = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One prompt answered by several adapters in one batched decoder call over the current image.
+
+        Equal to a loop of :meth:`set_adapter` + :meth:`predict` within float tolerance, without the
+        loop: SAM's prompt encoder runs once, each adapter's PLM turns the prompt's tokens into its own,
+        and the mask decoder and the upscaling run once for the whole batch.
+
+        Args:
+            adapters: names of loaded adapters, ``None`` in the list for plain SAM (default: every
+                loaded adapter, in load order).
+            point_coords ... return_logits: one prompt, as :meth:`predict`.
+
+        Returns:
+            ``{adapter name: (masks C x H x W, scores C, low_res_logits C x 4h x 4w)}`` as :meth:`predict`
+            returns them, in the order of ``adapters``.
+
+        Raises:
+            UnknownAdapterError: a name is not loaded.
+            AdapterOutputError: an adapter made the decoder output NaN or infinite logits.
+        """
+        names = list(self.adapters if adapters is None else adapters)
+        for name in names:
+            if name is not None:
+                self._require(name)
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
+        placed = [self._placed(n) if n is not None else None for n in names]
+        output = decode_with_adapters(
+            self.model,
+            self.features,
+            [a.plm if a is not None else None for a in placed],
+            [
+                self._image_context(n, a) if a is not None else None
+                for n, a in zip(names, placed, strict=True)
+            ],
+            **prompts,
+            multimask_output=multimask_output,
+        )
+        bad = [
+            n for n, row in zip(names, output.low_res_logits, strict=True) if not torch.isfinite(row).all()
+        ]
+        if bad:
+            raise AdapterOutputError(
+                f"adapter {bad[0]!r} made SAM's decoder output NaN or infinite mask logits"
+            )
+        masks = self.upscale_logits(output.low_res_logits, return_logits).cpu().numpy()
+        scores, low_res = output.iou_predictions.cpu().numpy(), output.low_res_logits.cpu().numpy()
+        return {name: (masks[i], scores[i], low_res[i]) for i, name in enumerate(names)}
 
     def _torch_prompts(self, point_coords, point_labels, box, mask_input) -> dict[str, torch.Tensor | None]:
         """Original-frame prompts of one instance (numpy arrays or lists), checked, -> batch-of-one

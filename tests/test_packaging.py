@@ -55,7 +55,7 @@ def test_every_import_of_samplm_is_declared():
     project = _project()
     runtime = _names(project["dependencies"])
     extras = project["optional-dependencies"]
-    user = runtime | _names(extras["train"]) | _names(extras["eval"])
+    user = runtime | _names(extras["train"]) | _names(extras["eval"]) | _names(extras["export"])
     module_level, anywhere = _imports(ROOT / "samplm")
     assert "PIL" in module_level and "pillow" in runtime
     for module, dists in _distributions(module_level).items():

@@ -389,15 +389,15 @@ def test_cli_segment_from_a_config_file(capsys, folder, adapters):
     assert json.loads((out / "summary.json").read_text())["images"] == 1
 
 
+def _fit_argv(folder: Path, out: Path) -> list[str]:
+    """``samplm fit-prototype`` on the first photo and mask of ``folder``, written to ``out``."""
+    argv = ["fit-prototype", "--images", str(folder / "images" / "0.png")]
+    argv += ["--masks", str(folder / "masks" / "0.png"), "--out", str(out)]
+    return [*argv, "--model-type", "samplm_tiny", "--device", "cpu"]
+
+
 def test_cli_fit_prototype_to_a_directory_twice(capsys, folder):
-    argv = [
-        "fit-prototype",
-        "--images",
-        str(folder / "images" / "0.png"),
-        "--masks",
-        str(folder / "masks" / "0.png"),
-    ]
-    argv += ["--out", str(folder / "protos"), "--model-type", "samplm_tiny", "--device", "cpu"]
+    argv = _fit_argv(folder, folder / "protos")
     assert main([*argv, "--task", "box"]) == 0
     assert TargetPrototype.load(folder / "protos").task == "box"
     config = folder / "fit.json"
@@ -408,14 +408,7 @@ def test_cli_fit_prototype_to_a_directory_twice(capsys, folder):
 
 
 def test_cli_fit_prototype_to_a_file_twice(capsys, folder):
-    argv = [
-        "fit-prototype",
-        "--images",
-        str(folder / "images" / "0.png"),
-        "--masks",
-        str(folder / "masks" / "0.png"),
-    ]
-    argv += ["--out", str(folder / "p.safetensors"), "--model-type", "samplm_tiny", "--device", "cpu"]
+    argv = _fit_argv(folder, folder / "p.safetensors")
     assert main(argv) == 0
     assert main(argv) == 0
 

@@ -42,16 +42,38 @@ class MultiScaleNeck(nn.Module):
             nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+        # antialiased bilinear halving as a depthwise convolution (not a weight: not in the state dict)
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+        self.register_buffer(
+            "halve", (taps[:, None] * taps[None, :]).expand(out_chans, 1, 4, 4).clone(), False
+        )
 
     def forward(self, features: list[Tensor]) -> Tensor:
         size = features[1].shape[-2:]
         resampled = []
         for lateral, feature in zip(self.lateral, features, strict=True):
-            x = lateral(feature)
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            resampled.append(x)
+            resampled.append(self._resample(lateral(feature), tuple(size)))
         return self.fuse(torch.cat(resampled, dim=1))
+
+    def _resample(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """Antialiased bilinear resampling of ``B x C x H x W`` to ``size``, with operations ONNX has.
+
+        Halving (the stride-8 map to the stride-16 grid) is antialiased bilinear's exact filter: a
+        4 x 4 ``[1, 3, 3, 1] / 8`` kernel at stride 2, renormalised at the borders where taps fall
+        outside. Upsampling is plain bilinear (antialiasing changes nothing there). Other ratios use
+        ``F.interpolate(..., antialias=True)`` itself. All agree with it within float rounding.
+        """
+        h, w = x.shape[-2:]
+        if (h, w) == size:
+            return x
+        if (h, w) == (2 * size[0], 2 * size[1]):
+            kernel = self.halve.to(x.dtype)
+            total = F.conv2d(x, kernel, stride=2, padding=1, groups=kernel.shape[0])
+            weight = F.conv2d(torch.ones_like(x[:1, :1]), kernel[:1], stride=2, padding=1)
+            return total / weight
+        if h <= size[0] and w <= size[1]:
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 class LiteImageEncoder(nn.Module):

@@ -1,0 +1,76 @@
+"""``CustomSamPredictor.predict_many``: one prompt, several adapters, one batched decoder call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samplm import CustomSamPredictor, UnknownAdapterError
+from samplm.errors import AdapterOutputError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = {
+    "point": {"point_coords": [[40.0, 30.0]], "point_labels": [1]},
+    "points": {"point_coords": [[40.0, 30.0], [100.0, 70.0]], "point_labels": [1, 0]},
+    "box": {"box": [25.0, 15.0, 95.0, 65.0]},
+    "point+box": {"point_coords": [[50.0, 40.0]], "point_labels": [1], "box": [25.0, 15.0, 95.0, 65.0]},
+}
+
+
+@pytest.fixture()
+def predictor(tiny_sam, adapter_factory, image) -> CustomSamPredictor:
+    predictor = CustomSamPredictor(tiny_sam)
+    for index, task in enumerate(["nose", "mouth", "hair"]):
+        adapter = adapter_factory(task, seed=index)
+        with torch.no_grad():  # a fresh adapter is an identity: perturb so that each answers differently
+            for parameter in adapter.parameters():
+                parameter.add_(
+                    0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(index))
+                )
+        predictor.load_adapter(adapter)
+    predictor.set_image(image)
+    return predictor
+
+
+def _one_by_one(predictor: CustomSamPredictor, names, **prompt) -> dict:
+    out = {}
+    for name in names:
+        with predictor.use_adapter(name):
+            out[name] = predictor.predict(**prompt)
+    return out
+
+
+@pytest.mark.parametrize("prompt", sorted(PROMPTS))
+@pytest.mark.parametrize("multimask", [True, False])
+def test_equals_a_loop_of_predict(predictor, prompt, multimask):
+    names = [None, "nose", "mouth", "hair"]
+    batched = predictor.predict_many(names, **PROMPTS[prompt], multimask_output=multimask)
+    looped = _one_by_one(predictor, names, **PROMPTS[prompt], multimask_output=multimask)
+    assert list(batched) == names
+    for name in names:
+        masks, scores, logits = batched[name]
+        ref_masks, ref_scores, ref_logits = looped[name]
+        assert masks.shape == ref_masks.shape and masks.dtype == ref_masks.dtype
+        np.testing.assert_allclose(logits, ref_logits, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5, rtol=0)
+        assert (masks == ref_masks).mean() > 0.999
+    assert not np.allclose(batched["nose"][2], batched["mouth"][2])  # the adapters really differ
+    assert not np.allclose(batched["nose"][2], batched[None][2])
+
+
+def test_defaults_to_every_loaded_adapter_and_keeps_the_active_one(predictor):
+    predictor.set_adapter("mouth")
+    batched = predictor.predict_many(**PROMPTS["point"], return_logits=True)
+    assert list(batched) == ["nose", "mouth", "hair"] and predictor.active_adapter == "mouth"
+    assert batched["hair"][0].dtype == np.float32  # logits, not booleans
+
+
+def test_refuses_unknown_adapters_and_reports_broken_ones(predictor):
+    with pytest.raises(UnknownAdapterError):
+        predictor.predict_many(["nose", "eyebrow"], **PROMPTS["point"])
+    with torch.no_grad():
+        next(predictor.get_adapter("hair").parameters()).fill_(float("inf"))
+    with pytest.raises(AdapterOutputError, match="'hair'"):
+        predictor.predict_many(["nose", "hair"], **PROMPTS["point"])
