@@ -236,9 +236,7 @@ def _write(model, dummy, out, opset, metadata, quantize, *, dynamic, outputs=OUT
             entry.key, entry.value = key, str(value)
         onnx.save(graph, str(tmp))
         if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(tmp), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            _quantize(tmp, graph)
 
     return atomic_write(out, export)
 
@@ -274,3 +272,26 @@ def write_web_bundle(
     }
     atomic_write_text(folder / "models.json", json.dumps(manifest, indent=1))
     return folder
+
+
+def _quantize(path: Path, model) -> None:
+    """onnxruntime's dynamic quantisation of the matrix products' weights (int8, per channel), except
+    the products with SAM's positional encoding: its ``2 x C`` random Fourier matrix turns click
+    coordinates into features, and rounding it moves every click."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    coordinates = [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and any(len(shapes.get(name, ())) == 2 and shapes[name][0] == 2 for name in node.input)
+    ]
+    quantize_dynamic(
+        str(path),
+        str(path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=coordinates,
+    )
