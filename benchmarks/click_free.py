@@ -46,7 +46,7 @@ from samplm.eval.auto import (
     fit_persam_f,
 )
 from samplm.location_prior import PriorSettings
-from samplm.prototype import TargetPrototype, fit_prototype, valid_cells
+from samplm.prototype import TargetPrototype, cell_coverage, fit_prototype, valid_cells
 from samplm.segment import make_tasks, segment_images
 from samplm.train.recipes import recipe_config
 from samplm.train.trainer import train
@@ -138,10 +138,8 @@ def _cells(train_set: TrainingSet, item) -> torch.Tensor:
 
 def _cover(train_set: TrainingSet, items: list) -> torch.Tensor:
     """``h x w`` share of each embedding cell covered by the items' targets (their union)."""
-    grid, factor = train_set.grid, train_set.low_res // train_set.grid
-    masks = [torch.as_tensor(i.target.low_res, dtype=torch.float32) for i in items]
-    union = torch.stack(masks).amax(0)
-    return union.reshape(grid, factor, grid, factor).mean(dim=(1, 3))
+    union = np.any([item.target.low_res for item in items], axis=0)
+    return torch.as_tensor(cell_coverage(union, train_set.grid))
 
 
 def one_shot_adapter(args: argparse.Namespace, name: str, image: Path, mask: Path) -> Path:

@@ -51,7 +51,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .errors import PrototypeError
-from .location_prior import PriorSettings, location_prior
+from .location_prior import PriorSettings, prior_from_similarity
 from .predictor import CustomSamPredictor
 from .prompts import as_rgb_uint8
 from .prototype import TargetPrototype, valid_cells
@@ -217,13 +217,13 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         """Masks of one crop, in the original frame, duplicates removed (box NMS on ``score``)."""
         x0, y0, x1, y1 = crop_box
         self.predictor.set_image(image[y0:y1, x0:x1, :])  # free if already set
-        coords, labels, points = self._crop_prompts(crop_layer_idx)
         similarity = None
         if self.prototype is not None:  # h x w, and whether each cell covers the image
             img_size = int(self.predictor.model.image_encoder.img_size)
             input_size = tuple(self.predictor.input_size)
-            similarity = self.prototype.similarity(self.predictor.features, input_size, img_size).cpu()
-            similarity = (similarity, valid_cells(tuple(similarity.shape), input_size, img_size))
+            cells = self.prototype.similarity(self.predictor.features, input_size, img_size).cpu()
+            similarity = (cells, valid_cells(tuple(cells.shape), input_size, img_size))
+        coords, labels, points = self._crop_prompts(crop_layer_idx, similarity)
         data = _empty_crop_data()
         for batch in batch_iterator(self.points_per_batch, coords, labels, points):
             data.cat(self._process_prompts(*batch, similarity, crop_box, orig_size))
@@ -236,8 +236,11 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         data["crop_boxes"] = torch.tensor([crop_box for _ in range(len(data["rles"]))]).reshape(-1, 4)
         return data
 
-    def _crop_prompts(self, crop_layer_idx: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Prompts for the image set on the predictor.
+    def _crop_prompts(
+        self, crop_layer_idx: int, similarity: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Prompts for the image set on the predictor (``similarity``: its map and valid cells, computed
+        once per crop for the prior and the scores).
 
         Returns:
             ``(coords B x N x 2 input frame, labels B x N, clicked points B x 2 crop frame)``.
@@ -250,9 +253,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
             coords = torch.as_tensor(coords, dtype=torch.float32)[:, None, :]
             return coords, torch.ones(len(points), 1, dtype=torch.int32), torch.as_tensor(points).float()
         img_size = int(self.predictor.model.image_encoder.img_size)
-        prior = location_prior(
-            self.predictor.features, self.prototype, (input_h, input_w), img_size, self.prior
-        )
+        prior = prior_from_similarity(similarity[0], (input_h, input_w), img_size, self.prior)
         coords, labels = prior.prompts()
         points = torch.as_tensor(prior.positives) * torch.tensor([crop_w / input_w, crop_h / input_h])
         return coords, labels, points.float().reshape(-1, 2)

@@ -104,8 +104,18 @@ def location_prior(
     Returns:
         A :class:`LocationPrior`.
     """
-    settings = settings or PriorSettings()
     similarity = prototype.similarity(embedding, input_size, img_size).cpu()  # h x w: small
+    return prior_from_similarity(similarity, input_size, img_size, settings)
+
+
+def prior_from_similarity(
+    similarity: Tensor,
+    input_size: tuple[int, int],
+    img_size: int,
+    settings: PriorSettings | None = None,
+) -> LocationPrior:
+    """:func:`location_prior` from an already computed ``h x w`` CPU similarity map."""
+    settings = settings or PriorSettings()
     h, w = similarity.shape
     centres = (torch.arange(max(h, w), dtype=torch.float32) + 0.5) * (img_size / w)
     valid = valid_cells((h, w), input_size, img_size)

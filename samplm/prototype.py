@@ -240,10 +240,23 @@ def fit_prototype(
     return TargetPrototype.from_cells(cells(), img_size=img_size, encoder=encoder, task=task)
 
 
+def cell_coverage(low_res: np.ndarray, grid: int) -> np.ndarray:
+    """The share of each embedding cell a low-res mask covers.
+
+    Args:
+        low_res: ``L x L`` bool mask in the padded low-res frame (``L`` a multiple of ``grid``).
+        grid: the embedding side.
+
+    Returns:
+        ``grid x grid`` float32 weights in ``[0, 1]``.
+    """
+    factor = low_res.shape[-1] // grid
+    return low_res.astype(np.float32).reshape(grid, factor, grid, factor).mean(axis=(1, 3))
+
+
 def training_prototype(train_set: TrainingSet, task: str | None = None) -> TargetPrototype:
     """A prototype from every training instance of ``train_set`` (its cached embeddings and targets),
     as ``samplm train`` writes beside the adapter."""
-    factor, grid = train_set.low_res // train_set.grid, train_set.grid
 
     def pairs() -> Iterator[tuple[Tensor, np.ndarray, tuple[int, int]]]:
         entry, key = None, None
@@ -251,8 +264,7 @@ def training_prototype(train_set: TrainingSet, task: str | None = None) -> Targe
             if key != (item.image_path, item.expected_size):
                 key = (item.image_path, item.expected_size)
                 entry = train_set.cache.get(*key)
-            low_res = item.target.low_res.astype(np.float32)
-            weights = low_res.reshape(grid, factor, grid, factor).mean(axis=(1, 3))
+            weights = cell_coverage(item.target.low_res, train_set.grid)
             yield entry.embedding, weights, entry.input_size
 
     return TargetPrototype.from_cells(

@@ -200,12 +200,14 @@ def segment_images(
     out = Path(out)
     signature = json.loads(json.dumps([task.signature() for task in tasks]))  # as stored (lists, not tuples)
     summary = SegmentSummary(images=len(images), prompts={t.name: t.generator.prompts for t in tasks})
-    seconds = 0.0
+    seconds, finished = 0.0, {}  # image id -> its current results (resumed or made now)
     for image_id, path in enumerate(
         progress_bar(images, desc="segmenting", unit="img", disable=not progress), 1
     ):
         record_file = out / "per_image" / f"{image_id:06d}.json"
-        if _finished(record_file, Path(path), signature) is not None:
+        stored = _finished(record_file, Path(path), signature)
+        if stored is not None:
+            finished[image_id] = stored
             summary.resumed += 1
             continue
         start = time.perf_counter()
@@ -220,10 +222,11 @@ def segment_images(
         entry = {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1]}
         entry.update(tasks=signature, masks=found)
         atomic_write_text(record_file, json.dumps(entry))
+        finished[image_id] = entry
         summary.segmented += 1
         seconds += time.perf_counter() - start
     summary.seconds_per_image = seconds / max(summary.segmented, 1)
-    _write_results(out, images, tasks, signature, summary)
+    _write_results(out, finished, tasks, summary)
     return summary
 
 
@@ -297,19 +300,12 @@ def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any
 
 
 def _write_results(
-    out: Path,
-    images: Sequence[str | os.PathLike[str]],
-    tasks: Sequence[SegmentTask],
-    signature: list[dict[str, Any]],
-    summary: SegmentSummary,
+    out: Path, finished: dict[int, dict[str, Any]], tasks: Sequence[SegmentTask], summary: SegmentSummary
 ) -> None:
-    """Gather every image's current results (of these images, tasks and settings) into ``results.json``,
-    ``images.json`` and ``summary.json``."""
+    """Gather the current results of every finished image (``{image id: per-image entry}``, made now or
+    resumed) into ``results.json``, ``images.json`` and ``summary.json``."""
     results, entries = [], []
-    for image_id, path in enumerate(images, 1):
-        entry = _finished(out / "per_image" / f"{image_id:06d}.json", Path(path), signature)
-        if entry is None:
-            continue
+    for image_id, entry in sorted(finished.items()):
         entries.append({"id": image_id, **{k: entry[k] for k in ("file_name", "height", "width")}})
         summary.no_match += not any(entry["masks"])
         for category_id, records in enumerate(entry["masks"], 1):
