@@ -403,6 +403,23 @@ def _add_push(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return push
 
 
+def _add_serve_web(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm serve-web``."""
+    serve = sub.add_parser(
+        "serve-web",
+        help="serve the example page (examples/web) with its models on this machine",
+        description="Serve the example page (index.html, app.js, onnxruntime-web from setup.sh, models "
+        "from samplm export --web) on loopback, with the headers onnxruntime-web's threads need. "
+        "Ctrl-C stops it.",
+    )
+    serve.add_argument("--page", default="examples/web", help="the page folder (default examples/web)")
+    serve.add_argument("--models", help="models folder written by samplm export --web (default PAGE/models)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    serve.add_argument("--log-requests", action="store_true", help="print one line per request")
+    return serve
+
+
 def _option_names(parser: argparse.ArgumentParser) -> set[str]:
     """The option names (``dest``) a subcommand's parser defines."""
     return {action.dest for action in parser._actions} - _NOT_OPTIONS
@@ -446,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = _add_fit_prototype(sub)
     fit.set_defaults(config_keys=frozenset(_option_names(fit)), config_actions=_option_actions([fit]))
     push = _add_push(sub)
+    serve = _add_serve_web(sub)
     # --debug also after the command: samplm train ... --debug
     for command in (
         *jobs,
@@ -454,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         fit,
         exporter,
         push,
+        serve,
     ):  # also after the command: samplm train ... --debug
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -474,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"samplm: error: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.command == "push":
-            return _push(args)
+        if args.command in _PLAIN_COMMANDS:
+            return _PLAIN_COMMANDS[args.command](args)
         return _COMMANDS[args.command](_merged_options(args))
     except (SamplmError, OSError, ValueError, KeyError) as exc:
         if args.debug:
@@ -797,6 +816,25 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_web(args: argparse.Namespace) -> int:
+    """``samplm serve-web``: check the page folder, then serve it until Ctrl-C."""
+    from .web import serve_web
+
+    server = serve_web(
+        args.page, models=args.models, host=args.host, port=args.port, quiet=not args.log_requests
+    )
+    host, port = server.server_address[:2]
+    url = f"http://{host}:{port}/index.html"
+    print(f"serving {Path(args.page).resolve()} at {url} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def _predictor(options: dict[str, Any]):
     """A :class:`CustomSamPredictor` on the full SAM named by ``--model-type`` / ``--checkpoint``."""
     from .predictor import CustomSamPredictor
@@ -908,7 +946,7 @@ def _export(options: dict[str, Any]) -> int:
         folder = write_web_bundle(
             sam, adapters, options["web"], model_type=options["model_type"], opset=opset
         )
-        print(f"wrote the page's models to {folder}; serve examples/web (python -m http.server)")
+        print(f"wrote the page's models to {folder}; serve the page: samplm serve-web --models {folder}")
         return 0
     written = export_onnx(
         sam,
@@ -935,6 +973,9 @@ _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "fit-prototype": _fit_prototype,
     "export": _export,
 }
+
+# subcommands that take their parsed arguments as they are (no --config file)
+_PLAIN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"push": _push, "serve-web": _serve_web}
 
 
 if __name__ == "__main__":

@@ -77,18 +77,9 @@ def decode_prompts(
         if context is None:
             context = plm.image_context(image_embedding, image_pe)
         sparse = plm(sparse, context=context)
-    if not return_image_features:
-        low_res, iou = sam.mask_decoder(
-            image_embeddings=image_embedding,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-        return DecoderOutput(low_res, iou, sparse)
-    low_res, iou, features = _decode_with_features(sam.mask_decoder, image_embedding, image_pe, sparse, dense)
-    chosen = slice(1, None) if multimask_output else slice(0, 1)
-    return DecoderOutput(low_res[:, chosen], iou[:, chosen], sparse, features)
+    return _run_decoder(
+        sam.mask_decoder, image_embedding, image_pe, sparse, dense, multimask_output, return_image_features
+    )
 
 
 def decode_with_adapters(
@@ -102,12 +93,15 @@ def decode_with_adapters(
     boxes: Tensor | None = None,
     mask_input: Tensor | None = None,
     multimask_output: bool = True,
+    return_image_features: bool = False,
+    chunk: int | None = None,
 ) -> DecoderOutput:
-    """One prompt answered by ``A`` adapters in one batched decoder call.
+    """One prompt answered by ``A`` adapters in batched decoder calls.
 
     SAM's prompt encoder runs once; each PLM (``None``: plain SAM) turns its tokens into its own; the
-    ``A`` token sets go through the mask decoder as a batch over the one image embedding. Row ``a`` of
-    the outputs equals :func:`decode_prompts` with ``plms[a]`` within float tolerance.
+    ``A`` token sets go through the mask decoder as a batch over the one image embedding, ``chunk`` of
+    them per call (``None``: all in one call). Row ``a`` of the outputs equals :func:`decode_prompts`
+    with ``plms[a]`` within float tolerance.
 
     Args:
         sam, image_embedding: as :func:`decode_prompts`.
@@ -116,6 +110,9 @@ def decode_with_adapters(
         point_coords ... mask_input: ONE prompt, as :func:`decode_prompts` with batch 1
             (``1 x N x 2``, ``1 x N``, ``1 x 4``, ``1 x 1 x 4h x 4w``).
         multimask_output: three masks (True) or one (False).
+        return_image_features: also return each row's decoder image features (``A x 256 x h x w``).
+        chunk: most token sets per decoder call. On a CPU the decoder's image-side work grows with the
+            batch, and batches of a few keep its ``chunk x 256 x h x w`` activations in cache.
 
     Returns:
         A :class:`DecoderOutput` with batch ``A`` (``A x C x 4h x 4w`` logits).
@@ -123,6 +120,8 @@ def decode_with_adapters(
     sparse, dense, image_pe = _encode_prompts(sam, point_coords, point_labels, boxes, mask_input)
     if sparse.shape[0] != 1:
         raise ValueError(f"decode_with_adapters answers one prompt; got a batch of {sparse.shape[0]}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of adapters per decoder call, got {chunk}")
     tokens = [
         sparse
         if plm is None
@@ -130,14 +129,49 @@ def decode_with_adapters(
         for plm, context in zip(plms, contexts, strict=True)
     ]
     stacked = torch.cat(tokens, dim=0)
-    low_res, iou = sam.mask_decoder(
-        image_embeddings=image_embedding,
-        image_pe=image_pe,
-        sparse_prompt_embeddings=stacked,
-        dense_prompt_embeddings=dense.expand(len(tokens), -1, -1, -1),
-        multimask_output=multimask_output,
+    parts = [
+        _run_decoder(
+            sam.mask_decoder,
+            image_embedding,
+            image_pe,
+            rows,
+            dense.expand(len(rows), -1, -1, -1),
+            multimask_output,
+            return_image_features,
+        )
+        for rows in stacked.split(chunk or len(tokens))
+    ]
+    features = torch.cat([p.image_features for p in parts]) if return_image_features else None
+    return DecoderOutput(
+        torch.cat([p.low_res_logits for p in parts]),
+        torch.cat([p.iou_predictions for p in parts]),
+        stacked,
+        features,
     )
-    return DecoderOutput(low_res, iou, stacked)
+
+
+def _run_decoder(
+    decoder: MaskDecoder,
+    image_embedding: Tensor,
+    image_pe: Tensor,
+    sparse: Tensor,
+    dense: Tensor,
+    multimask_output: bool,
+    return_image_features: bool,
+) -> DecoderOutput:
+    """SAM's mask decoder on ``B`` token sets; through its sub-modules when the features are asked for."""
+    if not return_image_features:
+        low_res, iou = decoder(
+            image_embeddings=image_embedding,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        return DecoderOutput(low_res, iou, sparse)
+    low_res, iou, features = _decode_with_features(decoder, image_embedding, image_pe, sparse, dense)
+    chosen = slice(1, None) if multimask_output else slice(0, 1)
+    return DecoderOutput(low_res[:, chosen], iou[:, chosen], sparse, features)
 
 
 def _encode_prompts(

@@ -29,6 +29,9 @@ from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
 from .prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
 
+# Image-side cells per decoder call in predict_many on a CPU (two of SAM's 64 x 64 grids).
+CPU_DECODER_CELLS = 2 * 64 * 64
+
 
 class CustomSamPredictor(SamPredictor):
     """``SamPredictor`` with per-task prompt-learning adapters.
@@ -172,9 +175,10 @@ class CustomSamPredictor(SamPredictor):
             previous = state[0] if state[0] in self._adapters else None  # (unless deleted meanwhile)
             self._active, self._disabled_depth = previous, state[1]
 
-    def _require(self, adapter_name: str) -> None:
+    def _require(self, adapter_name: str) -> str:
         if adapter_name not in self._adapters:
             raise UnknownAdapterError(adapter_name, self.adapters)
+        return adapter_name
 
     def _placed(self, name: str) -> PromptAdapter:
         """The adapter ``name``, moved to the SAM's current device and dtype if the SAM moved since."""
@@ -439,17 +443,22 @@ class CustomSamPredictor(SamPredictor):
         mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        refine: bool = False,
     ) -> dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """One prompt answered by several adapters in one batched decoder call over the current image.
+        """One prompt answered by several adapters in batched decoder calls over the current image.
 
         Equal to a loop of :meth:`set_adapter` + :meth:`predict` within float tolerance, without the
         loop: SAM's prompt encoder runs once, each adapter's PLM turns the prompt's tokens into its own,
-        and the mask decoder and the upscaling run once for the whole batch.
+        and the mask decoder and the upscaling run on batches of adapters (all of them at once on a GPU;
+        a few per call on a CPU, see :func:`samplm.decode.decode_with_adapters`).
 
         Args:
             adapters: names of loaded adapters, ``None`` in the list for plain SAM (default: every
                 loaded adapter, in load order).
             point_coords ... return_logits: one prompt, as :meth:`predict`.
+            refine: masks of the adapters that carry a Point Matching Module are their PMM polygon
+                refinement, as the first output of :meth:`predict_refined` (the low-res logits stay the
+                decoder's); other rows are unchanged. Not with ``return_logits``.
 
         Returns:
             ``{adapter name: (masks C x H x W, scores C, low_res_logits C x 4h x 4w)}`` as :meth:`predict`
@@ -460,11 +469,10 @@ class CustomSamPredictor(SamPredictor):
             AdapterOutputError: an adapter made the decoder output NaN or infinite logits.
         """
         names = list(self.adapters if adapters is None else adapters)
-        for name in names:
-            if name is not None:
-                self._require(name)
-        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
-        placed = [self._placed(n) if n is not None else None for n in names]
+        placed = [self._placed(self._require(n)) if n is not None else None for n in names]
+        if refine and return_logits:
+            raise SamplmError("predict_many: refine=True returns refined masks, not logits")
+        refined = [refine and a is not None and a.pmm is not None for a in placed]
         output = decode_with_adapters(
             self.model,
             self.features,
@@ -473,19 +481,34 @@ class CustomSamPredictor(SamPredictor):
                 self._image_context(n, a) if a is not None else None
                 for n, a in zip(names, placed, strict=True)
             ],
-            **prompts,
+            **self._torch_prompts(point_coords, point_labels, box, mask_input),
             multimask_output=multimask_output,
+            return_image_features=any(refined),
+            chunk=self._adapter_chunk(),
         )
-        bad = [
-            n for n, row in zip(names, output.low_res_logits, strict=True) if not torch.isfinite(row).all()
+        for name, row in zip(names, output.low_res_logits, strict=True):
+            if not torch.isfinite(row).all():
+                raise AdapterOutputError(
+                    f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits"
+                )
+        # one adapter at a time: its C full-size masks stay in cache, where all A x C of them would not
+        masks = [
+            self.upscale_logits(row[None], return_logits)[0].cpu().numpy() for row in output.low_res_logits
         ]
-        if bad:
-            raise AdapterOutputError(
-                f"adapter {bad[0]!r} made SAM's decoder output NaN or infinite mask logits"
-            )
-        masks = self.upscale_logits(output.low_res_logits, return_logits).cpu().numpy()
+        for i, adapter in enumerate(placed):
+            if refined[i]:
+                rows = self._refine(adapter, masks[i], output.image_features[i : i + 1])
+                masks[i] = np.stack([r.mask for r in rows])
         scores, low_res = output.iou_predictions.cpu().numpy(), output.low_res_logits.cpu().numpy()
         return {name: (masks[i], scores[i], low_res[i]) for i, name in enumerate(names)}
+
+    def _adapter_chunk(self) -> int | None:
+        """Adapters per decoder call in :meth:`predict_many`: all on a GPU; on a CPU as many as keep the
+        batch's image-side activations near two 64 x 64 grids (2 for SAM, 8 for a 32 x 32 grid)."""
+        if self.device.type == "cuda":
+            return None
+        h, w = self.model.prompt_encoder.image_embedding_size
+        return max(1, CPU_DECODER_CELLS // (h * w))
 
     def _torch_prompts(self, point_coords, point_labels, box, mask_input) -> dict[str, torch.Tensor | None]:
         """Original-frame prompts of one instance (numpy arrays or lists), checked, -> batch-of-one
@@ -530,26 +553,34 @@ class CustomSamPredictor(SamPredictor):
             ``polygons[i]`` lists the ``K x 2`` XY refined polygons of mask ``i``'s parts, largest
             first (original frame; empty for an empty mask).
         """
-        from .refine import refine_masks, require_pmm
+        from .refine import require_pmm
 
         name = self.active_adapter
         if name is None:
             raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
-        pmm = require_pmm(self._adapters[name].pmm, f"adapter {name!r}")
+        adapter = self._adapters[name]
+        require_pmm(adapter.pmm, f"adapter {name!r}")
         prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
         output = self.decode(**prompts, multimask_output=multimask_output, features=True)
         masks = self.upscale_logits(output.low_res_logits)[0].cpu().numpy()
-        refined = refine_masks(
-            pmm,
+        refined = self._refine(adapter, masks, output.image_features)
+        scores = output.iou_predictions[0].cpu().numpy()
+        low_res = output.low_res_logits[0].cpu().numpy()
+        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
+
+    def _refine(self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor) -> list:
+        """PMM refinement of one prompt's ``C x H x W`` masks (``image_features``: its ``1 x 256 x h x w``
+        decoder features) -> one :class:`samplm.refine.RefinedMask` per mask."""
+        from .refine import refine_masks
+
+        return refine_masks(
+            adapter.pmm,
             masks,
-            output.image_features,
+            image_features,
             original_size=tuple(self.original_size),
             input_size=tuple(self.input_size),
             image_size=self.model.image_encoder.img_size,
         )
-        scores = output.iou_predictions[0].cpu().numpy()
-        low_res = output.low_res_logits[0].cpu().numpy()
-        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
 
     def _require_image(self) -> None:
         if not self.is_image_set:

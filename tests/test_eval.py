@@ -127,6 +127,37 @@ def test_sensitivity_map_clicks_answer_as_the_predictor(rects, tiny_sam, adapter
             )
 
 
+def test_instance_predictor_answers_as_one_predict_per_adapter(rects, tiny_sam, adapter_factory):
+    """SAM and every adapter answer one batched call; each row equals that adapter's own
+    ``predict`` / ``predict_refined`` (the cross-task matrix is built from these rows)."""
+    from samplm import CustomSamPredictor
+
+    _, dataset, cache = rects
+    adapters = {
+        "a": adapter_factory("a", seed=1),
+        "b": adapter_factory("b", seed=2),
+        "c": adapter_factory("c", seed=3, pmm=PMMConfig(num_points=8)),
+    }
+    inst = dataset[1]
+    entry = cache.get(inst.image_path)
+    gt = inst.mask(*entry.original_size)
+    click = np.array([[48.0, 36.0]])
+    rows = InstancePredictor(tiny_sam, adapters).predict(entry, {"point": list(click[0])}, gt)
+    predictor = CustomSamPredictor(tiny_sam)
+    predictor.set_embedding(entry.embedding.float(), entry.original_size, entry.input_size)
+    expected = {SAM: predictor.predict(point_coords=click, point_labels=np.array([1]))}
+    for name, adapter in adapters.items():
+        predictor.load_adapter(adapter, adapter_name=name, activate=True)
+        expected[f"{name} (PLM)"] = predictor.predict(point_coords=click, point_labels=np.array([1]))
+    refined = predictor.predict_refined(point_coords=click, point_labels=np.array([1]))
+    for method, (masks, scores, _) in expected.items():
+        top = int(np.argmax(scores))
+        assert rows[method].score == pytest.approx(float(scores[top]), abs=1e-5)
+        assert (rows[method].mask == masks[top]).mean() > 0.999
+    assert (rows["c (PLM+PMM refine)"].mask == refined[0][int(np.argmax(refined[1]))]).mean() > 0.999
+    assert not np.array_equal(rows["a (PLM)"].mask, rows["b (PLM)"].mask)
+
+
 def test_methods_are_records_named_for_tables():
     from samplm.eval.methods import Method, oracle_method, plm_method, refined_method
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from samplm import CustomSamPredictor, UnknownAdapterError
-from samplm.errors import AdapterOutputError
+from samplm.config import PMMConfig
+from samplm.decode import decode_with_adapters
+from samplm.errors import AdapterOutputError, SamplmError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,3 +76,45 @@ def test_refuses_unknown_adapters_and_reports_broken_ones(predictor):
         next(predictor.get_adapter("hair").parameters()).fill_(float("inf"))
     with pytest.raises(AdapterOutputError, match="'hair'"):
         predictor.predict_many(["nose", "hair"], **PROMPTS["point"])
+
+
+def test_refine_gives_predict_refined_masks_for_adapters_with_a_pmm(predictor, adapter_factory):
+    predictor.load_adapter(adapter_factory("skin", seed=7, pmm=PMMConfig(num_points=12)))
+    click = PROMPTS["point"]
+    batched = predictor.predict_many([None, "nose", "skin"], **click, refine=True)
+    with predictor.use_adapter("skin"):
+        refined, scores, low_res, _ = predictor.predict_refined(**click)
+    with predictor.use_adapter("nose"):
+        plain_nose = predictor.predict(**click)
+    np.testing.assert_allclose(batched["skin"][1], scores, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batched["skin"][2], low_res, atol=1e-4, rtol=0)
+    assert (batched["skin"][0] == refined).mean() > 0.999
+    unrefined = predictor.predict_many(["skin"], **click)["skin"][0]
+    assert not np.array_equal(unrefined, refined)  # refinement really moved the masks
+    assert (batched["nose"][0] == plain_nose[0]).mean() > 0.999  # no PMM: the plain masks
+    with pytest.raises(SamplmError, match="not logits"):
+        predictor.predict_many(["skin"], **click, refine=True, return_logits=True)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_decoding_in_chunks_equals_one_call(predictor, chunk):
+    names = [None, "nose", "mouth", "hair"]
+    placed = [predictor.get_adapter(n) if n else None for n in names]
+    prompt = {
+        "point_coords": torch.tensor([[[40.0, 30.0]]]),
+        "point_labels": torch.tensor([[1]], dtype=torch.int),
+    }
+    args = (predictor.model, predictor.features, [a.plm if a else None for a in placed], [None] * 4)
+    with torch.no_grad():
+        whole = decode_with_adapters(*args, **prompt, return_image_features=True)
+        parts = decode_with_adapters(*args, **prompt, return_image_features=True, chunk=chunk)
+    assert parts.low_res_logits.shape == (4, 3, 32, 32) and parts.image_features.shape[0] == 4
+    for field in ("low_res_logits", "iou_predictions", "image_features"):
+        torch.testing.assert_close(getattr(parts, field), getattr(whole, field), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="chunk"):
+        decode_with_adapters(*args, **prompt, chunk=0)
+
+
+def test_chunk_size_follows_the_grid(predictor):
+    assert predictor.model.prompt_encoder.image_embedding_size == (8, 8)
+    assert predictor._adapter_chunk() == 128  # two 64 x 64 grids of cells in 8 x 8 grids

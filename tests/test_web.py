@@ -8,8 +8,6 @@ reason, unless ``SAMPLM_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import threading
@@ -21,6 +19,7 @@ from PIL import Image
 
 from samplm import CustomSamPredictor
 from samplm.export import write_web_bundle
+from samplm.web import serve_web
 
 WEB = Path(__file__).resolve().parents[1] / "examples" / "web"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -58,11 +57,11 @@ def site(tmp_path_factory, sam, adapter_factory_module):
     image[:] = (40, 90, 40)
     image[40:110, 50:160] = (230, 200, 30)  # a banner-like block
     Image.fromarray(image).save(root / "photo.png")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = serve_web(root, port=0)  # what `samplm serve-web` serves
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", image
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,10 @@ class InstancePredictor:
     def predict(
         self, entry: CachedEmbedding, prompts: dict[str, list[float]], gt: np.ndarray | None
     ) -> dict[Method, Prediction]:
-        """Masks of every method for one prompt (``gt`` is needed for the oracle rows)."""
+        """Masks of every method for one prompt (``gt`` is needed for the oracle rows).
+
+        SAM and every adapter answer the prompt in one :meth:`CustomSamPredictor.predict_many` call.
+        """
         predictor = self.set_entry(entry)
         if "point" in prompts:
             kwargs: dict[str, Any] = {
@@ -165,22 +168,21 @@ class InstancePredictor:
             kwargs = {"box": np.array(prompts["box"])}
         kwargs["multimask_output"] = "point" in prompts
         out: dict[Method, Prediction] = {}
-        with predictor.disable_adapter():
-            masks, scores, low_res = predictor.predict(**kwargs)
+        answers = predictor.predict_many([None, *self.adapters], **kwargs, refine=self.refine)
+        masks, scores, low_res = answers[None]
         self._add(out, SAM, masks, scores, gt)
         if self.samf is not None and "point" in prompts:
             blended = predictor.upscale_logits(self.samf.blend(torch.as_tensor(low_res)[None]))
             score = float((scores * np.array(self.samf.weights)).sum())
             out[SAM_F] = Prediction(blended[0, 0].cpu().numpy(), score)
         for name, adapter in self.adapters.items():
-            predictor.set_adapter(name)
+            masks, scores, low_res = answers[name]
             if self.refine and adapter.pmm is not None:
-                refined, scores, low_res, _ = predictor.predict_refined(**kwargs)
+                refined = masks
                 masks = predictor.upscale_logits(torch.as_tensor(low_res)[None])[0].cpu().numpy()
                 top = self._add(out, plm_method(name), masks, scores, gt)
                 out[refined_method(name)] = Prediction(refined[int(np.argmax(scores))], top.score)
             else:
-                masks, scores, _ = predictor.predict(**kwargs)
                 self._add(out, plm_method(name), masks, scores, gt)
         return out
 
