@@ -1,5 +1,5 @@
 """The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo``, ``segment``, ``fit-prototype``,
-``export`` and ``push``.
+``export``, ``push`` and ``serve-web``.
 
 ``embed``, ``train``, ``eval`` and ``demo`` take ``--config FILE`` (YAML or JSON) with any of their
 options (long names with ``_`` for ``-``); flags given on the command line override the file. The
@@ -824,7 +824,8 @@ def _serve_web(args: argparse.Namespace) -> int:
         args.page, models=args.models, host=args.host, port=args.port, quiet=not args.log_requests
     )
     host, port = server.server_address[:2]
-    url = f"http://{host}:{port}/index.html"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # an address a browser on this machine opens
+    url = f"http://{shown}:{port}/index.html"
     print(f"serving {Path(args.page).resolve()} at {url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -13,7 +13,7 @@ import hashlib
 import os
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from .errors import AdapterOutputError, ImageError, ImageNotSetError, SamplmErro
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
 from .prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
+
+if TYPE_CHECKING:
+    from .refine import RefinedMask
 
 # Image-side cells per decoder call in predict_many on a CPU (two of SAM's 64 x 64 grids).
 CPU_DECODER_CELLS = 2 * 64 * 64
@@ -466,12 +469,17 @@ class CustomSamPredictor(SamPredictor):
 
         Raises:
             UnknownAdapterError: a name is not loaded.
+            ImageNotSetError: no image is set.
             AdapterOutputError: an adapter made the decoder output NaN or infinite logits.
+            SamplmError: ``refine`` with ``return_logits``.
         """
         names = list(self.adapters if adapters is None else adapters)
         placed = [self._placed(self._require(n)) if n is not None else None for n in names]
         if refine and return_logits:
             raise SamplmError("predict_many: refine=True returns refined masks, not logits")
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)  # checks the image too
+        if not names:
+            return {}
         refined = [refine and a is not None and a.pmm is not None for a in placed]
         output = decode_with_adapters(
             self.model,
@@ -481,31 +489,44 @@ class CustomSamPredictor(SamPredictor):
                 self._image_context(n, a) if a is not None else None
                 for n, a in zip(names, placed, strict=True)
             ],
-            **self._torch_prompts(point_coords, point_labels, box, mask_input),
+            **prompts,
             multimask_output=multimask_output,
             return_image_features=any(refined),
             chunk=self._adapter_chunk(),
         )
-        for name, row in zip(names, output.low_res_logits, strict=True):
-            if not torch.isfinite(row).all():
-                raise AdapterOutputError(
-                    f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits"
-                )
-        # one adapter at a time: its C full-size masks stay in cache, where all A x C of them would not
-        masks = [
-            self.upscale_logits(row[None], return_logits)[0].cpu().numpy() for row in output.low_res_logits
-        ]
-        for i, adapter in enumerate(placed):
-            if refined[i]:
-                rows = self._refine(adapter, masks[i], output.image_features[i : i + 1])
-                masks[i] = np.stack([r.mask for r in rows])
+        masks = self._many_masks(names, placed, output, return_logits, refined)
         scores, low_res = output.iou_predictions.cpu().numpy(), output.low_res_logits.cpu().numpy()
         return {name: (masks[i], scores[i], low_res[i]) for i, name in enumerate(names)}
 
+    def _many_masks(
+        self,
+        names: list[str | None],
+        placed: list[PromptAdapter | None],
+        output: DecoderOutput,
+        return_logits: bool,
+        refined: list[bool],
+    ) -> list[np.ndarray]:
+        """:meth:`predict_many`'s ``C x H x W`` masks per row: checked finite (adapter rows, as
+        :meth:`decode` checks them), upscaled one adapter at a time (its ``C`` full-size masks stay in
+        cache, where all ``A x C`` would not), PMM-refined where ``refined[i]``."""
+        masks = []
+        for i, (name, row) in enumerate(zip(names, output.low_res_logits, strict=True)):
+            if name is not None and not torch.isfinite(row).all():
+                raise AdapterOutputError(
+                    f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits: retrain it, "
+                    "or leave it out"
+                )
+            mask = self.upscale_logits(row[None], return_logits)[0].cpu().numpy()
+            if refined[i]:
+                parts = self._refine(placed[i], mask, output.image_features[i : i + 1])
+                mask = np.stack([r.mask for r in parts])
+            masks.append(mask)
+        return masks
+
     def _adapter_chunk(self) -> int | None:
-        """Adapters per decoder call in :meth:`predict_many`: all on a GPU; on a CPU as many as keep the
-        batch's image-side activations near two 64 x 64 grids (2 for SAM, 8 for a 32 x 32 grid)."""
-        if self.device.type == "cuda":
+        """Adapters per decoder call in :meth:`predict_many`: all on an accelerator; on a CPU as many as keep
+        the batch's image-side activations near two 64 x 64 grids (2 for SAM, 8 for a 32 x 32 grid)."""
+        if self.device.type != "cpu":
             return None
         h, w = self.model.prompt_encoder.image_embedding_size
         return max(1, CPU_DECODER_CELLS // (h * w))
@@ -568,7 +589,9 @@ class CustomSamPredictor(SamPredictor):
         low_res = output.low_res_logits[0].cpu().numpy()
         return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
 
-    def _refine(self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor) -> list:
+    def _refine(
+        self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor
+    ) -> list[RefinedMask]:
         """PMM refinement of one prompt's ``C x H x W`` masks (``image_features``: its ``1 x 256 x h x w``
         decoder features) -> one :class:`samplm.refine.RefinedMask` per mask."""
         from .refine import refine_masks

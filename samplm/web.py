@@ -17,7 +17,12 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
+import posixpath
+import urllib.parse
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from .errors import SamplmError
 
@@ -65,6 +70,8 @@ def check_page(page: str | Path, models: str | Path | None = None) -> Path:
     try:
         entries = json.loads(manifest.read_text())
         graphs = [entries["encoder"], *(a["decoder"] for a in entries["adapters"])]
+        if not all(isinstance(g, str) and g for g in graphs):
+            raise TypeError("graph names must be file names")
     except (ValueError, KeyError, TypeError) as exc:
         raise WebPageError(f"{manifest} is not a models.json written by samplm export --web: {exc}") from exc
     for graph in graphs:
@@ -77,18 +84,25 @@ class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
     """``SimpleHTTPRequestHandler`` over the page folder, with ``/models/`` mapped to ``models`` and the
     headers and content types onnxruntime-web needs."""
 
-    def __init__(self, *args, models: Path, quiet: bool = True, **kwargs) -> None:
+    def __init__(self, *args: Any, models: Path, quiet: bool = True, **kwargs: Any) -> None:
         self.models = models
         self.quiet = quiet
         super().__init__(*args, **kwargs)
 
     def translate_path(self, path: str) -> str:
-        prefix = f"/{MODELS_DIR}/"
-        if not path.startswith(prefix):
+        route = posixpath.normpath(urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0]))
+        prefix = f"/{MODELS_DIR}"
+        if route != prefix and not route.startswith(prefix + "/"):
             return super().translate_path(path)
-        # the parent cleans the rest of the path (query, "..", separators) under the page folder
-        inside = Path(super().translate_path("/" + path[len(prefix) :])).relative_to(self.directory)
-        return str(self.models / inside)
+        # the parent cleans the rest (separators, "..") under the page folder; re-rooted at ``models``
+        rest = route[len(prefix) :] + ("/" if path.split("?", 1)[0].endswith("/") else "")
+        inside = os.path.relpath(super().translate_path(rest or "/"), self.directory)
+        return os.path.join(self.models, inside) + ("/" if rest.endswith("/") else "")
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        """No folder listings: the page names every file it loads."""
+        self.send_error(HTTPStatus.NOT_FOUND, "No listing")
+        return None
 
     def guess_type(self, path: str | Path) -> str:
         return CONTENT_TYPES.get(Path(path).suffix, super().guess_type(path))
@@ -96,7 +110,7 @@ class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         for key, value in ISOLATION_HEADERS.items():
             self.send_header(key, value)
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", "no-cache")  # revalidated: re-exported models are picked up
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:

@@ -127,7 +127,8 @@ def test_sensitivity_map_clicks_answer_as_the_predictor(rects, tiny_sam, adapter
             )
 
 
-def test_instance_predictor_answers_as_one_predict_per_adapter(rects, tiny_sam, adapter_factory):
+@pytest.mark.parametrize("prompt", ["point", "box"])
+def test_instance_predictor_answers_as_one_predict_per_adapter(rects, tiny_sam, adapter_factory, prompt):
     """SAM and every adapter answer one batched call; each row equals that adapter's own
     ``predict`` / ``predict_refined`` (the cross-task matrix is built from these rows)."""
     from samplm import CustomSamPredictor
@@ -141,15 +142,20 @@ def test_instance_predictor_answers_as_one_predict_per_adapter(rects, tiny_sam, 
     inst = dataset[1]
     entry = cache.get(inst.image_path)
     gt = inst.mask(*entry.original_size)
-    click = np.array([[48.0, 36.0]])
-    rows = InstancePredictor(tiny_sam, adapters).predict(entry, {"point": list(click[0])}, gt)
+    if prompt == "point":
+        prompts = {"point": [48.0, 36.0]}
+        kwargs = {"point_coords": np.array([prompts["point"]]), "point_labels": np.array([1])}
+    else:
+        prompts = {"box": [20.0, 15.0, 70.0, 55.0]}
+        kwargs = {"box": np.array(prompts["box"]), "multimask_output": False}
+    rows = InstancePredictor(tiny_sam, adapters).predict(entry, prompts, gt)
     predictor = CustomSamPredictor(tiny_sam)
     predictor.set_embedding(entry.embedding.float(), entry.original_size, entry.input_size)
-    expected = {SAM: predictor.predict(point_coords=click, point_labels=np.array([1]))}
+    expected = {SAM: predictor.predict(**kwargs)}
     for name, adapter in adapters.items():
         predictor.load_adapter(adapter, adapter_name=name, activate=True)
-        expected[f"{name} (PLM)"] = predictor.predict(point_coords=click, point_labels=np.array([1]))
-    refined = predictor.predict_refined(point_coords=click, point_labels=np.array([1]))
+        expected[f"{name} (PLM)"] = predictor.predict(**kwargs)
+    refined = predictor.predict_refined(**kwargs)
     for method, (masks, scores, _) in expected.items():
         top = int(np.argmax(scores))
         assert rows[method].score == pytest.approx(float(scores[top]), abs=1e-5)

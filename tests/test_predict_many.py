@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+import samplm.predictor
 from samplm import CustomSamPredictor, UnknownAdapterError
 from samplm.config import PMMConfig
 from samplm.decode import decode_with_adapters
-from samplm.errors import AdapterOutputError, SamplmError
+from samplm.errors import AdapterOutputError, ImageNotSetError, PromptError, SamplmError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,6 +70,18 @@ def test_defaults_to_every_loaded_adapter_and_keeps_the_active_one(predictor):
     assert batched["hair"][0].dtype == np.float32  # logits, not booleans
 
 
+def test_needs_an_image_and_answers_an_empty_list_with_nothing(tiny_sam, adapter_factory, predictor):
+    fresh = CustomSamPredictor(tiny_sam)
+    fresh.load_adapter(adapter_factory("nose"))
+    with pytest.raises(ImageNotSetError):
+        fresh.predict_many(["nose"], **PROMPTS["point"])
+    with pytest.raises(ImageNotSetError):
+        fresh.predict_many([], **PROMPTS["point"])
+    assert predictor.predict_many([], **PROMPTS["point"]) == {}
+    with pytest.raises(PromptError):  # the prompt is checked even when no adapter is asked
+        predictor.predict_many([], point_coords=[[1.0, 2.0]])
+
+
 def test_refuses_unknown_adapters_and_reports_broken_ones(predictor):
     with pytest.raises(UnknownAdapterError):
         predictor.predict_many(["nose", "eyebrow"], **PROMPTS["point"])
@@ -78,7 +91,13 @@ def test_refuses_unknown_adapters_and_reports_broken_ones(predictor):
         predictor.predict_many(["nose", "hair"], **PROMPTS["point"])
 
 
-def test_refine_gives_predict_refined_masks_for_adapters_with_a_pmm(predictor, adapter_factory):
+@pytest.mark.parametrize("cells", [None, 64])  # 64 cells: one adapter per decoder call on the 8 x 8 grid
+def test_refine_gives_predict_refined_masks_for_adapters_with_a_pmm(
+    predictor, adapter_factory, monkeypatch, cells
+):
+    if cells is not None:
+        monkeypatch.setattr(samplm.predictor, "CPU_DECODER_CELLS", cells)
+        assert predictor._adapter_chunk() == 1
     predictor.load_adapter(adapter_factory("skin", seed=7, pmm=PMMConfig(num_points=12)))
     click = PROMPTS["point"]
     batched = predictor.predict_many([None, "nose", "skin"], **click, refine=True)

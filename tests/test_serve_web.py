@@ -3,8 +3,10 @@ with the content types and headers onnxruntime-web needs."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from samplm.cli import main
-from samplm.web import ORT_SCRIPT, WebPageError, check_page, serve_web
+from samplm.web import ORT_SCRIPT, PageRequestHandler, WebPageError, check_page, serve_web
 
 
 def _page(root: Path, models: Path | None = None) -> Path:
@@ -48,9 +50,12 @@ def _get(url: str):
 
 @pytest.fixture()
 def served(tmp_path):
+    """The page with its models in another folder, a decoy ``page/models`` and a file outside both."""
     models = tmp_path / "elsewhere" / "models"
     page = _page(tmp_path, models)
-    (tmp_path / "page" / "secret.txt").write_text("not under models")
+    (page / "models").mkdir()
+    (page / "models" / "sam.onnx").write_bytes(b"decoy")
+    (tmp_path / "secret.txt").write_text("outside the page and the models")
     server = serve_web(page, models=models, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", page
@@ -58,7 +63,7 @@ def served(tmp_path):
     server.server_close()
 
 
-def test_serves_the_page_with_isolation_headers_and_wasm_type(served):
+def test_serves_the_page_with_isolation_headers(served):
     url, _ = served
     status, headers, body = _get(f"{url}/index.html")
     assert status == 200 and body == b"<html>page</html>"
@@ -66,18 +71,30 @@ def test_serves_the_page_with_isolation_headers_and_wasm_type(served):
     assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     status, headers, body = _get(f"{url}/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm")
     assert status == 200 and headers["Content-Type"] == "application/wasm" and body == b"\0asm"
-    assert _get(f"{url}/app.js")[1]["Content-Type"] == "text/javascript"
+    assert _get(f"{url}/node_modules/")[0] == 404  # no folder listings
+
+
+def test_wasm_and_modules_are_typed_whatever_the_system_mime_table_says(monkeypatch):
+    monkeypatch.setattr(
+        http.server.SimpleHTTPRequestHandler, "guess_type", lambda self, path: "application/octet-stream"
+    )
+    handler = PageRequestHandler.__new__(PageRequestHandler)  # guess_type reads nothing from the request
+    assert handler.guess_type("dist/ort-wasm-simd-threaded.wasm") == "application/wasm"
+    assert handler.guess_type("dist/ort.bundle.min.mjs") == "text/javascript"
+    assert handler.guess_type("photo.png") == "application/octet-stream"
 
 
 def test_models_come_from_the_models_folder_and_stay_inside_it(served):
-    url, page = served
+    url, _ = served
     status, _, body = _get(f"{url}/models/models.json?v=2")
     assert status == 200 and json.loads(body)["encoder"] == "encoder.onnx"
-    assert _get(f"{url}/models/sam.onnx")[2] == b"decoder"
-    assert not (page / "models").exists()  # served from the other folder, not the page's
-    for escape in ("/models/../secret.txt", "/models/%2e%2e/secret.txt", "/models/../../page/app.js"):
+    for spelling in ("/models/sam.onnx", "/%6dodels/sam.onnx", "/./models/sam.onnx", "/x/../models/sam.onnx"):
+        assert _get(url + spelling)[2] == b"decoder", spelling  # never the page's own models/ decoy
+    assert _get(f"{url}/models/sam.onnx/")[0] == 404
+    assert _get(f"{url}/models/")[0] == 404
+    for escape in ("/models/../../secret.txt", "/models/%2e%2e/%2e%2e/secret.txt", "/../secret.txt"):
         status, _, body = _get(url + escape)
-        assert status == 404 and b"not under models" not in body, escape
+        assert status == 404 and b"outside" not in body, escape
 
 
 @pytest.mark.parametrize(
@@ -88,6 +105,10 @@ def test_models_come_from_the_models_folder_and_stay_inside_it(served):
         (lambda p: (p / "models" / "models.json").unlink(), "samplm export --web"),
         (lambda p: (p / "models" / "sam.onnx").unlink(), r"sam.onnx \(named in"),
         (lambda p: (p / "models" / "models.json").write_text("{}"), "is not a models.json"),
+        (
+            lambda p: (p / "models" / "models.json").write_text('{"encoder": 5, "adapters": []}'),
+            "graph names must be file names",
+        ),
     ],
 )
 def test_a_broken_page_is_refused_naming_the_file(tmp_path, breakage, message):
@@ -111,8 +132,12 @@ def test_cli_serves_until_interrupted(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # a runner that ignores SIGINT would pass that on: give the server Python's default handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
     )
     try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the server printed nothing within 60 s"
         line = process.stdout.readline()
         assert line.startswith("serving ") and "/index.html" in line, line
         url = line.split(" at ")[1].split()[0]

@@ -105,6 +105,8 @@ def test_page_segments_a_click_with_each_adapter(site, sam, adapter_factory_modu
             result = page.evaluate("window.samplmResult")
             mask = np.array(result["mask"], bool).reshape(result["height"], result["width"])
             assert result["adapter"] == name and result["area"] == int(mask.sum()) > 0
+            # serve_web's headers isolate the page, which lets onnxruntime-web run threads
+            assert result["isolated"] and result["threads"] == min(4, os.cpu_count())
             expected = _python_mask(sam, adapter, image, click)
             assert _iou(mask, expected) >= 0.9, name  # the page resizes the photo with the browser's filter
             results[name] = mask

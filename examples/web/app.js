@@ -8,7 +8,8 @@
 
 "use strict";
 
-ort.env.wasm.numThreads = 1;
+// Threads need a cross-origin isolated page (`samplm serve-web` sends the headers); else one thread.
+ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 ort.env.wasm.wasmPaths = new URL("node_modules/onnxruntime-web/dist/", location.href).href;
 
 const state = { manifest: null, encoder: null, decoders: {}, image: null, embedding: null, input: null };
@@ -108,7 +109,8 @@ async function segment(x, y) {
   }
   draw(mask, width, height);
   const result = { adapter: name, click: [x, y], area, bbox: [x0, y0, x1, y1], score: scores[best] };
-  window.samplmResult = { ...result, width, height, mask: Array.from(mask) };
+  const runtime = { isolated: self.crossOriginIsolated, threads: ort.env.wasm.numThreads };
+  window.samplmResult = { ...result, ...runtime, width, height, mask: Array.from(mask) };
   $("result").textContent = JSON.stringify(result);
 }
 

@@ -175,9 +175,9 @@ class InstancePredictor:
             blended = predictor.upscale_logits(self.samf.blend(torch.as_tensor(low_res)[None]))
             score = float((scores * np.array(self.samf.weights)).sum())
             out[SAM_F] = Prediction(blended[0, 0].cpu().numpy(), score)
-        for name, adapter in self.adapters.items():
+        for name in self.adapters:
             masks, scores, low_res = answers[name]
-            if self.refine and adapter.pmm is not None:
+            if self.refine and predictor.get_adapter(name).pmm is not None:  # predict_many refined it
                 refined = masks
                 masks = predictor.upscale_logits(torch.as_tensor(low_res)[None])[0].cpu().numpy()
                 top = self._add(out, plm_method(name), masks, scores, gt)
