@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import torch
 
 from pretraining.lite.corpus import LOW_RES, View
@@ -101,3 +102,20 @@ def test_a_continued_run_keeps_the_earlier_log(tmp_path):
         json.dumps({"steps": 1580, "final": {"plates": {"oracle": 39.6}}})
     )
     assert previous_log(weights)["final"]["plates"]["oracle"] == 39.6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_training_step_runs_on_the_gpu_from_cpu_features_and_prompts():
+    from pretraining.lite.train import embed, view_loss
+    from samplm.base import build_sam_lite_architecture
+
+    torch.manual_seed(0)
+    sam = build_sam_lite_architecture()
+    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
+    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
+    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    prompts = sample_view_prompts(view, np.random.default_rng(1), clicks=4, boxes=2)
+    cpu_loss = view_loss(sam, embed(sam, [view]), prompts)
+    gpu_loss = view_loss(sam.cuda(), embed(sam, [view]), prompts)  # views and prompts stay on the CPU
+    assert gpu_loss.device.type == "cuda"
+    assert float(gpu_loss) == pytest.approx(float(cpu_loss), rel=1e-3)

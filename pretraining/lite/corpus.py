@@ -73,13 +73,20 @@ def low_res_size(resized: np.ndarray) -> tuple[int, int]:
     return (max(1, resized.shape[0] // STRIDE), max(1, resized.shape[1] // STRIDE))
 
 
+def trunk_features(trunk: torch.nn.Module, resized: np.ndarray) -> list[torch.Tensor]:
+    """The trunk's stride 8/16/32 maps of a resized view, run where the trunk is, kept on the CPU as
+    float16 (``C x h x w`` each)."""
+    device = next(trunk.parameters()).device
+    return [f[0].half().cpu() for f in trunk(to_input(resized).to(device))]
+
+
 def _photo_view(trunk: torch.nn.Module, resized: np.ndarray) -> View:
-    features = trunk(to_input(resized))
+    features = trunk_features(trunk, resized)
     size = low_res_size(resized)
     grid = ((resized.shape[0] + 15) // 16, (resized.shape[1] + 15) // 16)
-    stride16 = features[1][0, :, : grid[0], : grid[1]].float().numpy()
+    stride16 = features[1][:, : grid[0], : grid[1]].float().numpy()
     hierarchy = build_hierarchy(resized, stride16, size)
-    return View([f[0].half() for f in features], size, hierarchy, [])
+    return View(features, size, hierarchy, [])
 
 
 def _low(mask: np.ndarray) -> np.ndarray:
@@ -88,14 +95,14 @@ def _low(mask: np.ndarray) -> np.ndarray:
 
 def _scene_view(trunk: torch.nn.Module, rng: np.random.Generator, photos: PhotoBackgrounds) -> View:
     image, scene = make_scene(rng, LITE_IMAGE_SIZE, photos)
-    features = trunk(to_input(image))
+    features = trunk_features(trunk, image)
     objects = []
     for obj in scene:
         whole = _low(obj.whole)
         parts = [p for p in (_low(p) for p in obj.parts) if p.sum() >= 4]
         if whole.sum() >= 16:
             objects.append(SceneTarget(whole, parts))
-    return View([f[0].half() for f in features], (LOW_RES, LOW_RES), None, objects)
+    return View(features, (LOW_RES, LOW_RES), None, objects)
 
 
 def zoom_crop(

@@ -37,6 +37,11 @@ class ViewPrompts:
     boxes: torch.Tensor
     box_targets: torch.Tensor
 
+    def to(self, device: torch.device) -> ViewPrompts:
+        """The same prompts on ``device``."""
+        moved = (t.to(device) for t in (self.clicks, self.click_targets, self.boxes, self.box_targets))
+        return ViewPrompts(*moved)
+
 
 def _frame(mask: np.ndarray) -> np.ndarray:
     out = np.zeros((LOW_RES, LOW_RES), np.float32)

@@ -46,14 +46,15 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def view_loss(sam: Sam, embedding: torch.Tensor, prompts: ViewPrompts) -> torch.Tensor:
-    """Loss of one view's prompts (``embedding``: ``1 x 256 x 32 x 32``)."""
+    """Loss of one view's prompts (``embedding``: ``1 x 256 x 32 x 32``, on the model's device)."""
+    prompts = prompts.to(embedding.device)
     total = embedding.new_zeros(())
     if len(prompts.clicks):
         out = decode_prompts(
             sam,
             embedding,
             point_coords=prompts.clicks,
-            point_labels=torch.ones(len(prompts.clicks), 1),
+            point_labels=torch.ones(len(prompts.clicks), 1, device=embedding.device),
             multimask_output=True,
         )
         logits, targets = out.low_res_logits, prompts.click_targets
@@ -72,8 +73,9 @@ def view_loss(sam: Sam, embedding: torch.Tensor, prompts: ViewPrompts) -> torch.
 
 
 def embed(sam: Sam, views: list[View]) -> torch.Tensor:
-    """The neck on the views' cached trunk features -> ``V x 256 x 32 x 32``."""
-    levels = [torch.stack([v.features[i] for v in views]).float() for i in range(3)]
+    """The neck on the views' cached trunk features -> ``V x 256 x 32 x 32`` (on the neck's device)."""
+    device = next(sam.image_encoder.neck.parameters()).device
+    levels = [torch.stack([v.features[i] for v in views]).to(device).float() for i in range(3)]
     return sam.image_encoder.neck(levels)
 
 
@@ -154,7 +156,7 @@ def previous_log(init: Path | None) -> dict | None:
 
 
 def save_weights(sam: Sam, out: Path, log: dict) -> None:
-    state = {k: v.detach().half().contiguous() for k, v in sam.state_dict().items()}
+    state = {k: v.detach().half().cpu().contiguous() for k, v in sam.state_dict().items()}
     atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"model_type": "samplm_lite"}))
     atomic_write_text(out.with_suffix(".log.json"), json.dumps(log, indent=1))
 
@@ -191,6 +193,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=4, help="held-out checks during training")
     p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
     p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
+    p.add_argument("--device", help="torch device for the trunk and training (default: cuda if available)")
     return p.parse_args(argv)
 
 
@@ -206,6 +209,8 @@ def main(argv=None) -> None:
         sam.load_state_dict({k: v.float() for k, v in load_state_dict(args.init).items()}, strict=True)
     else:
         init_decoder(sam, args.init_decoder)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sam.to(device)
     log = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "init_log": previous_log(args.init),
@@ -214,6 +219,7 @@ def main(argv=None) -> None:
         "photos": len(photos),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
     t0 = time.time()
     views = build_corpus(sam.image_encoder.trunk, photos, args.seed, crops=args.crops, scenes=args.scenes)
