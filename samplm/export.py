@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -218,7 +219,10 @@ def _write(model, dummy, out, opset, metadata, quantize, *, dynamic, outputs=OUT
     import onnx
 
     def export(tmp: Path) -> None:
-        with torch.no_grad():
+        # the models' Python shape checks hold for every input the graph accepts; tracing them warns
+        # that they become constants, as in segment_anything's own export script
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 tuple(dummy.values()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -324,3 +325,15 @@ def test_unsupported_opset(sam, out_dir, export):
     with pytest.raises(ConfigError, match="--opset"):
         export(sam, path, opset=7)
     assert not path.exists()
+
+
+def test_export_does_not_warn_about_traced_shape_checks(sam, adapter, out_dir):
+    """The PLM's and SAM's shape checks become constants in the trace by design; the user sees no
+    TracerWarning for them, and the filter ends with the export."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(sam, out_dir / "quiet.onnx", adapter=adapter, model_type="samplm_tiny")
+        traced = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        warnings.warn("after the export", torch.jit.TracerWarning, stacklevel=1)
+    assert not traced
+    assert [str(w.message) for w in caught][-1] == "after the export"
