@@ -12,6 +12,10 @@ PROTOTYPE_NAME = "prototype.safetensors"
 PROTOTYPE_FORMAT = "samplm-prototype"
 PROTOTYPE_HEADER_KEY = "samplm_prototype"
 
+#: The example page's models folder (``samplm export --web``, ``samplm serve-web``) and its manifest.
+WEB_MODELS_DIR = "models"
+WEB_MANIFEST_NAME = "models.json"
+
 #: Value of ``format`` in ``adapter_config.json`` and the versions this release reads.
 ADAPTER_FORMAT = "samplm-adapter"
 ADAPTER_FORMAT_VERSION = 1

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from ._io import atomic_write, atomic_write_text
 from .adapter import PromptAdapter
+from .constants import WEB_MANIFEST_NAME
 from .errors import ConfigError
 from .fingerprint import sam_fingerprint
 from .modeling import PromptLearningModule
@@ -274,7 +275,7 @@ def write_web_bundle(
         "encoder": "encoder.onnx",
         "adapters": entries,
     }
-    atomic_write_text(folder / "models.json", json.dumps(manifest, indent=1))
+    atomic_write_text(folder / WEB_MANIFEST_NAME, json.dumps(manifest, indent=1))
     return folder
 
 

@@ -428,12 +428,8 @@ class CustomSamPredictor(SamPredictor):
             context=self._image_context(name, adapter) if adapter is not None else None,
             return_image_features=features,
         )
-        if adapter is not None and not torch.isfinite(output.low_res_logits).all():
-            raise AdapterOutputError(
-                f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits: its weights "
-                "overflow (corrupted, or training diverged); retrain it, or predict without it "
-                "(disable_adapter())"
-            )
+        if adapter is not None:
+            _require_finite(name, output.low_res_logits)
         return output
 
     @torch.no_grad()
@@ -511,11 +507,8 @@ class CustomSamPredictor(SamPredictor):
         cache, where all ``A x C`` would not), PMM-refined where ``refined[i]``."""
         masks = []
         for i, (name, row) in enumerate(zip(names, output.low_res_logits, strict=True)):
-            if name is not None and not torch.isfinite(row).all():
-                raise AdapterOutputError(
-                    f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits: retrain it, "
-                    "or leave it out"
-                )
+            if name is not None:
+                _require_finite(name, row)
             mask = self.upscale_logits(row[None], return_logits)[0].cpu().numpy()
             if refined[i]:
                 parts = self._refine(placed[i], mask, output.image_features[i : i + 1])
@@ -619,6 +612,16 @@ def _image_digest(pixels: np.ndarray, image_format: str) -> str:
     digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
     digest.update(f"{pixels.shape}{image_format}".encode())
     return digest.hexdigest()
+
+
+def _require_finite(name: str, logits: torch.Tensor) -> None:
+    """Stop when the adapter ``name`` made the decoder's mask ``logits`` NaN or infinite."""
+    if not torch.isfinite(logits).all():
+        raise AdapterOutputError(
+            f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits: its weights "
+            "overflow (corrupted, or training diverged); retrain it, or predict without it "
+            "(disable_adapter(), or leave it out of predict_many)"
+        )
 
 
 def _version(tensor: torch.Tensor) -> int | None:

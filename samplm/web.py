@@ -24,12 +24,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from .constants import WEB_MANIFEST_NAME, WEB_MODELS_DIR
 from .errors import SamplmError
 
 PAGE_FILES = ("index.html", "app.js")
 ORT_SCRIPT = Path("node_modules/onnxruntime-web/dist/ort.min.js")
-MODELS_DIR = "models"
-MANIFEST_NAME = "models.json"
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -60,8 +59,8 @@ def check_page(page: str | Path, models: str | Path | None = None) -> Path:
         raise WebPageError(
             f"{page / ORT_SCRIPT} not found: install onnxruntime-web with bash {page / 'setup.sh'}"
         )
-    folder = Path(models) if models is not None else page / MODELS_DIR
-    manifest = folder / MANIFEST_NAME
+    folder = Path(models) if models is not None else page / WEB_MODELS_DIR
+    manifest = folder / WEB_MANIFEST_NAME
     if not manifest.is_file():
         raise WebPageError(
             f"{manifest} not found: write the page's models with samplm export --web {folder} "
@@ -91,7 +90,7 @@ class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
 
     def translate_path(self, path: str) -> str:
         route = posixpath.normpath(urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0]))
-        prefix = f"/{MODELS_DIR}"
+        prefix = f"/{WEB_MODELS_DIR}"
         if route != prefix and not route.startswith(prefix + "/"):
             return super().translate_path(path)
         # the parent cleans the rest (separators, "..") under the page folder; re-rooted at ``models``
