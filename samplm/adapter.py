@@ -28,7 +28,13 @@ from torch import Tensor, nn
 
 from ._io import atomic_write, atomic_write_text, sha256_file
 from .config import AdapterConfig, BaseModelInfo
-from .constants import CONFIG_NAME, MODEL_CARD_NAME, SAFETENSORS_CONFIG_KEY, WEIGHTS_NAME
+from .constants import (
+    ADDED_IN_FORMAT_2,
+    CONFIG_NAME,
+    MODEL_CARD_NAME,
+    SAFETENSORS_CONFIG_KEY,
+    WEIGHTS_NAME,
+)
 from .errors import AdapterCompatibilityError, AdapterFormatError, FingerprintMismatchWarning
 from .fingerprint import sam_fingerprint
 from .hub import ResolvedAdapter, resolve_adapter, upload_adapter_folder
@@ -138,6 +144,7 @@ class PromptAdapter(nn.Module):
                 )
             config = header_config
         adapter = cls(config)
+        tensors = _with_format_1_defaults(tensors, adapter.state_dict())
         _check_state_dict(adapter.state_dict(), tensors, weights_path)
         adapter.load_state_dict(tensors, strict=True)
         adapter.eval()
@@ -304,6 +311,12 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], AdapterConfig | None]:
         return tensors, None
     data = _parse_json(embedded, path, "embedded samplm config is")
     return tensors, AdapterConfig.from_dict(data, source=f"{path} (header)")
+
+
+def _with_format_1_defaults(found: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``found`` with zeros for the weights a version 1 file lacks (:data:`ADDED_IN_FORMAT_2`)."""
+    absent = [key for key in ADDED_IN_FORMAT_2 if key in expected and key not in found]
+    return {**found, **{key: torch.zeros_like(expected[key]) for key in absent}}
 
 
 def _check_state_dict(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:

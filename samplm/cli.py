@@ -205,7 +205,7 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     group.add_argument(
         "--recipe",
         choices=RECIPE_CHOICES,
-        help="training recipe: paper (20k steps, lr 1e-5, batch 10), fast (600 steps, lr 3e-3, batch 8) or "
+        help="training recipe: paper (20k steps, lr 1e-5, batch 10), fast (600 steps, lr 1e-3, batch 8) or "
         "auto (default: fast for samplm_lite/samplm_tiny, paper for vit_*); settings below override it",
     )
     group.add_argument(

@@ -16,10 +16,13 @@ PROTOTYPE_HEADER_KEY = "samplm_prototype"
 WEB_MODELS_DIR = "models"
 WEB_MANIFEST_NAME = "models.json"
 
-#: Value of ``format`` in ``adapter_config.json`` and the versions this release reads.
+#: Value of ``format`` in ``adapter_config.json`` and the versions this release reads. Version 2 adds the
+#: PLM's score offsets (``plm.score_offset``); a version 1 file has none and loads with zero offsets.
 ADAPTER_FORMAT = "samplm-adapter"
-ADAPTER_FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+ADAPTER_FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+#: Weights a version 1 adapter file does not hold, loaded as zeros.
+ADDED_IN_FORMAT_2 = ("plm.score_offset",)
 
 #: Key of the JSON config embedded in the safetensors header metadata.
 SAFETENSORS_CONFIG_KEY = "samplm_config"

@@ -9,6 +9,7 @@ masks stay bit-identical and no hook is installed on the shared ``Sam``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ class DecoderOutput:
     Attributes:
         low_res_logits: ``B x C x 4h x 4w`` mask logits (SAM: ``B x C x 256 x 256``), C = 3 with
             multimask output else 1.
-        iou_predictions: ``B x C`` predicted IoU of each mask.
+        iou_predictions: ``B x C`` predicted IoU of each mask (with a PLM, plus its score offsets).
         sparse_embeddings: ``B x N x 256`` prompt tokens given to the decoder (after the PLM).
         image_features: ``B x 256 x h x w`` image-side output of the decoder's two-way transformer
             (on the embedding's grid, covering the padded input square), when asked for; else ``None``.
@@ -77,8 +78,13 @@ def decode_prompts(
         if context is None:
             context = plm.image_context(image_embedding, image_pe)
         sparse = plm(sparse, context=context)
-    return _run_decoder(
+    output = _run_decoder(
         sam.mask_decoder, image_embedding, image_pe, sparse, dense, multimask_output, return_image_features
+    )
+    if plm is None:
+        return output
+    return dataclasses.replace(
+        output, iou_predictions=plm.adjust_scores(output.iou_predictions, multimask_output)
     )
 
 
@@ -142,12 +148,13 @@ def decode_with_adapters(
         for rows in stacked.split(chunk or len(tokens))
     ]
     features = torch.cat([p.image_features for p in parts]) if return_image_features else None
-    return DecoderOutput(
-        torch.cat([p.low_res_logits for p in parts]),
-        torch.cat([p.iou_predictions for p in parts]),
-        stacked,
-        features,
-    )
+    iou = torch.cat([p.iou_predictions for p in parts])
+    scores = [
+        row if plm is None else plm.adjust_scores(row, multimask_output)
+        for plm, row in zip(plms, iou, strict=True)
+    ]
+    logits = torch.cat([p.low_res_logits for p in parts])
+    return DecoderOutput(logits, torch.stack(scores), stacked, features)
 
 
 def _run_decoder(

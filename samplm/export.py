@@ -52,7 +52,8 @@ OUTPUT_NAMES = ["masks", "iou_predictions", "low_res_masks"]
 
 
 class _AdaptedDecoder(nn.Module):
-    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first."""
+    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first and its score
+    offsets to the IoU predictions of all four outputs."""
 
     def __init__(self, decoder: nn.Module, plm: PromptLearningModule | None) -> None:
         super().__init__()
@@ -62,12 +63,15 @@ class _AdaptedDecoder(nn.Module):
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
         if self.plm is not None:
             sparse_prompt_embeddings = self.plm(sparse_prompt_embeddings, image_embeddings, image_pe)
-        return self.decoder.predict_masks(
+        masks, scores = self.decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse_prompt_embeddings,
             dense_prompt_embeddings=dense_prompt_embeddings,
         )
+        if self.plm is not None:
+            scores = self.plm.adjust_scores(scores, multimask_output=True)
+        return masks, scores
 
 
 class _AdaptedSam(nn.Module):

@@ -84,3 +84,20 @@ def test_predict_refined_on_a_shared_sam_is_thread_safe(tiny_sam, image):
         thread.join()
     assert mismatches == [0, 0]
     assert not tiny_sam.mask_decoder.transformer._forward_hooks
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_score_offsets_shift_the_scores_and_leave_the_masks(tiny_sam, multimask):
+    plm = make_adapter("task").plm
+    embedding = torch.randn(1, 256, *tiny_sam.prompt_encoder.image_embedding_size)
+    click = _prompts(tiny_sam)["points"]
+    with torch.no_grad():
+        plm.score_offset.copy_(torch.tensor([0.3, -0.2, 0.1, 0.4]))
+        shifted = decode_prompts(tiny_sam, embedding, **click, multimask_output=multimask, plm=plm)
+        plm.score_offset.zero_()
+        plain = decode_prompts(tiny_sam, embedding, **click, multimask_output=multimask, plm=plm)
+    expected = torch.tensor([-0.2, 0.1, 0.4] if multimask else [0.3])
+    assert torch.equal(shifted.low_res_logits, plain.low_res_logits)
+    assert torch.allclose(
+        shifted.iou_predictions - plain.iou_predictions, expected.expand_as(plain.iou_predictions)
+    )

@@ -11,8 +11,24 @@ from samplm.modeling import PointMatchingModule, PromptLearningModule
 def test_plm_parameter_count_matches_paper():
     plm = PromptLearningModule()
     count = sum(p.numel() for p in plm.parameters())
-    assert count == 1_578_752
+    assert count == 1_578_752 + 4  # the paper's module and one score offset per decoder output
     assert abs(count - 1_600_000) / 1_600_000 < 0.02  # paper, Table 4: 1.6M
+
+
+def test_fresh_plm_leaves_scores_unchanged_and_offsets_select_columns():
+    plm = PromptLearningModule()
+    scores = torch.rand(5, 3)
+    assert torch.equal(plm.adjust_scores(scores, multimask_output=True), scores)
+    with torch.no_grad():
+        plm.score_offset.copy_(torch.tensor([0.5, -0.1, 0.2, -0.3]))
+    multimask = plm.adjust_scores(scores, multimask_output=True)
+    assert torch.allclose(multimask - scores, torch.tensor([-0.1, 0.2, -0.3]).expand(5, 3))
+    single = plm.adjust_scores(scores[:, :1], multimask_output=False)
+    assert torch.allclose(single - scores[:, :1], torch.full((5, 1), 0.5))
+    all_four = plm.adjust_scores(torch.zeros(2, 4), multimask_output=True)
+    assert torch.allclose(all_four, plm.score_offset.detach().expand(2, 4))
+    with pytest.raises(ValueError, match="3 .multimask. or 1 columns"):
+        plm.adjust_scores(scores[:, :1], multimask_output=True)
 
 
 @pytest.mark.parametrize("num_tokens", [2, 3, 5])  # 1 click + pad, box corners + 1 point, 4 clicks + pad
@@ -73,10 +89,13 @@ def test_gradients_reach_every_parameter_after_first_step():
     with torch.no_grad():
         plm.norm_out.weight.fill_(0.1)
     plm.zero_grad()
-    plm(tokens, image, pe).pow(2).sum().backward()
-    # ... and once it is non-zero every parameter does.
+    loss = plm(tokens, image, pe).pow(2).sum() + plm.adjust_scores(torch.rand(2, 3), True).pow(2).sum()
+    loss.backward()
+    # ... and once it is non-zero every parameter does (the score offsets through the scores; the
+    # single-mask output's offset is trained by single-mask outputs).
     missing = [n for n, p in plm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []
+    assert torch.equal(plm.score_offset.grad == 0, torch.tensor([True, False, False, False]))
 
 
 @pytest.mark.parametrize(

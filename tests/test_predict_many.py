@@ -82,13 +82,17 @@ def test_needs_an_image_and_answers_an_empty_list_with_nothing(tiny_sam, adapter
         predictor.predict_many([], point_coords=[[1.0, 2.0]])
 
 
-def test_refuses_unknown_adapters_and_reports_broken_ones(predictor):
+@pytest.mark.parametrize("weight", ["mlp.lin1.weight", "score_offset"])  # masks, then scores overflow
+def test_refuses_unknown_adapters_and_reports_broken_ones(predictor, weight):
     with pytest.raises(UnknownAdapterError):
         predictor.predict_many(["nose", "eyebrow"], **PROMPTS["point"])
     with torch.no_grad():
-        next(predictor.get_adapter("hair").parameters()).fill_(float("inf"))
+        predictor.get_adapter("hair").plm.get_parameter(weight).fill_(float("inf"))
     with pytest.raises(AdapterOutputError, match="'hair'"):
         predictor.predict_many(["nose", "hair"], **PROMPTS["point"])
+    with pytest.raises(AdapterOutputError, match="'hair'"):
+        predictor.set_adapter("hair")
+        predictor.predict(**PROMPTS["point"])
 
 
 @pytest.mark.parametrize("cells", [None, 64])  # 64 cells: one adapter per decoder call on the 8 x 8 grid

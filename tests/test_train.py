@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import write_rect_dataset
 
-from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
+from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prompts
 from samplm.cache import EmbeddingCache
 from samplm.data import read_mask_folder
+from samplm.losses import mask_iou
 from samplm.train.batch import build_batch
 from samplm.train.config import TrainConfig
 from samplm.train.sampling import PromptSampler
@@ -110,6 +111,37 @@ def test_gradients_reach_only_plm_and_pmm(tiny_sam, task):
     no_grad = [n for n, p in adapter.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert no_grad == []
     assert losses["pm_loss"] > 0
+
+
+def test_score_offsets_learn_the_iou_heads_mean_error_per_output(tiny_sam, task):
+    """Masks do not depend on the offsets, so only the IoU head's MSE trains them: on a fixed batch they
+    converge to the mean of (true IoU - predicted IoU) of each multimask output."""
+    train_set, _ = task
+    sam = freeze(copy.deepcopy(tiny_sam))
+    config = _config(multimask="min", use_pmm=False)
+    adapter = _new_adapter(AdapterConfig(), config)
+    # The loss is quadratic in the offsets (Hessian 2 / 3 per output): plain SGD converges geometrically.
+    optimizer = torch.optim.SGD([adapter.plm.score_offset], lr=1.0)
+    batch = build_batch(
+        train_set, train_set.items[:3], np.random.default_rng(1), PromptSampler(), device=torch.device("cpu")
+    )
+    with torch.no_grad():
+        errors = []
+        for group in batch:
+            out = decode_prompts(
+                sam, group.embedding, point_coords=group.point_coords, point_labels=group.point_labels
+            )
+            true = mask_iou(out.low_res_logits, group.targets.expand_as(out.low_res_logits))
+            errors.append(true - out.iou_predictions)
+        expected = torch.cat(errors).mean(0)
+    for _ in range(25):
+        optimizer.zero_grad()
+        StepModel(adapter, sam, config)(batch, train_set.cell)["loss"].backward()
+        optimizer.step()
+    learned = adapter.plm.score_offset.detach()
+    torch.testing.assert_close(learned[1:], expected, atol=2e-3, rtol=0)
+    assert learned[0] == 0  # the single-mask output is not trained by multimask prompts
+    assert expected.abs().max() > 0.01  # the test is not trivially satisfied by zero offsets
 
 
 def test_loss_decreases_on_a_fixed_batch(tiny_sam, task):

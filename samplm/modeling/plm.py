@@ -16,6 +16,12 @@ SAM's dense positional encoding (``PromptEncoder.get_dense_pe()``).
 The last LayerNorm starts with zero gain and bias, so a fresh module returns its input exactly:
 training starts from plain SAM.
 
+Besides the tokens, the module holds a learned ``score_offset``: one number per decoder output (SAM's
+single-mask output first, then its three multimask outputs) added to the IoU head's predictions. The
+frozen IoU head ranks masks for SAM's own training data; for a task it may always prefer another
+granularity (the whole car over the plate), and the prompt tokens alone cannot always move its ranking.
+The offset starts at zero, so a fresh module still is plain SAM.
+
 The prompt-to-image keys and values depend only on the image embedding, so they can be computed
 once per image (:meth:`PromptLearningModule.image_context`) and reused for every prompt.
 """
@@ -32,6 +38,7 @@ from torch import Tensor, nn
 
 from ..config import PLM_ACTIVATIONS, PLMConfig
 
+DECODER_OUTPUTS = 4  # SAM's mask decoder: single-mask output + 3 multimask outputs
 _ACTIVATIONS: dict[str, type[nn.Module]] = dict(zip(PLM_ACTIVATIONS, (nn.ReLU, nn.GELU), strict=True))
 
 
@@ -63,7 +70,7 @@ class PromptLearningModule(nn.Module):
         attention_downsample_rate: internal width divisor of the cross-attention (1 = full width).
         activation: MLP activation, ``"relu"`` (as SAM's two-way transformer) or ``"gelu"``.
 
-    With the defaults the module has 1,578,752 parameters.
+    With the defaults the module has 1,578,756 parameters (1,578,752 for the tokens, 4 score offsets).
     """
 
     def __init__(
@@ -92,12 +99,37 @@ class PromptLearningModule(nn.Module):
         self.norm_cross = nn.LayerNorm(embed_dim)
         self.mlp = MLPBlock(embed_dim, mlp_dim, act=_ACTIVATIONS[activation])
         self.norm_out = nn.LayerNorm(embed_dim)
+        self.score_offset = nn.Parameter(torch.zeros(DECODER_OUTPUTS))
         self.reset_offset()
 
     def reset_offset(self) -> None:
-        """Zero the output LayerNorm's gain and bias: the module becomes an exact identity."""
+        """Zero the output LayerNorm's gain and bias and the score offsets: the module becomes an exact
+        identity."""
         nn.init.zeros_(self.norm_out.weight)
         nn.init.zeros_(self.norm_out.bias)
+        nn.init.zeros_(self.score_offset)
+
+    def adjust_scores(self, iou_predictions: Tensor, multimask_output: bool) -> Tensor:
+        """SAM's IoU predictions plus this task's offsets.
+
+        Args:
+            iou_predictions: ``B x C``: ``C = 3`` for the multimask outputs, ``1`` for the single-mask
+                output, ``4`` for all of them (single-mask first, as the decoder computes them).
+            multimask_output: with ``C = 3``/``1``, which outputs the columns are.
+
+        Returns:
+            ``B x C`` adjusted scores (a ranking of the masks for this task).
+        """
+        columns = iou_predictions.shape[-1]
+        if columns == DECODER_OUTPUTS:
+            offset = self.score_offset
+        else:
+            offset = self.score_offset[1:] if multimask_output else self.score_offset[:1]
+        if offset.shape[0] != columns:
+            raise ValueError(
+                f"iou_predictions must have {DECODER_OUTPUTS}, 3 (multimask) or 1 columns, got {columns}"
+            )
+        return iou_predictions + offset.to(iou_predictions.dtype)
 
     def image_context(self, image_embedding: Tensor, image_pe: Tensor) -> ImageContext:
         """Project an image embedding into the keys and values of the prompt-to-image attention.

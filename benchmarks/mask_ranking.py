@@ -1,0 +1,86 @@
+"""Which of the three masks is the task's, and which one the scores rank first: base and adapters on
+the held-out half of the real plate photos (the split of ``samplm demo --task plates``).
+
+    samplm demo --task plates --data ../shared/data/car_license_plate_andrewmvd --out runs/plates
+    python benchmarks/mask_ranking.py --data ../shared/data/car_license_plate_andrewmvd \\
+        --adapter runs/plates/train/adapter
+
+One centre click per held-out plate (the deepest pixel of its low-res rectangle, as training
+validation clicks), mIoU at the decoder's resolution. Prints, for the base and each adapter: the mIoU
+of each multimask output alone, of the first-ranked mask (``top``), of the best of the three
+(``oracle``), and how often each output is ranked first and is the best. ``--zero-offsets`` also
+shows each adapter with its score offsets set to zero (SAM's own ranking of the adapter's masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samplm import PromptAdapter
+from samplm.center_click import decode_center_click
+from samplm.data import InstanceDataset, read_voc
+from samplm.losses import mask_iou
+from samplm.modeling import PromptLearningModule
+from samplm.trainset import TrainingSet
+from samplm.workspace import Workspace
+
+
+@torch.no_grad()
+def ranking(sam, data: TrainingSet, plm: PromptLearningModule | None) -> dict[str, object]:
+    """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances."""
+    ious, scores = [], []
+    for item in data.items:
+        out = decode_center_click(sam, data.embedding(item), item.target.low_res, plm=plm)
+        target = torch.as_tensor(item.target.low_res, dtype=torch.float32).expand_as(out.low_res_logits)
+        ious.append(mask_iou(out.low_res_logits.float(), target)[0])
+        scores.append(out.iou_predictions[0].float())
+    iou, score = torch.stack(ious), torch.stack(scores)
+    first = score.argmax(dim=1)
+    return {
+        "outputs": [round(100 * float(v), 2) for v in iou.mean(dim=0)],
+        "top": round(100 * float(iou.gather(1, first[:, None]).mean()), 2),
+        "oracle": round(100 * float(iou.max(dim=1).values.mean()), 2),
+        "ranked_first": np.bincount(first.numpy(), minlength=3).tolist(),
+        "best": np.bincount(iou.argmax(dim=1).numpy(), minlength=3).tolist(),
+    }
+
+
+def held_out(folder: Path, seed: int) -> InstanceDataset:
+    """The half of the plate photos ``samplm demo --task plates`` holds out."""
+    annotations = folder / "annotations" if (folder / "annotations").is_dir() else folder
+    return read_voc(annotations).split(0.5, seed=seed)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="VOC plate folder (annotations/, images/)")
+    parser.add_argument("--adapter", type=Path, action="append", default=[], help="adapter (repeatable)")
+    parser.add_argument("--model-type", default="samplm_lite")
+    parser.add_argument("--cache", type=Path, default=Path("runs/mask-ranking-cache"))
+    parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
+    parser.add_argument("--zero-offsets", action="store_true")
+    args = parser.parse_args()
+    dataset = held_out(args.data, args.seed)
+    sam, embeddings = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False).embed([dataset])
+    data = TrainingSet(dataset, embeddings, sam, progress=False)
+    print(f"{len(data.items)} held-out plates, base {args.model_type}")
+    rows = [("base", None)]
+    for path in args.adapter:
+        adapter = PromptAdapter.load(path)
+        rows.append((str(path), adapter.plm))
+        if args.zero_offsets:
+            plain = PromptAdapter.load(path).plm
+            torch.nn.init.zeros_(plain.score_offset)
+            rows.append((f"{path} (offsets zero)", plain))
+    for name, plm in rows:
+        print(f"{name}: {ranking(sam, data, plm)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
