@@ -128,13 +128,14 @@ def decode_with_adapters(
         raise ValueError(f"decode_with_adapters answers one prompt; got a batch of {sparse.shape[0]}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of adapters per decoder call, got {chunk}")
-    tokens = [
-        sparse
-        if plm is None
-        else plm(sparse, context=context or plm.image_context(image_embedding, image_pe))
-        for plm, context in zip(plms, contexts, strict=True)
-    ]
-    stacked = torch.cat(tokens, dim=0)
+    stacked = torch.cat(
+        [
+            sparse
+            if plm is None
+            else plm(sparse, context=context or plm.image_context(image_embedding, image_pe))
+            for plm, context in zip(plms, contexts, strict=True)
+        ]
+    )
     parts = [
         _run_decoder(
             sam.mask_decoder,
@@ -145,16 +146,22 @@ def decode_with_adapters(
             multimask_output,
             return_image_features,
         )
-        for rows in stacked.split(chunk or len(tokens))
+        for rows in stacked.split(chunk or len(plms))
     ]
     features = torch.cat([p.image_features for p in parts]) if return_image_features else None
-    iou = torch.cat([p.iou_predictions for p in parts])
-    scores = [
+    scores = _adjusted_scores(plms, torch.cat([p.iou_predictions for p in parts]), multimask_output)
+    return DecoderOutput(torch.cat([p.low_res_logits for p in parts]), scores, stacked, features)
+
+
+def _adjusted_scores(
+    plms: Sequence[PromptLearningModule | None], iou: Tensor, multimask_output: bool
+) -> Tensor:
+    """Row ``a`` of the ``A x C`` IoU predictions plus the score offsets of ``plms[a]`` (if any)."""
+    rows = [
         row if plm is None else plm.adjust_scores(row, multimask_output)
         for plm, row in zip(plms, iou, strict=True)
     ]
-    logits = torch.cat([p.low_res_logits for p in parts])
-    return DecoderOutput(logits, torch.stack(scores), stacked, features)
+    return torch.stack(rows)
 
 
 def _run_decoder(

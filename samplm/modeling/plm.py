@@ -19,7 +19,7 @@ training starts from plain SAM.
 Besides the tokens, the module holds a learned ``score_offset``: one number per decoder output (SAM's
 single-mask output first, then its three multimask outputs) added to the IoU head's predictions. The
 frozen IoU head ranks masks for SAM's own training data; for a task it may always prefer another
-granularity (the whole car over the plate), and the prompt tokens alone cannot always move its ranking.
+granularity (a region larger than a plate); the prompt tokens alone cannot always move its ranking.
 The offset starts at zero, so a fresh module still is plain SAM.
 
 The prompt-to-image keys and values depend only on the image embedding, so they can be computed
