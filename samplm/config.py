@@ -1,10 +1,10 @@
 """``adapter_config.json``: what an adapter is, what it was trained against, and how to rebuild it.
 
-Example (format version 1)::
+Example (format version 2)::
 
     {
       "format": "samplm-adapter",
-      "format_version": 1,
+      "format_version": 2,
       "task": "nose",
       "plm": {"embed_dim": 256, "num_heads": 8, "mlp_dim": 2048,
               "attention_downsample_rate": 1, "activation": "relu"},
