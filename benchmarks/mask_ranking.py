@@ -15,6 +15,7 @@ shows each adapter with its score offsets set to zero (SAM's own ranking of the 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def main() -> None:
         adapter = PromptAdapter.load(path)
         rows.append((str(path), adapter.plm))
         if args.zero_offsets:
-            plain = PromptAdapter.load(path).plm
+            plain = copy.deepcopy(adapter.plm)
             torch.nn.init.zeros_(plain.score_offset)
             rows.append((f"{path} (offsets zero)", plain))
     for name, plm in rows:

@@ -18,7 +18,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -76,7 +76,7 @@ class PromptAdapter(nn.Module):
 
             data = {"format": ADAPTER_FORMAT, "format_version": ADAPTER_FORMAT_VERSION, **config}
             return cls(AdapterConfig.from_dict(data))
-        return cls(_read_config(Path(config)))
+        return cls(_read_config(Path(config)).config)
 
     @classmethod
     def load(
@@ -126,25 +126,24 @@ class PromptAdapter(nn.Module):
     def from_files(cls, resolved: ResolvedAdapter) -> PromptAdapter:
         """Build an adapter from resolved local files, validating everything."""
         weights_path = resolved.weights
-        config = _read_config(resolved.config) if resolved.config is not None else None
-        if config is not None and config.weights_sha256 is not None:
+        read = _read_config(resolved.config) if resolved.config is not None else None
+        if read is not None and read.config.weights_sha256 is not None:
             actual = sha256_file(weights_path)
-            if actual != config.weights_sha256:
+            if actual != read.config.weights_sha256:
                 raise AdapterFormatError(
                     weights_path,
-                    f"SHA-256 {actual} does not match weights_sha256 {config.weights_sha256} recorded "
-                    f"in {resolved.config}: the file is corrupted, truncated or was replaced",
+                    f"SHA-256 {actual} does not match weights_sha256 {read.config.weights_sha256} "
+                    f"recorded in {resolved.config}: the file is corrupted, truncated or was replaced",
                 )
-        tensors, header_config = _read_weights(weights_path)
-        if config is None:
-            if header_config is None:
-                raise AdapterFormatError(
-                    weights_path,
-                    f"no {CONFIG_NAME} beside it and no samplm config in its safetensors header",
-                )
-            config = header_config
-        adapter = cls(config)
-        tensors = _with_format_1_defaults(tensors, adapter.state_dict())
+        tensors, header = _read_weights(weights_path)
+        read = read or header
+        if read is None:
+            raise AdapterFormatError(
+                weights_path, f"no {CONFIG_NAME} beside it and no samplm config in its safetensors header"
+            )
+        adapter = cls(read.config)
+        if read.format_version == 1:
+            tensors = _with_format_1_defaults(tensors, adapter.state_dict())
         _check_state_dict(adapter.state_dict(), tensors, weights_path)
         adapter.load_state_dict(tensors, strict=True)
         adapter.eval()
@@ -278,14 +277,26 @@ class PromptAdapter(nn.Module):
         return f"task={self.task!r}, params={self.num_parameters():,}"
 
 
-def _read_config(path: Path) -> AdapterConfig:
+class _ReadConfig(NamedTuple):
+    """A parsed adapter config and the format version its file was written in."""
+
+    config: AdapterConfig
+    format_version: int
+
+
+def _parsed_config(data: Any, source: str | os.PathLike[str]) -> _ReadConfig:
+    """Validate the JSON object ``data`` (:meth:`AdapterConfig.from_dict`) and keep its format version."""
+    return _ReadConfig(AdapterConfig.from_dict(data, source=source), data["format_version"])
+
+
+def _read_config(path: Path) -> _ReadConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise AdapterFormatError(path, "file does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise AdapterFormatError(path, f"cannot be read as UTF-8 text ({exc})") from exc
-    return AdapterConfig.from_dict(_parse_json(text, path, "is"), source=path)
+    return _parsed_config(_parse_json(text, path, "is"), path)
 
 
 def _parse_json(text: str, source: str | os.PathLike[str], what: str) -> Any:
@@ -298,7 +309,7 @@ def _parse_json(text: str, source: str | os.PathLike[str], what: str) -> Any:
         raise AdapterFormatError(source, f"{what} nested too deeply to be an adapter config") from exc
 
 
-def _read_weights(path: Path) -> tuple[dict[str, Tensor], AdapterConfig | None]:
+def _read_weights(path: Path) -> tuple[dict[str, Tensor], _ReadConfig | None]:
     """Read every tensor and the embedded config of a safetensors file (no pickle involved)."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -310,11 +321,11 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], AdapterConfig | None]:
     if embedded is None:
         return tensors, None
     data = _parse_json(embedded, path, "embedded samplm config is")
-    return tensors, AdapterConfig.from_dict(data, source=f"{path} (header)")
+    return tensors, _parsed_config(data, f"{path} (header)")
 
 
 def _with_format_1_defaults(found: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``found`` with zeros for the weights a version 1 file lacks (:data:`ADDED_IN_FORMAT_2`)."""
+    """``found`` (a version 1 file's weights) with zeros for those added later (:data:`ADDED_IN_FORMAT_2`)."""
     absent = [key for key in ADDED_IN_FORMAT_2 if key in expected and key not in found]
     return {**found, **{key: torch.zeros_like(expected[key]) for key in absent}}
 

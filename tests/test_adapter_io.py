@@ -198,6 +198,9 @@ def test_a_format_1_file_without_score_offsets_loads_with_zero_offsets(saved):
     tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
     assert tensors["plm.score_offset"].abs().sum() > 0  # the factory's adapter has offsets
     del tensors["plm.score_offset"]
+    _write_weights(saved, tensors)  # still declared format 2: the offsets are required
+    error = _expect_format_error(saved, WEIGHTS_NAME, "missing keys")
+    assert "plm.score_offset" in str(error)
     _write_weights(saved, tensors, format_version=1)
     adapter = PromptAdapter.load(saved)
     assert torch.equal(adapter.plm.score_offset.detach(), torch.zeros(4))
