@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ._io import atomic_write, atomic_write_text, sha256_file
 from .config import AdapterConfig, BaseModelInfo
 from .constants import (
-    ADDED_IN_FORMAT_2,
+    ADDED_IN_FORMAT,
     CONFIG_NAME,
     MODEL_CARD_NAME,
     SAFETENSORS_CONFIG_KEY,
@@ -142,8 +142,7 @@ class PromptAdapter(nn.Module):
                 weights_path, f"no {CONFIG_NAME} beside it and no samplm config in its safetensors header"
             )
         adapter = cls(read.config)
-        if read.format_version == 1:
-            tensors = _with_format_1_defaults(tensors, adapter.state_dict())
+        tensors = _with_older_format_defaults(tensors, adapter.state_dict(), read.format_version)
         _check_state_dict(adapter.state_dict(), tensors, weights_path)
         adapter.load_state_dict(tensors, strict=True)
         adapter.eval()
@@ -324,10 +323,15 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], _ReadConfig | None]:
     return tensors, _parsed_config(data, f"{path} (header)")
 
 
-def _with_format_1_defaults(found: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``found`` (a version 1 file's weights) with zeros for those added later (:data:`ADDED_IN_FORMAT_2`)."""
-    absent = [key for key in ADDED_IN_FORMAT_2 if key in expected and key not in found]
-    return {**found, **{key: torch.zeros_like(expected[key]) for key in absent}}
+def _with_older_format_defaults(
+    found: dict[str, Tensor], fresh: dict[str, Tensor], version: int
+) -> dict[str, Tensor]:
+    """``found`` (weights of a format ``version`` file) completed with the weights that later versions
+    added (:data:`ADDED_IN_FORMAT`), as the fresh adapter ``fresh`` holds them (plain SAM's behaviour).
+    A file of the current version must hold every weight itself."""
+    added = [key for v, keys in ADDED_IN_FORMAT.items() if v > version for key in keys]
+    absent = [key for key in added if key in fresh and key not in found]
+    return {**found, **{key: fresh[key].clone() for key in absent}}
 
 
 def _check_state_dict(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:

@@ -17,12 +17,13 @@ WEB_MODELS_DIR = "models"
 WEB_MANIFEST_NAME = "models.json"
 
 #: Value of ``format`` in ``adapter_config.json`` and the versions this release reads. Version 2 adds the
-#: PLM's score offsets (``plm.score_offset``); a version 1 file has none and loads with zero offsets.
+#: PLM's score offsets (``plm.score_offset``), version 3 its mask mix (``plm.mask_mix``).
 ADAPTER_FORMAT = "samplm-adapter"
-ADAPTER_FORMAT_VERSION = 2
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
-#: Weights a version 1 adapter file does not hold, loaded as zeros.
-ADDED_IN_FORMAT_2 = ("plm.score_offset",)
+ADAPTER_FORMAT_VERSION = 3
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
+#: Weights each format version added: an older file lacks them and loads them as a fresh adapter holds
+#: them (zero score offsets, the identity mix), i.e. plain SAM's behaviour for that part.
+ADDED_IN_FORMAT = {2: ("plm.score_offset",), 3: ("plm.mask_mix",)}
 
 #: Key of the JSON config embedded in the safetensors header metadata.
 SAFETENSORS_CONFIG_KEY = "samplm_config"

@@ -83,9 +83,8 @@ def decode_prompts(
     )
     if plm is None:
         return output
-    return dataclasses.replace(
-        output, iou_predictions=plm.adjust_scores(output.iou_predictions, multimask_output)
-    )
+    logits, scores = plm.adjust_outputs(output.low_res_logits, output.iou_predictions, multimask_output)
+    return dataclasses.replace(output, low_res_logits=logits, iou_predictions=scores)
 
 
 def decode_with_adapters(
@@ -149,19 +148,25 @@ def decode_with_adapters(
         for rows in stacked.split(chunk or len(plms))
     ]
     features = torch.cat([p.image_features for p in parts]) if return_image_features else None
-    scores = _adjusted_scores(plms, torch.cat([p.iou_predictions for p in parts]), multimask_output)
-    return DecoderOutput(torch.cat([p.low_res_logits for p in parts]), scores, stacked, features)
+    logits, scores = _adjusted_outputs(
+        plms,
+        torch.cat([p.low_res_logits for p in parts]),
+        torch.cat([p.iou_predictions for p in parts]),
+        multimask_output,
+    )
+    return DecoderOutput(logits, scores, stacked, features)
 
 
-def _adjusted_scores(
-    plms: Sequence[PromptLearningModule | None], iou: Tensor, multimask_output: bool
-) -> Tensor:
-    """Row ``a`` of the ``A x C`` IoU predictions plus the score offsets of ``plms[a]`` (if any)."""
+def _adjusted_outputs(
+    plms: Sequence[PromptLearningModule | None], logits: Tensor, iou: Tensor, multimask_output: bool
+) -> tuple[Tensor, Tensor]:
+    """Row ``a`` of the ``A x C x h x w`` logits and ``A x C`` IoU predictions as ``plms[a]`` gives them
+    (:meth:`PromptLearningModule.adjust_outputs`; unchanged for plain SAM)."""
     rows = [
-        row if plm is None else plm.adjust_scores(row, multimask_output)
-        for plm, row in zip(plms, iou, strict=True)
+        (row_logits, row_iou) if plm is None else plm.adjust_outputs(row_logits, row_iou, multimask_output)
+        for plm, row_logits, row_iou in zip(plms, logits.split(1), iou.split(1), strict=True)
     ]
-    return torch.stack(rows)
+    return torch.cat([row[0] for row in rows]), torch.cat([row[1] for row in rows])
 
 
 def _run_decoder(

@@ -52,8 +52,8 @@ OUTPUT_NAMES = ["masks", "iou_predictions", "low_res_masks"]
 
 
 class _AdaptedDecoder(nn.Module):
-    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first and its score
-    offsets to the IoU predictions of all four outputs."""
+    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first, and its mask mix
+    and score offsets applied to all four outputs (:meth:`PromptLearningModule.adjust_outputs`)."""
 
     def __init__(self, decoder: nn.Module, plm: PromptLearningModule | None) -> None:
         super().__init__()
@@ -70,7 +70,7 @@ class _AdaptedDecoder(nn.Module):
             dense_prompt_embeddings=dense_prompt_embeddings,
         )
         if self.plm is not None:
-            scores = self.plm.adjust_scores(scores, multimask_output=True)
+            masks, scores = self.plm.adjust_outputs(masks, scores, multimask_output=True)
         return masks, scores
 
 

@@ -73,6 +73,7 @@ def make_adapter(task: str = "task", seed: int = 0, **config_kwargs) -> PromptAd
         for param in adapter.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
         adapter.plm.norm_out.weight.fill_(1.0)
+        adapter.plm.mask_mix.add_(torch.eye(3))  # a trained mix stays near the identity
     return adapter
 
 

@@ -61,7 +61,7 @@ def test_config_file_content(tmp_path, adapter_factory):
     adapter_factory("plate", prompt_types=["point", "box"]).save_pretrained(tmp_path)
     data = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert data["format"] == "samplm-adapter"
-    assert data["format_version"] == 2
+    assert data["format_version"] == 3
     assert data["task"] == "plate"
     assert data["plm"] == {
         "embed_dim": 256,
@@ -113,7 +113,7 @@ def test_lone_safetensors_file_uses_embedded_config(tmp_path, adapter_factory):
 
 def test_fresh_adapter_from_config_variants(tmp_path):
     fresh = PromptAdapter(AdapterConfig(task="x"))
-    assert fresh.num_parameters("plm") == 1_578_752 + 4
+    assert fresh.num_parameters("plm") == 1_578_752 + 4 + 9
     assert fresh.num_parameters("pmm") == 0
     from_dict = PromptAdapter.from_config({"task": "y", "plm": {"num_heads": 4}})
     assert from_dict.config.plm.num_heads == 4 and from_dict.task == "y"
@@ -197,14 +197,26 @@ def test_missing_and_unknown_keys(saved):
 def test_a_format_1_file_without_score_offsets_loads_with_zero_offsets(saved):
     tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
     assert tensors["plm.score_offset"].abs().sum() > 0  # the factory's adapter has offsets
-    del tensors["plm.score_offset"]
-    _write_weights(saved, tensors)  # still declared format 2: the offsets are required
+    del tensors["plm.score_offset"], tensors["plm.mask_mix"]
+    _write_weights(saved, tensors)  # still declared format 3: the offsets are required
     error = _expect_format_error(saved, WEIGHTS_NAME, "missing keys")
     assert "plm.score_offset" in str(error)
     _write_weights(saved, tensors, format_version=1)
     adapter = PromptAdapter.load(saved)
     assert torch.equal(adapter.plm.score_offset.detach(), torch.zeros(4))
+    assert torch.equal(adapter.plm.mask_mix.detach(), torch.eye(3))
     assert torch.equal(adapter.plm.mlp.lin1.weight, tensors["plm.mlp.lin1.weight"])
+
+
+def test_a_format_2_file_without_mask_mix_loads_with_the_identity_mix(saved):
+    tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
+    del tensors["plm.mask_mix"]
+    _write_weights(saved, tensors)  # declared format 3: the mix is required
+    assert "plm.mask_mix" in str(_expect_format_error(saved, WEIGHTS_NAME, "missing keys"))
+    _write_weights(saved, tensors, format_version=2)
+    adapter = PromptAdapter.load(saved)
+    assert torch.equal(adapter.plm.mask_mix.detach(), torch.eye(3))
+    assert torch.equal(adapter.plm.score_offset.detach(), tensors["plm.score_offset"])
 
 
 def test_wrong_shape(saved):

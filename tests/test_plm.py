@@ -11,7 +11,7 @@ from samplm.modeling import PointMatchingModule, PromptLearningModule
 def test_plm_parameter_count_matches_paper():
     plm = PromptLearningModule()
     count = sum(p.numel() for p in plm.parameters())
-    assert count == 1_578_752 + 4  # the paper's module and one score offset per decoder output
+    assert count == 1_578_752 + 4 + 9  # the paper's module, a score offset per decoder output, 3 x 3 mix
     assert abs(count - 1_600_000) / 1_600_000 < 0.02  # paper, Table 4: 1.6M
 
 
@@ -89,10 +89,11 @@ def test_gradients_reach_every_parameter_after_first_step():
     with torch.no_grad():
         plm.norm_out.weight.fill_(0.1)
     plm.zero_grad()
-    loss = plm(tokens, image, pe).pow(2).sum() + plm.adjust_scores(torch.rand(2, 3), True).pow(2).sum()
+    logits, scores = plm.adjust_outputs(torch.randn(2, 3, 4, 4), torch.rand(2, 3), True)
+    loss = plm(tokens, image, pe).pow(2).sum() + scores.pow(2).sum() + logits.pow(2).sum()
     loss.backward()
-    # ... and once it is non-zero every parameter does (the score offsets through the scores; the
-    # single-mask output's offset is trained by single-mask outputs).
+    # ... and once it is non-zero every parameter does (the score offsets through the scores, the mix
+    # through the logits; the single-mask output's offset is trained by single-mask outputs).
     missing = [n for n, p in plm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []
     assert torch.equal(plm.score_offset.grad == 0, torch.tensor([True, False, False, False]))
@@ -152,3 +153,25 @@ def test_pmm_attends_across_points_of_one_contour():
 def test_module_hyper_parameters_are_checked_before_allocation(module, kwargs, match):
     with pytest.raises(ValueError, match=match):
         module(**kwargs)
+
+
+def test_mask_mix_is_the_identity_when_fresh_and_samf_blend_when_set():
+    from samplm.eval.samf import SamF
+
+    plm = PromptLearningModule()
+    logits, scores = torch.randn(2, 3, 8, 8), torch.rand(2, 3)
+    mixed, adjusted = plm.adjust_outputs(logits, scores, multimask_output=True)
+    assert torch.equal(mixed, logits) and torch.equal(adjusted, scores)
+    samf = SamF(0.6, 0.5)  # the third weight is -0.1
+    plm.set_blend(samf.weights)
+    mixed, _ = plm.adjust_outputs(logits, scores, multimask_output=True)
+    for output in range(3):  # every output is SAM-F's blend, so the top mask is too
+        torch.testing.assert_close(mixed[:, output : output + 1], samf.blend(logits))
+    single = torch.randn(2, 1, 8, 8)
+    assert torch.equal(plm.adjust_outputs(single, scores[:, :1], multimask_output=False)[0], single)
+    every = torch.randn(2, 4, 8, 8)  # all four outputs (the ONNX graph): the single-mask one is not mixed
+    mixed, _ = plm.adjust_outputs(every, torch.rand(2, 4), multimask_output=True)
+    assert torch.equal(mixed[:, :1], every[:, :1])
+    torch.testing.assert_close(mixed[:, 1:2], samf.blend(every[:, 1:]))
+    plm.reset_offset()
+    assert torch.equal(plm.mask_mix.detach(), torch.eye(3))

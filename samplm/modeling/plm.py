@@ -22,6 +22,15 @@ frozen IoU head ranks masks for SAM's own training data; for a task it may alway
 granularity (a region larger than a plate); the prompt tokens alone cannot always move its ranking.
 The offset starts at zero, so a fresh module still is plain SAM.
 
+Last, a learned ``mask_mix`` (``3 x 3``) blends SAM's three multimask logits: output ``i`` becomes
+``sum_j mask_mix[i, j] * logits_j``. SAM-F's blend (PerSAM-F) is the case where every row holds the
+same weights; on small sets such a blend can beat any single mask of the base. It starts as the
+identity, so a fresh module still is plain SAM. The single-mask output is never mixed.
+
+:meth:`PromptLearningModule.adjust_outputs` is the one place where the offsets and the mix change the
+decoder's outputs: prediction, training, evaluation, batched several-adapter decoding and the ONNX
+graph all call it.
+
 The prompt-to-image keys and values depend only on the image embedding, so they can be computed
 once per image (:meth:`PromptLearningModule.image_context`) and reused for every prompt.
 """
@@ -29,6 +38,7 @@ once per image (:meth:`PromptLearningModule.image_context`) and reused for every
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +49,7 @@ from torch import Tensor, nn
 from ..config import PLM_ACTIVATIONS, PLMConfig
 
 DECODER_OUTPUTS = 4  # SAM's mask decoder: single-mask output + 3 multimask outputs
+MULTIMASK_OUTPUTS = DECODER_OUTPUTS - 1
 _ACTIVATIONS: dict[str, type[nn.Module]] = dict(zip(PLM_ACTIVATIONS, (nn.ReLU, nn.GELU), strict=True))
 
 
@@ -70,7 +81,8 @@ class PromptLearningModule(nn.Module):
         attention_downsample_rate: internal width divisor of the cross-attention (1 = full width).
         activation: MLP activation, ``"relu"`` (as SAM's two-way transformer) or ``"gelu"``.
 
-    With the defaults the module has 1,578,756 parameters (1,578,752 for the tokens, 4 score offsets).
+    With the defaults the module has 1,578,765 parameters (1,578,752 for the tokens, 4 score offsets,
+    a 3 x 3 mask mix).
     """
 
     def __init__(
@@ -100,14 +112,50 @@ class PromptLearningModule(nn.Module):
         self.mlp = MLPBlock(embed_dim, mlp_dim, act=_ACTIVATIONS[activation])
         self.norm_out = nn.LayerNorm(embed_dim)
         self.score_offset = nn.Parameter(torch.zeros(DECODER_OUTPUTS))
+        self.mask_mix = nn.Parameter(torch.eye(MULTIMASK_OUTPUTS))
         self.reset_offset()
 
     def reset_offset(self) -> None:
-        """Zero the output LayerNorm's gain and bias and the score offsets: the module becomes an exact
-        identity."""
+        """Zero the output LayerNorm's gain and bias and the score offsets, and make the mask mix the
+        identity: the module becomes plain SAM exactly."""
         nn.init.zeros_(self.norm_out.weight)
         nn.init.zeros_(self.norm_out.bias)
         nn.init.zeros_(self.score_offset)
+        with torch.no_grad():
+            self.mask_mix.copy_(torch.eye(MULTIMASK_OUTPUTS))
+
+    def set_blend(self, weights: Sequence[float]) -> None:
+        """Make every multimask output the blend ``sum_j weights[j] * logits_j`` (SAM-F's mask as all three
+        outputs, so whichever is ranked first is the blend)."""
+        if len(weights) != MULTIMASK_OUTPUTS:
+            raise ValueError(f"a blend has {MULTIMASK_OUTPUTS} weights, got {len(weights)}")
+        row = torch.as_tensor([float(w) for w in weights], dtype=self.mask_mix.dtype)
+        with torch.no_grad():
+            self.mask_mix.copy_(row.expand(MULTIMASK_OUTPUTS, -1).to(self.mask_mix.device))
+
+    def adjust_outputs(
+        self, low_res_logits: Tensor, iou_predictions: Tensor, multimask_output: bool
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder's outputs as this adapter gives them: the multimask logits mixed by
+        ``mask_mix`` and the IoU predictions plus ``score_offset`` (see :meth:`adjust_scores`).
+
+        Args:
+            low_res_logits: ``B x C x h x w`` mask logits, ``C`` as in :meth:`adjust_scores`.
+            iou_predictions: ``B x C``.
+            multimask_output: with ``C = 3``/``1``, which outputs the columns are.
+
+        Returns:
+            ``(B x C x h x w logits, B x C scores)``.
+        """
+        scores = self.adjust_scores(iou_predictions, multimask_output)
+        columns = low_res_logits.shape[1]
+        if columns == 1 and not multimask_output:
+            return low_res_logits, scores
+        mix = self.mask_mix.to(low_res_logits.dtype)
+        if columns == MULTIMASK_OUTPUTS:
+            return torch.einsum("ij,bjhw->bihw", mix, low_res_logits), scores
+        single, multi = low_res_logits[:, :1], low_res_logits[:, 1:]
+        return torch.cat([single, torch.einsum("ij,bjhw->bihw", mix, multi)], dim=1), scores
 
     def adjust_scores(self, iou_predictions: Tensor, multimask_output: bool) -> Tensor:
         """SAM's IoU predictions plus this task's offsets.
