@@ -429,7 +429,7 @@ class CustomSamPredictor(SamPredictor):
             return_image_features=features,
         )
         if adapter is not None:
-            _require_finite(name, output.low_res_logits, output.iou_predictions)
+            require_finite_outputs(name, output.low_res_logits, output.iou_predictions)
         return output
 
     @torch.no_grad()
@@ -508,7 +508,7 @@ class CustomSamPredictor(SamPredictor):
         masks = []
         for i, (name, row) in enumerate(zip(names, output.low_res_logits, strict=True)):
             if name is not None:
-                _require_finite(name, row, output.iou_predictions[i])
+                require_finite_outputs(name, row, output.iou_predictions[i])
             mask = self.upscale_logits(row[None], return_logits)[0].cpu().numpy()
             if refined[i]:
                 parts = self._refine(placed[i], mask, output.image_features[i : i + 1])
@@ -614,8 +614,9 @@ def _image_digest(pixels: np.ndarray, image_format: str) -> str:
     return digest.hexdigest()
 
 
-def _require_finite(name: str, logits: torch.Tensor, scores: torch.Tensor) -> None:
-    """Stop when the adapter ``name`` made the decoder's mask ``logits`` or the ``scores`` NaN or infinite."""
+def require_finite_outputs(name: str, logits: torch.Tensor, scores: torch.Tensor) -> None:
+    """Stop when the adapter ``name`` made the decoder's mask ``logits`` or the ``scores`` NaN or infinite
+    (the one check of adapter outputs: prediction, several-adapter decoding and the ONNX export use it)."""
     if not (torch.isfinite(logits).all() and torch.isfinite(scores).all()):
         raise AdapterOutputError(
             f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits or scores: its weights "
