@@ -83,6 +83,9 @@ def render_model_card(config: AdapterConfig, num_parameters: int, repo_id: str |
         "masks, scores, logits = predictor.predict(point_coords=points, point_labels=labels)",
         "```",
     ]
+    selection = config.metadata.get("selection") if isinstance(config.metadata, dict) else None
+    if isinstance(selection, str) and selection:
+        body += ["", "## How it was chosen", "", selection]
     if isinstance(metrics, dict) and metrics:
         body += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         body += [f"| {name} | {value} |" for name, value in metrics.items()]

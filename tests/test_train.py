@@ -69,9 +69,17 @@ def test_sam_frozen_and_adapter_exported(tmp_path, tiny_sam, task):
     assert all(torch.equal(before[k], after[k]) for k in before)  # SAM unchanged bit for bit
     assert not any(p.requires_grad for p in sam.parameters())
     assert result.steps == 6 and 0.0 <= result.metrics["val_miou"] <= 1.0
+    judged = result.judgement
+    figures = {"sam": judged.sam, "samf": judged.samf, "trained": judged.trained}
+    assert judged.selected == max(figures, key=lambda name: (figures[name], -"sam samf trained".find(name)))
+    assert result.metrics["val_miou"] == round(figures[judged.selected], 6)
     loaded = PromptAdapter.load(tmp_path / "adapter")
-    assert loaded.pmm is not None and loaded.config.base_model.model_type == "samplm_tiny"
+    # A candidate that needs no training carries no (untrained) PMM.
+    assert (loaded.pmm is not None) == (judged.selected == "trained")
+    assert loaded.config.base_model.model_type == "samplm_tiny"
     assert loaded.config.metadata["metrics"]["val_miou"] == result.metrics["val_miou"]
+    assert loaded.config.metadata["selection"] == judged.line()
+    assert judged.line() in (tmp_path / "adapter" / "README.md").read_text()
     predictor = CustomSamPredictor(tiny_sam, strict=True)  # same fingerprint: no warning, no error
     predictor.load_adapter(tmp_path / "adapter")
     predictor.set_image(np.zeros((72, 96, 3), np.uint8))
@@ -80,6 +88,7 @@ def test_sam_frozen_and_adapter_exported(tmp_path, tiny_sam, task):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert [x["step"] for x in lines if "val_miou" in x] == [3, 6]
+    assert [x["step"] for x in lines if "val_miou_samf" in x] == [0]  # the candidates judged first
 
 
 def _batch_losses(sam, adapter, data, items, rng, sampler, config):
@@ -188,7 +197,12 @@ def test_resume_is_exact(tmp_path, tiny_sam, task):
         full.adapter.state_dict().items(), resumed.adapter.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    for (name, a), (_, b) in zip(
+        full.last.state_dict().items(), resumed.last.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)  # the trained adapter too
     assert resumed.metrics == full.metrics
+    assert resumed.judgement == full.judgement  # the candidates judged once, kept in the checkpoint
 
 
 def test_learning_rate_schedule():

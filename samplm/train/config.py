@@ -42,6 +42,7 @@ SETTING_LIMITS: dict[str, Limit] = {
     "seed": Limit(int, 0, 2**32 - 1),
     "val_every": _COUNT,
     "val_max_instances": _COUNT,
+    "patience": Limit(int, 0),
     "checkpoint_every": _COUNT,
     "log_every": _COUNT,
 }
@@ -65,6 +66,10 @@ class TrainConfig:
     ``box_probability`` a jittered box (``box_jitter`` x side); up to ``extra_points`` more clicks.
 
     PMM: ``pmm_points`` contour points, jittered by ``pmm_jitter`` feature cells (std).
+
+    Judgement (with a validation set): plain SAM and SAM-F are validated before the first step, the
+    adapter every ``val_every`` steps (at most ``val_max_instances``); the best candidate is exported.
+    ``patience`` > 0 stops the run after that many validations without a better trained adapter.
     """
 
     steps: int = 20_000
@@ -91,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 500
     val_max_instances: int = 500
+    patience: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,7 @@ and a NaN or infinite loss stops the run before it reaches the adapter, which is
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -52,6 +53,7 @@ from ..prototype import training_prototype
 from ..trainset import TrainingSet
 from .batch import PromptGroup, build_batch, describe_batch
 from .config import TrainConfig
+from .judge import Judgement, judge_baselines
 from .losses import point_matching_loss, segmentation_loss
 from .sampling import PromptSampler
 
@@ -61,7 +63,13 @@ CONFIG_NAME = "train_config.json"
 ADAPTER_DIRNAME = "adapter"
 #: Settings that may differ when a run resumes: they change what is logged, validated and saved, not
 #: the optimisation (``extra`` holds notes such as the recipe's name).
-RESUMABLE_CHANGES = frozenset({"val_every", "val_max_instances", "checkpoint_every", "log_every", "extra"})
+RESUMABLE_CHANGES = frozenset(
+    {"val_every", "val_max_instances", "checkpoint_every", "log_every", "patience", "extra"}
+)
+#: The loop's state in a checkpoint; ``judgement``, ``stale`` and ``stopped`` are absent from checkpoints
+#: of runs that did not judge candidates and take these values then.
+STATE_DEFAULTS: dict[str, Any] = {"judgement": None, "stale": 0, "stopped": False}
+STATE_KEYS = ("step", "best", "best_metrics", *STATE_DEFAULTS)
 
 
 @dataclass
@@ -69,18 +77,21 @@ class TrainResult:
     """What :func:`train` produced.
 
     Attributes:
-        adapter: the exported (best by validation mIoU, else final) adapter, read back from disk.
+        adapter: the exported adapter, read back from disk: with a validation set the best candidate
+            (plain SAM, SAM-F's blend or the trained adapter at its best validation), else the final one.
         adapter_dir: where it was exported.
-        metrics: its metrics (``val_miou``, ``step``).
+        metrics: its metrics (``val_miou``, ``step``; with validation also each candidate's figure).
         steps: optimiser steps done.
         last: the adapter as it is after the last step (in memory, on this process).
+        judgement: the candidates' validation figures and the choice (``None`` without validation).
     """
 
     adapter: PromptAdapter
     adapter_dir: Path
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     steps: int
     last: PromptAdapter
+    judgement: Judgement | None = None
 
 
 def freeze(sam: Sam) -> Sam:
@@ -219,11 +230,22 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: Any
-    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best": -math.inf, "best_metrics": {}})
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"step": 0, "best": -math.inf, "best_metrics": {}, **STATE_DEFAULTS}
+    )
 
     @property
     def checkpoint(self) -> Path:
         return self.out / "checkpoints" / CHECKPOINT_NAME
+
+    @property
+    def judgement(self) -> Judgement | None:
+        stored = self.state["judgement"]
+        return Judgement.from_state(stored) if stored is not None else None
+
+    def finished(self) -> bool:
+        """All steps done, or stopped early (no better validation in ``patience`` validations)."""
+        return self.state["step"] >= self.config.steps or bool(self.state["stopped"])
 
 
 def train(
@@ -275,16 +297,55 @@ def train(
         if run.procs.is_main:  # one run per output directory; released on any exit
             lock.enter_context(lock_directory(run.out))
         _resume(run, resume)
+        if val_set is not None and run.state["judgement"] is None:
+            _judge_baselines(run)
         _train_steps(run, last, progress)
-        if run.procs.is_main and val_set is None and run.state["step"] >= config.steps:
-            run.state["best_metrics"] = {"step": run.state["step"]}
-            _export(run.adapter, run.out, run.state["best_metrics"])
-        if run.procs.is_main and run.state["step"] >= config.steps and (run.out / ADAPTER_DIRNAME).is_dir():
-            training_prototype(train_set, run.adapter.task).save(run.out / ADAPTER_DIRNAME)
+        if run.procs.is_main and run.finished():
+            _finish(run, progress)
         run.procs.wait()
         adapter_dir = run.out / ADAPTER_DIRNAME
         best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
-    return TrainResult(best, adapter_dir, dict(run.state["best_metrics"]), run.state["step"], run.adapter)
+    metrics, steps = dict(run.state["best_metrics"]), run.state["step"]
+    return TrainResult(best, adapter_dir, metrics, steps, run.adapter, run.judgement)
+
+
+def _judge_baselines(run: _Run) -> None:
+    """Before the first step: validate plain SAM and SAM-F, export the better (see :mod:`.judge`)."""
+    if run.procs.is_main:
+        validate = functools.partial(
+            evaluate_center_miou, run.sam, data=run.val_set, max_instances=run.config.val_max_instances
+        )
+        where = f"validation split, {min(len(run.val_set), run.config.val_max_instances)} instances"
+        judgement, candidates = judge_baselines(
+            run.sam, run.adapter, run.train_set, validate, seed=run.config.seed, validation=where
+        )
+        _record_judgement(run, judgement)
+        _export(candidates[judgement.selected], run.out, run.state["best_metrics"])
+        with (run.out / METRICS_NAME).open("a", encoding="utf-8") as log:
+            _log(log, None, {"step": 0, "val_miou_sam": judgement.sam, "val_miou_samf": judgement.samf})
+    run.procs.wait()
+
+
+def _record_judgement(run: _Run, judgement: Judgement) -> None:
+    run.state["judgement"] = judgement.to_state()
+    run.state["best"] = judgement.best
+    run.state["best_metrics"] = {**judgement.metrics(), "step": judgement.trained_step or 0}
+
+
+def _finish(run: _Run, progress: bool) -> None:
+    """The last export: without validation the final adapter; with it, the selected candidate's card
+    and metrics get the final figures (and the judgement line is printed). Then the prototype."""
+    adapter_dir = run.out / ADAPTER_DIRNAME
+    judgement = run.judgement
+    if run.val_set is None:
+        run.state["best_metrics"] = {"step": run.state["step"]}
+        _export(run.adapter, run.out, run.state["best_metrics"])
+    elif judgement is not None and adapter_dir.is_dir():
+        _export(PromptAdapter.load(adapter_dir), run.out, run.state["best_metrics"], judgement.line())
+        if progress:
+            print(judgement.line(), flush=True)
+    if adapter_dir.is_dir():
+        training_prototype(run.train_set, run.adapter.task).save(adapter_dir)
 
 
 def _resume(run: _Run, resume: bool) -> None:
@@ -318,7 +379,7 @@ def _train_steps(run: _Run, last: int, progress: bool) -> None:
                 disable=not (progress and main),
             )
         )
-        while run.state["step"] < last:
+        while run.state["step"] < last and not run.state["stopped"]:
             started = time.perf_counter()
             totals = _step(run)
             step = run.state["step"]
@@ -328,7 +389,7 @@ def _train_steps(run: _Run, last: int, progress: bool) -> None:
                 _log(log, board, _step_record(run, totals, time.perf_counter() - started))
             if run.val_set is not None and (step % config.val_every == 0 or step == config.steps):
                 _validate(run, log, board, bar)
-            if main and (step % config.checkpoint_every == 0 or step == last):
+            if main and (step % config.checkpoint_every == 0 or step == last or run.state["stopped"]):
                 _save_checkpoint(run)
 
 
@@ -419,16 +480,26 @@ def _micro_batch(run: _Run, step: int, micro: int) -> list[PromptGroup]:
 
 
 def _validate(run: _Run, log, board, bar) -> None:
-    """Centre-click validation on the main process; a new best is exported."""
-    step = run.state["step"]
+    """Centre-click validation on the main process: a candidate better than every other so far is
+    exported; ``patience`` validations without a better trained adapter stop the run (every process)."""
+    step, patience = run.state["step"], run.config.patience
+    stop = 0.0
     if run.procs.is_main:
         miou = evaluate_center_miou(run.sam, run.adapter, run.val_set, run.config.val_max_instances)
         _log(log, board, {"step": step, "val_miou": round(miou, 6)})
         bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
-        if miou > run.state["best"]:
-            run.state["best"], run.state["best_metrics"] = miou, {"val_miou": round(miou, 6), "step": step}
+        judgement = run.judgement
+        improved = judgement.trained_step is None or miou > judgement.trained
+        run.state["stale"] = 0 if improved else run.state["stale"] + 1
+        if judgement.consider(miou, step):
+            _record_judgement(run, judgement)
             _export(run.adapter, run.out, run.state["best_metrics"])
-    run.procs.wait()
+        else:
+            _record_judgement(run, judgement)
+        stop = float(bool(patience) and run.state["stale"] >= patience)
+    run.state["stopped"] = run.procs.mean({"stop": stop})["stop"] > 0
+    if run.state["stopped"] and run.procs.is_main:
+        bar.write(f"step {step}: no better validation in {patience} validations; stopping early")
 
 
 def _tensorboard(out: Path):
@@ -475,8 +546,9 @@ def evaluate_center_miou(
     return float(np.mean(ious)) if ious else 0.0
 
 
-def _export(adapter: PromptAdapter, out: Path, metrics: dict[str, Any]) -> None:
-    """Save ``adapter`` to ``out/adapter`` with ``metrics`` (and their ``step``) in its config.
+def _export(adapter: PromptAdapter, out: Path, metrics: dict[str, Any], selection: str | None = None) -> None:
+    """Save ``adapter`` to ``out/adapter`` with ``metrics`` (and their ``step``) in its config, and
+    ``selection`` (how it was chosen, one line) in its config and card.
 
     Raises:
         NonFiniteError: a weight is NaN or infinite; nothing is written.
@@ -492,6 +564,8 @@ def _export(adapter: PromptAdapter, out: Path, metrics: dict[str, Any]) -> None:
             f"not exporting it to {out / ADAPTER_DIRNAME}"
         )
     adapter.config.metadata = {**adapter.config.metadata, "metrics": dict(metrics)}
+    if selection is not None:
+        adapter.config.metadata["selection"] = selection
     adapter.save_pretrained(out / ADAPTER_DIRNAME)
 
 
@@ -505,7 +579,7 @@ def _save_checkpoint(run: _Run) -> None:
         "adapter": run.adapter.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "state": {key: run.state[key] for key in ("step", "best", "best_metrics")},
+        "state": {key: run.state[key] for key in STATE_KEYS},
         "config": run.config.to_json(),
     }
     buffer = io.BytesIO()
@@ -566,7 +640,8 @@ def _load_checkpoint(run: _Run) -> None:
         run.adapter.load_state_dict(payload["adapter"])
         run.optimizer.load_state_dict(payload["optimizer"])
         run.scheduler.load_state_dict(payload["scheduler"])
-        run.state = {key: payload["state"][key] for key in ("step", "best", "best_metrics")}
+        saved = payload["state"]
+        run.state = {key: saved[key] if key in saved else STATE_DEFAULTS[key] for key in STATE_KEYS}
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(path, f"does not hold this run's training state ({exc})") from exc
 

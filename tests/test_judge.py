@@ -1,0 +1,121 @@
+"""A run's judgement: plain SAM and SAM-F validated before the first step, the best candidate exported,
+early stopping; on a tiny SAM with a six-image task."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_rect_dataset
+from segment_anything import SamPredictor
+
+from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prompts
+from samplm.cache import EmbeddingCache
+from samplm.data import read_mask_folder
+from samplm.eval.samf import SamF
+from samplm.train.config import TrainConfig
+from samplm.train.judge import Judgement, candidate_adapter
+from samplm.train.trainer import train
+from samplm.trainset import TrainingSet
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, tiny_sam):
+    root = write_rect_dataset(tmp_path_factory.mktemp("judge"))
+    dataset = read_mask_folder(root / "images", root / "masks")
+    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
+    cache.build(tiny_sam, dataset.image_paths(), progress=False)
+    train_part, val_part = dataset.split(0.34, seed=0)
+    return tuple(
+        TrainingSet(p, cache, tiny_sam, num_points=12, progress=False) for p in (train_part, val_part)
+    )
+
+
+def _config(**kw):
+    base = dict(
+        steps=6, batch_size=3, lr=1e-3, warmup_steps=0, val_every=2, checkpoint_every=2, pmm_points=12
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_judgement_keeps_the_earlier_candidate_on_ties_and_takes_a_strictly_better_one():
+    judged = Judgement(sam=0.5, samf=0.6, samf_weights=(0.2, 0.3, 0.5), selected="samf")
+    assert not judged.consider(0.6, 10) and judged.selected == "samf"  # a tie keeps SAM-F
+    assert judged.trained == 0.6 and judged.trained_step == 10
+    assert not judged.consider(0.55, 20) and judged.trained_step == 10  # worse: nothing changes
+    assert judged.consider(0.61, 30) and judged.selected == "trained" and judged.best == 0.61
+    line = judged.line()
+    assert "trained adapter" in line and "plain SAM 50.00" in line and "SAM-F 60.00" in line
+    assert "trained 61.00 (step 30)" in line
+    assert Judgement.from_state(judged.to_state()) == judged
+    fresh = Judgement(sam=0.5, samf=0.4, samf_weights=(1 / 3, 1 / 3, 1 / 3))
+    assert fresh.metrics()["val_miou_trained"] is None and "not validated" in fresh.line()
+
+
+def test_samf_candidate_answers_with_the_samf_blend(tiny_sam, task):
+    train_set, _ = task
+    template = PromptAdapter(AdapterConfig(task="rect", pmm={"num_points": 12}))
+    samf = SamF(0.7, 0.5)
+    candidate = candidate_adapter(template, samf)
+    assert candidate.pmm is None and candidate.task == "rect"
+    item = train_set.items[0]
+    embedding = train_set.embedding(item)
+    clicks = dict(point_coords=torch.tensor([[[20.0, 30.0]]]), point_labels=torch.tensor([[1]]))
+    with torch.no_grad():
+        plain = decode_prompts(tiny_sam, embedding, **clicks)
+        blended = decode_prompts(tiny_sam, embedding, **clicks, plm=candidate.plm)
+    for output in range(3):
+        torch.testing.assert_close(
+            blended.low_res_logits[:, output : output + 1], samf.blend(plain.low_res_logits)
+        )
+    torch.testing.assert_close(blended.iou_predictions, plain.iou_predictions)
+
+
+def test_untrained_adapter_is_exported_when_training_cannot_beat_it(tmp_path, tiny_sam, task):
+    """With a learning rate too small to change any mask, no validation beats the candidates judged
+    before the first step: the exported adapter answers exactly as plain SAM (or SAM-F's blend)."""
+    train_set, val_set = task
+    result = train(
+        copy.deepcopy(tiny_sam),
+        train_set,
+        tmp_path,
+        config=_config(lr=1e-12),
+        val_set=val_set,
+        progress=False,
+    )
+    judged = result.judgement
+    assert judged.selected in ("sam", "samf") and judged.trained <= judged.best
+    assert math.isclose(result.metrics["val_miou"], max(judged.sam, judged.samf), abs_tol=1e-6)
+    if judged.selected == "sam":  # the exported adapter is plain SAM, bit for bit
+        custom, plain = CustomSamPredictor(tiny_sam), SamPredictor(tiny_sam)
+        custom.load_adapter(result.adapter_dir)
+        image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+        for predictor in (custom, plain):
+            predictor.set_image(image)
+        click = dict(point_coords=np.array([[30.0, 20.0]]), point_labels=np.array([1]))
+        for ours, theirs in zip(custom.predict(**click), plain.predict(**click), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    else:
+        weights = PromptAdapter.load(result.adapter_dir).plm.mask_mix.detach()
+        torch.testing.assert_close(weights[0], torch.tensor(judged.samf_weights, dtype=weights.dtype))
+
+
+def test_patience_stops_the_run_and_a_resumed_run_stays_stopped(tmp_path, tiny_sam, task):
+    train_set, val_set = task
+    config = _config(steps=40, lr=1e-12, val_every=1, checkpoint_every=10, patience=2)
+    result = train(
+        copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
+    )
+    # Validation 1 sets the trained figure; 2 and 3 are no better: stopped after step 3.
+    assert result.steps == 3
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "val_miou" in x] == [1, 2, 3]
+    again = train(
+        copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
+    )
+    assert again.steps == 3 and again.judgement == result.judgement
+    assert (tmp_path / "adapter" / "prototype.safetensors").is_file()  # a stopped run is finished
