@@ -119,3 +119,62 @@ def test_patience_stops_the_run_and_a_resumed_run_stays_stopped(tmp_path, tiny_s
     )
     assert again.steps == 3 and again.judgement == result.judgement
     assert (tmp_path / "adapter" / "prototype.safetensors").is_file()  # a stopped run is finished
+
+
+def test_small_sets_are_judged_by_k_fold_and_the_winner_made_from_every_image(tmp_path, tiny_sam):
+    from samplm.train.fit import _first_steps, fit_adapter, image_folds, plan_for
+
+    root = write_rect_dataset(tmp_path / "data")
+    dataset = read_mask_folder(root / "images", root / "masks")
+    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
+    cache.build(tiny_sam, dataset.image_paths(), progress=False)
+    plan = plan_for(dataset)
+    images = len(dataset.image_paths())
+    assert (
+        plan.kind == "kfold"
+        and plan.folds == min(5, images)
+        and f"over all {images} images" in plan.describe()
+    )
+    assert plan_for(dataset, split=True).kind == "split"
+    folds = image_folds(dataset, plan.folds, seed=0)
+    held = [i.instance_id for fold in folds for i in fold]
+    assert sorted(held) == sorted(i.instance_id for i in dataset) and all(len(f) for f in folds)
+    config = _config(steps=4, val_every=2, lr=1e-3)
+    adapter_config = AdapterConfig(task="rect", pmm={"num_points": 12})
+    result = fit_adapter(
+        copy.deepcopy(tiny_sam),
+        dataset,
+        None,
+        cache,
+        tmp_path / "run",
+        config=config,
+        adapter_config=adapter_config,
+        plan=plan,
+        progress=False,
+    )
+    judged = result.judgement
+    assert f"{plan.folds}-fold validation" in judged.line()
+    assert sorted(p.name for p in (tmp_path / "run" / "folds").iterdir()) == [
+        str(k) for k in range(plan.folds)
+    ]
+    curves = [
+        {
+            r["step"]: r["val_miou"]
+            for r in map(
+                json.loads, (tmp_path / "run" / "folds" / str(k) / "metrics.jsonl").read_text().splitlines()
+            )
+            if "val_miou" in r
+        }
+        for k in range(plan.folds)
+    ]
+    assert judged.trained_step in (2, 4)  # the best mean over the folds
+    means = {step: float(np.mean([c[step] for c in curves])) for step in (2, 4)}
+    assert math.isclose(judged.trained, max(means.values()), abs_tol=1e-9)
+    saved = PromptAdapter.load(tmp_path / "run" / "adapter")
+    assert saved.config.metadata["selection"] == judged.line()
+    assert (saved.pmm is not None) == (judged.selected == "trained")
+    # The final run reproduces the schedule's first steps: the same learning rate at each of them.
+    short = _first_steps(TrainConfig(steps=100, warmup_steps=10), 70)
+    assert [short.lr_factor(s) for s in range(70)] == [
+        TrainConfig(steps=100, warmup_steps=10).lr_factor(s) for s in range(70)
+    ]

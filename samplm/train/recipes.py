@@ -29,6 +29,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 RECIPE_CHOICES = ("auto", *RECIPES)
+#: ``fast`` on a small set (see :func:`sized_settings`): about this many passes over the training
+#: instances, at least ``MIN_STEPS`` steps, about ``VALIDATIONS`` validations, ``PATIENCE`` of them
+#: without a better adapter end the run.
+EPOCHS = 30
+MIN_STEPS = 150
+VALIDATIONS = 20
+PATIENCE = 6
 # In ``fast``, these follow the number of steps (share of the steps) unless set explicitly.
 FAST_SCALED = {"warmup_steps": 0.1, "val_every": 0.25, "checkpoint_every": 0.25}
 
@@ -38,8 +45,31 @@ def default_recipe(model_type: str | None) -> str:
     return "fast" if model_type in SMALL_MODEL_TYPES else "paper"
 
 
-def recipe_config(recipe: str, model_type: str | None = None, **overrides: Any) -> tuple[str, TrainConfig]:
-    """``(resolved recipe name, TrainConfig)``: the recipe's settings updated by ``overrides``.
+def sized_settings(recipe: str, instances: int, batch_size: int, steps: int | None = None) -> dict[str, int]:
+    """The settings ``recipe`` scales to the number of training instances (``fast`` only; ``paper``
+    keeps its schedule): steps for about :data:`EPOCHS` passes (between :data:`MIN_STEPS` and the
+    recipe's 600), a validation every 1/:data:`VALIDATIONS` of them (at least every 5 steps) and early
+    stopping after :data:`PATIENCE` validations without a better adapter. ``steps`` given (a setting
+    of the user's) is kept and the rest follows it."""
+    if recipe != "fast" or instances < 1:
+        return {}
+    if steps is None:
+        steps = min(RECIPES["fast"]["steps"], max(MIN_STEPS, round(EPOCHS * instances / batch_size)))
+    every = max(5, round(steps / VALIDATIONS))
+    return {
+        "steps": steps,
+        "val_every": every,
+        "checkpoint_every": every,
+        "warmup_steps": max(1, round(FAST_SCALED["warmup_steps"] * steps)),
+        "patience": PATIENCE,
+    }
+
+
+def recipe_config(
+    recipe: str, model_type: str | None = None, *, instances: int | None = None, **overrides: Any
+) -> tuple[str, TrainConfig]:
+    """``(resolved recipe name, TrainConfig)``: the recipe's settings, scaled to ``instances`` training
+    instances when given (:func:`sized_settings`), updated by ``overrides``.
 
     Raises:
         ValueError: ``recipe`` is not one of :data:`RECIPE_CHOICES`, or an override is not a setting.
@@ -48,7 +78,12 @@ def recipe_config(recipe: str, model_type: str | None = None, **overrides: Any) 
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_CHOICES)}")
     name = default_recipe(model_type) if recipe == "auto" else recipe
     settings = {**RECIPES[name], **overrides}
-    if name == "fast":
+    if instances is not None:
+        batch = settings.get("batch_size", TrainConfig.batch_size)
+        sized = sized_settings(name, instances, batch, overrides.get("steps"))
+        settings.update({k: v for k, v in sized.items() if k not in overrides})
+        settings["extra"] = {**settings.get("extra", {}), "sized_for_instances": instances}
+    elif name == "fast":
         for key, share in FAST_SCALED.items():
             if key not in overrides:
                 settings[key] = max(1, round(share * settings["steps"]))
