@@ -27,6 +27,7 @@ from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
 from ._io import atomic_write, atomic_write_text, sha256_file
+from .checks import first_line, printable
 from .config import AdapterConfig, BaseModelInfo
 from .constants import (
     ADDED_IN_FORMAT,
@@ -40,6 +41,9 @@ from .fingerprint import sam_fingerprint
 from .hub import ResolvedAdapter, resolve_adapter, upload_adapter_folder
 from .modeling import PointMatchingModule, PromptLearningModule
 from .version import __version__
+
+#: Float dtypes an adapter's weights may be stored and loaded in.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class PromptAdapter(nn.Module):
@@ -202,9 +206,9 @@ class PromptAdapter(nn.Module):
         if actual == expected:
             return True
         message = (
-            f"adapter {self.task!r} was trained against a SAM with fingerprint {expected} "
-            f"({self.config.base_model.model_type or 'unknown type'}), but this SAM's prompt encoder + "
-            f"mask decoder hash to {actual}; results may be poor"
+            f"adapter {self.task!r} was trained against a SAM with fingerprint {printable(expected)} "
+            f"({printable(self.config.base_model.model_type or 'unknown type')}), but this SAM's prompt "
+            f"encoder + mask decoder hash to {actual}; results may be poor"
         )
         if strict:
             raise AdapterCompatibilityError(message)
@@ -302,8 +306,8 @@ def _parse_json(text: str, source: str | os.PathLike[str], what: str) -> Any:
     """``json.loads`` whose failures (invalid or absurdly nested JSON) are :class:`AdapterFormatError`."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AdapterFormatError(source, f"{what} not valid JSON ({exc})") from exc
+    except ValueError as exc:  # invalid JSON, or an integer too long to convert (over 4300 digits)
+        raise AdapterFormatError(source, f"{what} not valid JSON ({first_line(exc)})") from exc
     except RecursionError as exc:
         raise AdapterFormatError(source, f"{what} nested too deeply to be an adapter config") from exc
 
@@ -356,7 +360,14 @@ def _check_state_dict(expected: dict[str, Tensor], found: dict[str, Tensor], pat
 
 
 def check_finite(tensors: dict[str, Tensor], source: str | os.PathLike[str]) -> None:
-    """Raise :class:`AdapterFormatError` naming ``source`` and the first tensor holding NaN or inf."""
+    """Raise :class:`AdapterFormatError` naming ``source`` and the first tensor holding NaN or inf, or of a
+    float dtype samplm does not load (float8 and other formats ``isfinite`` does not implement)."""
     for key, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.dtype not in WEIGHT_DTYPES:
+            raise AdapterFormatError(
+                source,
+                f"tensor {key!r} has dtype {tensor.dtype}, which samplm does not load; save the adapter "
+                "in float32 (or float16, bfloat16, float64)",
+            )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise AdapterFormatError(source, f"tensor {key!r} contains NaN or infinite values")

@@ -2,7 +2,8 @@
 
 :class:`Limit` states the type and range of a setting; :func:`check_limits` applies limits to a
 dataclass's fields and raises :class:`~samplm.errors.ConfigError` naming the field.
-:func:`first_line` and :func:`shown` keep error messages to one short line.
+:func:`first_line` and :func:`shown` keep error messages to one short line; :func:`printable` escapes
+text read from files (names, config strings) before it reaches a terminal or a log.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, printable
 
 
 def _number(value: float) -> str:
@@ -70,9 +71,10 @@ class Limit:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name if the message is empty)."""
+    """The first line of an exception's message (its type's name if the message is empty), with any
+    control character left in it escaped (:func:`printable`)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return printable(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def shown(value: Any, limit: int = 60) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._io import atomic_write_text
 from .auto_masks import PROMPT_SOURCES
-from .checks import Limit, first_line, shown
+from .checks import Limit, first_line, printable, shown
 from .constants import WEIGHTS_NAME
 from .errors import ConfigError, SamplmError
 from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
@@ -88,6 +88,7 @@ _OPTION_LIMITS = {
     "sensitivity": Limit(int, 0),
     "visuals": Limit(int, 0),
     "images": Limit(int, 1),
+    "max_pixels": Limit(int, 1),
 }
 
 
@@ -330,6 +331,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--reference-mask", nargs="+", help="their masks (same order), non-zero pixels = target")
     add("--prompts", choices=PROMPT_SOURCES, help="clicks from the prior, a grid, or auto (default)")
     add("--max-images", type=int, help="segment at most this many images (the first, sorted)")
+    add(
+        "--max-pixels",
+        type=int,
+        help="skip (and count) images of more pixels than this, read from the header (default 80000000)",
+    )
     add("--points-per-side", type=int, help="grid prompts: clicks per side (default 32)")
     add("--points-per-batch", type=int, help="prompts decoded together (default 64)")
     add(
@@ -500,11 +506,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"samplm: error: {message}", file=sys.stderr)
+        print(f"samplm: error: {_escaped_lines(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("samplm: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def _escaped_lines(message: object) -> str:
+    """An error message for the terminal: each of its lines through :func:`printable` (an ESC or other
+    control character in a name read from a file is shown escaped, never sent to the terminal)."""
+    return "\n".join(printable(line) for line in str(message).splitlines())
 
 
 def _merged_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -872,7 +884,7 @@ def _reference(options: dict[str, Any], predictor, task: str | None):
 
 def _segment(options: dict[str, Any]) -> int:
     """``samplm segment``: tasks from adapters / a reference, then every image of ``--images``."""
-    from .data.images import find_images
+    from .data.images import DEFAULT_MAX_PIXELS, find_images
     from .location_prior import PriorSettings
     from .segment import make_tasks, segment_images
 
@@ -897,12 +909,17 @@ def _segment(options: dict[str, Any]) -> int:
         **generator,
     )
     for note in notes:
-        print(f"samplm: note: {note}", file=sys.stderr)
+        print(f"samplm: note: {printable(note)}", file=sys.stderr)
     summary = segment_images(
-        predictor, tasks, images, options["out"], overlays=not options.get("no_overlays")
+        predictor,
+        tasks,
+        images,
+        options["out"],
+        overlays=not options.get("no_overlays"),
+        max_pixels=options.get("max_pixels", DEFAULT_MAX_PIXELS),
     )
     for reason in summary.failed.values():
-        print(f"samplm: skipped an image: {reason}", file=sys.stderr)
+        print(f"samplm: skipped an image: {printable(reason)}", file=sys.stderr)
     print(summary.line())
     print(f"results written to {Path(options['out']) / 'results.json'} (COCO), overlays/ and summary.json")
     return 0
@@ -915,18 +932,40 @@ def _fit_prototype(options: dict[str, Any]) -> int:
     _require(options, "images", "masks", "model_type")
     if bool(options.get("adapter")) == bool(options.get("out")):
         raise ValueError("give exactly one of --adapter (write into its directory) and --out")
-    task = options.get("task")
+    task, adapter = options.get("task"), None
     if options.get("adapter"):
         folder = Path(options["adapter"])
         if not (folder / WEIGHTS_NAME).is_file():
             raise ConfigError("--adapter", f"{folder} is not an adapter directory (holding {WEIGHTS_NAME})")
-        task = task or PromptAdapter.load(folder).task  # validated whether or not --task is given
+        adapter = PromptAdapter.load(folder)  # validated whether or not --task is given
+        task = task or adapter.task
     predictor = _predictor(options)
+    if adapter is not None:
+        _require_same_base(adapter, predictor.model, options)
     options.update(reference_image=options["images"], reference_mask=options["masks"])
     prototype = _reference(options, predictor, task)
     written = prototype.save(options.get("adapter") or options["out"])
     print(f"prototype of {prototype.num_masks} mask(s) written to {written}")
     return 0
+
+
+def _require_same_base(adapter: PromptAdapter, sam: Any, options: dict[str, Any]) -> None:
+    """``fit-prototype --adapter``: refuse (one line naming ``--adapter`` and both bases) a base whose
+    fingerprint differs from the one the adapter records, which would overwrite its trained prototype
+    with one of another base's embeddings."""
+    from .fingerprint import sam_fingerprint
+
+    base = adapter.config.base_model
+    actual = sam_fingerprint(sam)
+    if base.fingerprint is not None and base.fingerprint != actual:
+        raise ConfigError(
+            "--adapter",
+            f"{printable(options['adapter'])} was trained on base "
+            f"{printable(base.model_type or 'unknown type')} (fingerprint {printable(base.fingerprint)}), "
+            f"but --model-type {options['model_type']}"
+            f"{' with --checkpoint' if options.get('checkpoint') else ''} is base {actual}: fit its "
+            "prototype with the base it was trained on, or write this one elsewhere with --out",
+        )
 
 
 def _export(options: dict[str, Any]) -> int:

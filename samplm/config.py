@@ -207,7 +207,8 @@ class AdapterConfig:
         version = data.pop("format_version", None)
         if fmt != ADAPTER_FORMAT:
             raise AdapterFormatError(source, f"'format' must be {ADAPTER_FORMAT!r}, got {shown(fmt)}")
-        if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
+        integer = isinstance(version, int) and not isinstance(version, bool)  # not 2.0, not true
+        if not integer or version not in SUPPORTED_FORMAT_VERSIONS:
             raise AdapterFormatError(
                 source,
                 f"format_version {shown(version)} is not supported by this samplm "

@@ -2,12 +2,25 @@
 
 Every error that samplm raises on purpose derives from :class:`SamplmError`, so callers can catch
 one type. The subclasses also derive from the matching built-in (``ValueError``, ``FileNotFoundError``,
-``RuntimeError``, ``KeyError``) so code written against ``SamPredictor`` keeps working.
+``RuntimeError``, ``KeyError``) so code written against ``SamPredictor`` keeps working. File names and
+other text read from files are shown through :func:`printable`, so a message stays one line and cannot
+carry terminal escape sequences.
 """
 
 from __future__ import annotations
 
 import os
+
+
+def printable(text: object) -> str:
+    """``str(text)`` on one line, safe for a terminal: control characters (newlines, ESC), other
+    non-printable characters and characters that cannot be written as UTF-8 (undecodable file names)
+    are backslash-escaped as ``repr`` escapes them (``\\n``, ``\\x1b``, ``\\udcff``); printable text,
+    non-ASCII letters included, is kept as it is."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class SamplmError(Exception):
@@ -25,7 +38,7 @@ class AdapterFormatError(SamplmError, ValueError):
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = os.fspath(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{printable(self.path)}: {printable(problem)}")
 
 
 class AdapterNotFoundError(SamplmError, FileNotFoundError):
@@ -77,7 +90,7 @@ class DataError(SamplmError, ValueError):
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = os.fspath(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{printable(self.path)}: {printable(problem)}")
 
 
 class MissingEmbeddingError(DataError, KeyError):
@@ -94,8 +107,8 @@ class MissingEmbeddingError(DataError, KeyError):
         self.cache_dir = os.fspath(cache_dir)
         super().__init__(
             path,
-            f"no cached embedding in {self.cache_dir}; run `samplm embed` on this dataset with the same "
-            "model and --cache first",
+            f"no cached embedding in {printable(self.cache_dir)}; run `samplm embed` on this dataset with "
+            "the same model and --cache first",
         )
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
@@ -123,8 +136,8 @@ class CheckpointError(SamplmError, RuntimeError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(
-            f"{self.path}: {problem}; cannot resume from it. Start the run over with --no-resume "
-            "(train(..., resume=False)) or delete the file"
+            f"{printable(self.path)}: {printable(problem)}; cannot resume from it. Start the run over with "
+            "--no-resume (train(..., resume=False)) or delete the file"
         )
 
 
@@ -141,8 +154,9 @@ class ResumeMismatchError(SamplmError, ValueError):
         self.changes = dict(changes)
         listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in self.changes.items())
         super().__init__(
-            f"{self.out}: cannot resume with changed training settings ({listed}); re-run with the "
-            "previous settings, or start over with --no-resume (train(..., resume=False)), or use a new --out"
+            f"{printable(self.out)}: cannot resume with changed training settings ({listed}); re-run "
+            "with the previous settings, or start over with --no-resume (train(..., resume=False)), or use "
+            "a new --out"
         )
 
 
@@ -159,8 +173,8 @@ class RunLockedError(SamplmError, RuntimeError):
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process"
         super().__init__(
-            f"{self.directory} is in use by another samplm run ({holder}); wait for it to finish or "
-            "use another --out"
+            f"{printable(self.directory)} is in use by another samplm run ({holder}); wait for it to "
+            "finish or use another --out"
         )
 
 
@@ -212,4 +226,4 @@ class PrototypeError(SamplmError, ValueError):
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = os.fspath(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{printable(self.path)}: {printable(problem)}")

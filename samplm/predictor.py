@@ -23,8 +23,16 @@ from segment_anything.modeling import Sam
 
 from .adapter import PromptAdapter, check_finite
 from .cache import sam_encoder_key
+from .checks import shown
 from .decode import DecoderOutput, decode_prompts, decode_with_adapters
-from .errors import AdapterOutputError, ImageError, ImageNotSetError, SamplmError, UnknownAdapterError
+from .errors import (
+    AdapterNameError,
+    AdapterOutputError,
+    ImageError,
+    ImageNotSetError,
+    SamplmError,
+    UnknownAdapterError,
+)
 from .fingerprint import sam_fingerprint
 from .modeling import ImageContext
 from .prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
@@ -118,7 +126,10 @@ class CustomSamPredictor(SamPredictor):
         Raises:
             AdapterFormatError: an in-memory adapter holds NaN or infinite weights (files are checked
                 by :meth:`PromptAdapter.load`).
+            AdapterNameError: ``adapter_name`` is given but is not a non-empty string.
         """
+        if adapter_name is not None:
+            check_adapter_name(adapter_name)
         if isinstance(adapter, PromptAdapter):
             if load_kwargs:
                 raise TypeError(f"load options {sorted(load_kwargs)} only apply when loading by name")
@@ -126,7 +137,7 @@ class CustomSamPredictor(SamPredictor):
             module = copy.deepcopy(adapter)
         else:
             module = PromptAdapter.load(adapter, **load_kwargs)
-        name = adapter_name or module.task
+        name = check_adapter_name(adapter_name if adapter_name is not None else module.task)
         if name in self._adapters and not replace:
             raise ValueError(f"an adapter named {name!r} is already loaded; pass replace=True to replace it")
         if self._fingerprint is None:
@@ -179,7 +190,7 @@ class CustomSamPredictor(SamPredictor):
             self._active, self._disabled_depth = previous, state[1]
 
     def _require(self, adapter_name: str) -> str:
-        if adapter_name not in self._adapters:
+        if check_adapter_name(adapter_name) not in self._adapters:
             raise UnknownAdapterError(adapter_name, self.adapters)
         return adapter_name
 
@@ -208,11 +219,13 @@ class CustomSamPredictor(SamPredictor):
 
         Raises:
             ImageError: another layout (channels first, ...) or dtype (uint16, int64, floats above 1),
-                an empty image, NaN values, or an unknown ``image_format``.
+                an empty image, NaN values, an unknown ``image_format``, or an aspect ratio so extreme
+                that a side vanishes when the image is resized to SAM's input (names the shape).
         """
         if image_format not in ("RGB", "BGR"):
             raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         pixels = as_rgb_uint8(image)
+        self._check_resizable(pixels.shape[:2])
         digest = _image_digest(pixels, image_format)
         if self._holds(digest):
             return  # the same pixels, the same encoder: the embedding is still valid
@@ -223,6 +236,17 @@ class CustomSamPredictor(SamPredictor):
                 weakref.ref(self.features),
                 _version(self.features),
                 self._encoder_state(),
+            )
+
+    def _check_resizable(self, size: tuple[int, int]) -> None:
+        """Raise :class:`ImageError` naming the ``(H, W)`` of an image whose shorter side rounds to 0 pixels
+        when ``ResizeLongestSide`` scales its longer side to the encoder's input."""
+        target = self.transform.target_length
+        resized = self.transform.get_preprocess_shape(*size, target)
+        if min(resized) < 1:
+            raise ImageError(
+                f"image of shape {size[0]} x {size[1]} (H x W) becomes {resized[0]} x {resized[1]} when "
+                f"resized to SAM's {target} px input: its aspect ratio is too extreme; crop or pad it"
             )
 
     def encoder_key(self) -> str:
@@ -464,12 +488,23 @@ class CustomSamPredictor(SamPredictor):
             returns them, in the order of ``adapters``.
 
         Raises:
+            AdapterNameError: ``adapters`` is a bare string (pass a list), or holds a name that is not
+                a non-empty string.
             UnknownAdapterError: a name is not loaded.
             ImageNotSetError: no image is set.
             AdapterOutputError: an adapter made the decoder output NaN or infinite logits.
             SamplmError: ``refine`` with ``return_logits``.
         """
-        names = list(self.adapters if adapters is None else adapters)
+        if isinstance(adapters, str):
+            raise AdapterNameError(
+                f"predict_many takes a list of adapter names, got the string {shown(adapters)}: pass "
+                f"[{shown(adapters)}]"
+            )
+        try:
+            names = list(self.adapters if adapters is None else adapters)
+        except TypeError as exc:  # a number, or another object that is not a list
+            message = f"predict_many takes a list of adapter names, got {shown(adapters)}"
+            raise AdapterNameError(message) from exc
         placed = [self._placed(self._require(n)) if n is not None else None for n in names]
         if refine and return_logits:
             raise SamplmError("predict_many: refine=True returns refined masks, not logits")
@@ -605,6 +640,13 @@ class CustomSamPredictor(SamPredictor):
     def _mask_size(self) -> tuple[int, int]:
         h, w = self.model.prompt_encoder.image_embedding_size
         return (4 * h, 4 * w)
+
+
+def check_adapter_name(name: Any) -> str:
+    """``name`` if it is a non-empty string, else :class:`AdapterNameError` (one line)."""
+    if not isinstance(name, str) or not name:
+        raise AdapterNameError(f"an adapter name must be a non-empty string, got {shown(name)}")
+    return name
 
 
 def _image_digest(pixels: np.ndarray, image_format: str) -> str:

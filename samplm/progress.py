@@ -26,6 +26,8 @@ from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 from tqdm.autonotebook import tqdm as notebook_tqdm
 
+from .checks import printable
+
 #: In logs (stderr not a terminal): a line every this many percent of the total ...
 LOG_EVERY_PERCENT = 5
 #: ... or, when the total is unknown, at most one line every this many seconds.
@@ -84,8 +86,11 @@ def progress_bar(
     Args:
         iterable: what to iterate over (or ``None`` and call ``update``).
         total: number of steps (default ``len(iterable)`` when it has one).
-        **kwargs: tqdm's arguments (``desc``, ``unit``, ``disable``, ``file``, ...).
+        **kwargs: tqdm's arguments (``desc``, ``unit``, ``disable``, ``file``, ...); ``desc`` is shown
+            through :func:`~samplm.checks.printable` (it may name a file).
     """
+    if kwargs.get("desc") is not None:
+        kwargs["desc"] = printable(kwargs["desc"])
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
     stream = kwargs.get("file")

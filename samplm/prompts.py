@@ -103,7 +103,7 @@ def check_numpy_prompts(
             raise PromptError(
                 f"point_coords must be N x 2 (X, Y pixels) with N >= 1, got shape {coords.shape}"
             )
-        labels = np.asarray(point_labels)
+        labels = _not_complex(np.asarray(point_labels), "point_labels")
         if labels.ndim != 1 or labels.shape[0] != coords.shape[0]:
             raise PromptError(
                 f"point_labels must have shape ({coords.shape[0]},) to match point_coords, got {labels.shape}"
@@ -206,15 +206,27 @@ def require_tensors(**prompts: Any) -> None:
                 "torch tensors in the resized input frame; use predict(...) for numpy arrays or lists in "
                 "the original image frame"
             )
+        if value is not None and value.is_complex():
+            raise PromptError(f"{name} must be real, got a complex tensor ({value.dtype})")
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
+        array = array if np.iscomplexobj(array) else array.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise PromptError(f"{name} must be numeric, got {type(value).__name__}") from exc
+    _not_complex(array, name)
     if not np.isfinite(array).all():
         raise PromptError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _not_complex(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` unchanged; :class:`PromptError` if it holds complex numbers (casting would drop their
+    imaginary parts silently)."""
+    if np.iscomplexobj(array):
+        raise PromptError(f"{name} must be real numbers, got complex values ({array.dtype})")
     return array
 
 

@@ -18,10 +18,12 @@ the image encoder's key, task). ``samplm train`` writes it from the training mas
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +34,9 @@ from torch import Tensor
 
 from ._io import atomic_write
 from .cache import sam_encoder_key
+from .checks import Limit, first_line, shown
 from .constants import PROTOTYPE_FORMAT, PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME
-from .errors import PrototypeError
+from .errors import ConfigError, PrototypeError
 from .targets import to_padded_grid
 from .trainset import TrainingSet
 from .version import __version__
@@ -49,12 +52,14 @@ class TargetPrototype:
         encoder: key of the image encoder whose embeddings it was computed from
             (:func:`samplm.cache.sam_encoder_key`), or ``None`` if unknown.
         task: the task it describes (the adapter's task), if known.
+        source: the file it was loaded from (named in errors), ``None`` if made in memory.
     """
 
     vector: Tensor
     num_masks: int
     encoder: str | None = None
     task: str | None = None
+    source: str | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,7 +117,7 @@ class TargetPrototype:
         cells = centred_cells(embedding, input_size, img_size)
         if cells.shape[0] != self.vector.numel():
             raise PrototypeError(
-                "prototype",
+                self.source or "prototype",
                 f"has {self.vector.numel()} channels but the image embedding has {cells.shape[0]}: "
                 "it was made with another image encoder; fit it again with this base",
             )
@@ -147,7 +152,9 @@ class TargetPrototype:
         """Read a prototype from its file, or from the adapter directory holding it.
 
         Raises:
-            PrototypeError: the file is missing, unreadable, or not a samplm prototype (names the file).
+            PrototypeError: the file is missing, unreadable, or not a samplm prototype: a header that is
+                not JSON, nested too deeply, or whose fields have the wrong type; a tensor that is not a
+                real, finite, non-zero vector whose length fits float32 (names the file).
         """
         file = prototype_path(path)
         if not file.is_file():
@@ -156,29 +163,66 @@ class TargetPrototype:
             )
         try:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
-                header = json.loads((handle.metadata() or {})[PROTOTYPE_HEADER_KEY])
-                vector = handle.get_tensor("prototype").float()
-        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
-            raise PrototypeError(file, f"is not a samplm prototype file ({exc})") from exc
-        if not isinstance(header, dict) or header.get("format") != PROTOTYPE_FORMAT:
-            raise PrototypeError(file, f"header format is not {PROTOTYPE_FORMAT!r}")
-        if vector.dim() != 1 or not bool(torch.isfinite(vector).all()) or float(vector.norm()) == 0:
-            raise PrototypeError(file, "tensor 'prototype' must be a non-zero, finite vector")
-        return cls(
-            torch.nn.functional.normalize(vector, dim=0),
-            int(header.get("num_masks") or 0),
-            header.get("encoder"),
-            header.get("task"),
-        )
+                text = (handle.metadata() or {})[PROTOTYPE_HEADER_KEY]
+                vector = handle.get_tensor("prototype")
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise PrototypeError(file, f"is not a samplm prototype file ({first_line(exc)})") from exc
+        num_masks, encoder, task = _header_fields(_parse_header(text, file), file)
+        vector = torch.nn.functional.normalize(_checked_vector(vector, file), dim=0)
+        return cls(vector, num_masks, encoder, task, source=os.fspath(file))
 
-    def check_encoder(self, encoder: str, source: str | os.PathLike[str] = "prototype") -> None:
-        """Raise :class:`PrototypeError` if the prototype was made with another image encoder."""
+    def check_encoder(self, encoder: str, source: str | os.PathLike[str] | None = None) -> None:
+        """Raise :class:`PrototypeError` naming ``source`` (default: the file it was loaded from) and both
+        encoders if the prototype was made with another image encoder."""
         if self.encoder is not None and self.encoder != encoder:
             raise PrototypeError(
-                source,
+                source or self.source or "prototype",
                 f"was computed with image encoder {self.encoder}, but this base's encoder is {encoder}; "
                 "fit it again with this base (`samplm fit-prototype`)",
             )
+
+
+def _parse_header(text: str, file: Path) -> Any:
+    """The prototype header's JSON; :class:`PrototypeError` if it is not JSON or nested too deeply."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # (also numbers too long to convert)
+        raise PrototypeError(file, f"header is not valid JSON ({first_line(exc)})") from exc
+    except RecursionError as exc:
+        raise PrototypeError(file, "header is nested too deeply to be a prototype header") from exc
+
+
+def _header_fields(header: Any, file: Path) -> tuple[int, str | None, str | None]:
+    """``(num_masks, encoder, task)`` of a parsed header, each checked for its type."""
+    if not isinstance(header, dict) or header.get("format") != PROTOTYPE_FORMAT:
+        raise PrototypeError(file, f"header format is not {PROTOTYPE_FORMAT!r}")
+    try:
+        stored = header.get("num_masks")
+        num_masks = Limit(int, 0).check("num_masks", 0 if stored is None else stored)
+    except ConfigError as exc:
+        raise PrototypeError(file, f"header field {exc}") from exc
+    for name in ("encoder", "task"):
+        if not isinstance(header.get(name), str | None):
+            problem = f"header field {name} must be a string or null, got {shown(header[name])}"
+            raise PrototypeError(file, problem)
+    return int(num_masks), header.get("encoder"), header.get("task")
+
+
+def _checked_vector(vector: Tensor, file: Path) -> Tensor:
+    """The ``C`` prototype tensor as float32; :class:`PrototypeError` unless it is a real, finite, non-zero
+    vector whose length fits float32 (huge values would normalise to zeros)."""
+    if vector.dim() != 1 or not vector.is_floating_point():
+        found = f"{vector.dtype} of shape {tuple(vector.shape)}"
+        raise PrototypeError(file, f"tensor 'prototype' must be a float vector, got {found}")
+    vector = vector.float()
+    norm = float(vector.norm()) if bool(torch.isfinite(vector).all()) else math.nan
+    if not math.isfinite(norm) or norm == 0:
+        raise PrototypeError(
+            file,
+            "tensor 'prototype' must be a non-zero, finite vector whose length fits float32 (no NaN, "
+            "inf or values near 1e38); fit it again with `samplm fit-prototype`",
+        )
+    return vector
 
 
 def valid_cells(grid: tuple[int, int], input_size: tuple[int, int], img_size: int) -> Tensor:

@@ -12,7 +12,10 @@ image is encoded once, whatever the number of tasks. Written into ``out``::
 
 Image ids are positions (from 1) in the sorted list of the folder's images, so they are stable while
 the folder is unchanged. A run interrupted or repeated skips images whose ``per_image`` file exists and
-was made by the same tasks. An unreadable image is reported and counted; the run goes on.
+was made by the same tasks from the same file content (SHA-256 of its bytes: an image replaced under the
+same name is segmented again). An image that cannot be read, has more pixels than ``max_pixels`` (checked
+from its header) or cannot be resized to SAM's input (an extreme aspect ratio such as 1 x 5000) is
+reported and counted; the run goes on.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ._io import atomic_write, atomic_write_text
+from ._io import atomic_write, atomic_write_text, sha256_file
 from .adapter import PromptAdapter
 from .auto_masks import AdapterMaskGenerator
 from .checks import first_line
 from .constants import PROTOTYPE_NAME
-from .data.images import load_image
-from .errors import DataError, PrototypeError
+from .data.images import DEFAULT_MAX_PIXELS, load_image
+from .errors import DataError, ImageError, PrototypeError
 from .hub import resolve_adapter
 from .location_prior import PriorSettings
 from .predictor import CustomSamPredictor
@@ -85,7 +88,8 @@ class SegmentSummary:
         segmented: images segmented by this run.
         resumed: images skipped because an earlier run had finished them.
         no_match: images (of all finished ones) with no mask in any category.
-        failed: ``{image path: reason}`` of images that could not be read.
+        failed: ``{image path: reason}`` of images skipped: unreadable, above the pixel limit, or of an
+            aspect ratio SAM cannot resize.
         masks: masks in ``results.json``.
         seconds_per_image: mean wall time of the images segmented by this run.
         prompts: ``{category: "prior" | "grid"}``.
@@ -181,6 +185,7 @@ def segment_images(
     *,
     overlays: bool = True,
     progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> SegmentSummary:
     """Find every instance of every task in ``images``; write COCO results, overlays and a summary.
 
@@ -191,6 +196,8 @@ def segment_images(
         out: output directory (see the module docstring).
         overlays: write a PNG overlay per image.
         progress: show a progress bar.
+        max_pixels: skip (and count) images of more pixels than this, read from the header before any
+            pixel is decoded; ``None``: no limit but Pillow's decompression-bomb check.
 
     Returns:
         A :class:`SegmentSummary`.
@@ -204,30 +211,65 @@ def segment_images(
     for image_id, path in enumerate(
         progress_bar(images, desc="segmenting", unit="img", disable=not progress), 1
     ):
-        record_file = out / "per_image" / f"{image_id:06d}.json"
-        stored = _finished(record_file, Path(path), signature)
-        if stored is not None:
-            finished[image_id] = stored
-            summary.resumed += 1
-            continue
-        start = time.perf_counter()
+        record_file, start = out / "per_image" / f"{image_id:06d}.json", time.perf_counter()
         try:
-            image = load_image(path)
+            digest = _file_digest(path)
+            entry = _finished(record_file, Path(path), digest, signature)
+            resumed = entry is not None
+            if entry is None:
+                overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
+                entry = _segment_file(predictor, tasks, Path(path), max_pixels, overlay)
+                entry.update(sha256=digest, tasks=signature)
+                atomic_write_text(record_file, json.dumps(entry))
+                seconds += time.perf_counter() - start
         except DataError as exc:
             summary.failed[os.fspath(path)] = first_line(exc)
             continue
-        found = [_segment_one(predictor, task, image) for task in tasks]
-        if overlays:
-            _write_overlay(out / "overlays" / f"{image_id:06d}_{Path(path).stem}.png", image, found)
-        entry = {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1]}
-        entry.update(tasks=signature, masks=found)
-        atomic_write_text(record_file, json.dumps(entry))
         finished[image_id] = entry
-        summary.segmented += 1
-        seconds += time.perf_counter() - start
+        summary.resumed += resumed
+        summary.segmented += not resumed
     summary.seconds_per_image = seconds / max(summary.segmented, 1)
     _write_results(out, finished, tasks, summary)
     return summary
+
+
+def _segment_file(
+    predictor: CustomSamPredictor,
+    tasks: Sequence[SegmentTask],
+    path: Path,
+    max_pixels: int | None,
+    overlay: Path | None,
+) -> dict[str, Any]:
+    """One image file's per-image entry (``file_name``, ``height``, ``width`` and ``masks``: one list of
+    records per task), its overlay written to ``overlay`` unless ``None``.
+
+    Raises:
+        DataError: the image cannot be read, has more than ``max_pixels``, or cannot be resized to SAM's
+            input (names the file and the image's shape).
+    """
+    image = load_image(path, max_pixels=max_pixels)
+    try:
+        found = [_segment_one(predictor, task, image) for task in tasks]
+    except ImageError as exc:
+        raise DataError(path, f"cannot be segmented: {first_line(exc)}") from exc
+    if overlay is not None:
+        _write_overlay(overlay, image, found)
+    return {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1], "masks": found}
+
+
+def _file_digest(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of an image file's bytes (what resuming is keyed by); :class:`DataError` if unreadable."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from exc
+
+
+def _overlay_name(image_id: int, path: str | os.PathLike[str]) -> str:
+    """``000012_<stem>.png``, the stem cut to 100 bytes of UTF-8 so that the name stays within the file
+    system's 255 bytes whatever the image's name."""
+    stem = os.fsencode(Path(path).stem)[:100].decode("utf-8", "ignore")
+    return f"{image_id:06d}_{stem}.png"
 
 
 def _segment_one(predictor: CustomSamPredictor, task: SegmentTask, image: np.ndarray) -> list[dict[str, Any]]:
@@ -270,14 +312,17 @@ def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _finished(record_file: Path, path: Path, signature: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """This image's stored results if a run wrote them with the same tasks and settings, else ``None``."""
+def _finished(
+    record_file: Path, path: Path, digest: str, signature: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """This image's stored results if a run wrote them for the same file name and content (``digest``,
+    the SHA-256 of its bytes) with the same tasks and settings, else ``None``."""
     try:
         entry = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     current = isinstance(entry, dict) and entry.get("file_name") == os.fspath(path)
-    return entry if current and entry.get("tasks") == signature else None
+    return entry if current and entry.get("sha256") == digest and entry.get("tasks") == signature else None
 
 
 def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any]]]) -> None:

@@ -38,7 +38,7 @@ from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, l
 from .base.loading import SAM_IMAGE_SIZE, ImageEncoderPlaceholder
 from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .cache import EmbeddingCache, encoder_key
-from .checks import first_line
+from .checks import first_line, printable
 from .data import InstanceDataset
 from .errors import ConfigError
 
@@ -203,4 +203,4 @@ class Workspace:
     def say(self, message: str) -> None:
         """Print ``message`` when :attr:`verbose` (e.g. only on the main process)."""
         if self.verbose:
-            print(message)
+            print(printable(message))

@@ -11,15 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .._io import sha256_file
+from ..checks import printable
 from ..errors import DataError, SkippedDataWarning
 from .instance import Instance
-
-
-def printable(text: object) -> str:
-    """``str(text)`` on one line: control characters (newlines in file names) and characters that
-    cannot be written as UTF-8 (undecodable file names) are backslash-escaped."""
-    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def data_error(where: object, problem: str) -> DataError:

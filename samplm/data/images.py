@@ -13,6 +13,9 @@ from ..errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap height and width
+#: Default pixel limit of ``samplm segment`` (``--max-pixels``): 80 megapixels, about 3 GB resident while
+#: segmented; larger images are skipped, read from the header before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 80_000_000
 
 
 def is_file(path: str | os.PathLike[str]) -> bool:
@@ -83,21 +86,33 @@ def find_images(*folders: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def load_image(path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Load an image as RGB uint8.
+def load_image(
+    path: str | os.PathLike[str],
+    expected_size: tuple[int, int] | None = None,
+    *,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Load an image as ``H x W x 3`` RGB uint8.
 
     EXIF orientation is applied, unless ``expected_size`` (``(H, W)`` from the annotation file) matches
     the stored orientation but not the rotated one (annotations made on the raw pixels). Grayscale,
     palette, RGBA (alpha dropped), CMYK, 1-bit, 16-bit and float images are converted; 16-bit and float
     images are scaled by their maximum value.
 
+    Args:
+        path: the image file.
+        expected_size: ``(H, W)`` declared by an annotation file, if any.
+        max_pixels: refuse images of more than this many pixels (``H x W`` from the header, before any
+            pixel is decoded); ``None``: only Pillow's own decompression-bomb limit applies.
+
     Raises:
-        DataError: missing, unreadable or empty image, or ``expected_size`` fits neither orientation
-            (its annotations would be drawn at the wrong scale).
+        DataError: missing, unreadable, empty or too large image, or ``expected_size`` fits neither
+            orientation (its annotations would be drawn at the wrong scale).
     """
     problem = None
     try:
         with Image.open(path) as raw:
+            _check_pixels(path, raw, max_pixels)
             raw.load()
             image = ImageOps.exif_transpose(raw)
             if expected_size is not None:
@@ -106,6 +121,8 @@ def load_image(path: str | os.PathLike[str], expected_size: tuple[int, int] | No
                 if rotated != tuple(expected_size):
                     image = raw
             array = _to_rgb_uint8(image)
+    except DataError:  # (a ValueError, which _UNREADABLE would wrap again)
+        raise
     except FileNotFoundError as exc:
         raise DataError(path, "image file does not exist") from exc
     except _UNREADABLE as exc:
@@ -115,6 +132,16 @@ def load_image(path: str | os.PathLike[str], expected_size: tuple[int, int] | No
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DataError(path, "image is empty")
     return array
+
+
+def _check_pixels(path: str | os.PathLike[str], image: Image.Image, max_pixels: int | None) -> None:
+    """Raise :class:`DataError` if the opened (not yet decoded) ``image`` has more than ``max_pixels``."""
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise DataError(
+            path,
+            f"image is {image.width} x {image.height} = {image.width * image.height / 1e6:.1f} megapixels, "
+            f"above the limit of {max_pixels / 1e6:g} (--max-pixels); downscale it, or raise --max-pixels",
+        )
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
