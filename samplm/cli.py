@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ._io import atomic_write_text
 from .auto_masks import PROMPT_SOURCES
 from .checks import Limit, first_line, printable, shown
+from .config import check_task_name
 from .constants import WEIGHTS_NAME
 from .errors import ConfigError, SamplmError
 from .train.config import MULTIMASK_MODES, PRECISIONS, SETTING_LIMITS, TrainConfig
@@ -421,9 +422,20 @@ def _add_serve_web(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     serve.add_argument("--page", default="examples/web", help="the page folder (default examples/web)")
     serve.add_argument("--models", help="models folder written by samplm export --web (default PAGE/models)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0: any free port)")
     serve.add_argument("--log-requests", action="store_true", help="print one line per request")
     return serve
+
+
+_PORT = Limit(int, 0, 65535)
+
+
+def _port(text: str) -> int:
+    """``--port``: an integer in [0, 65535] (argparse names the flag in its one-line error)."""
+    port = _convert(int, text)
+    if not isinstance(port, int) or not _PORT.contains(port):
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 65535], got {shown(text)}")
+    return port
 
 
 def _option_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -545,13 +557,31 @@ def _merged_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_places(options: dict[str, Any], labels: dict[str, str]) -> None:
-    """``--device`` names a device this machine has; ``--out`` is not an existing file."""
+    """``--device`` names a device this machine has; ``--task`` is a task name; the files and folders to
+    write (``--out``, ``--encoder``, ``--web``) do not lie under a file; ``--out`` is not an existing file."""
     if options.get("device"):
         options["device"] = default_device(str(options["device"]))
+    if options.get("task") is not None:
+        check_task_name(options["task"], labels["task"])
+    for key in ("out", "encoder", "web"):
+        if options.get(key):
+            _check_writable_place(Path(options[key]).expanduser(), labels[key])
     out = options.get("out")
     writes_file = str(out).endswith((".safetensors", ".onnx"))  # fit-prototype, export: --out FILE
     if out and not writes_file and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
         raise ConfigError(labels["out"], f"{out} is a file; give a directory (it is created if missing)")
+
+
+def _check_writable_place(path: Path, label: str) -> None:
+    """Refuse ``path`` (one line naming ``label``) when an existing part of it above it is a file, so that
+    it cannot be written (rather than an ``OSError`` halfway)."""
+    for above in path.parents:
+        if above.is_dir():
+            return
+        if above.exists() or above.is_symlink():
+            raise ConfigError(
+                label, f"{path} lies under {above}, which is not a folder; give a path in a folder"
+            )
 
 
 def _file_value(action: argparse.Action, value: Any, label: str) -> Any:
@@ -681,6 +711,7 @@ def _train(options: dict[str, Any]) -> int:
 
     _require(options, "data", "format", "model_type", "out")
     recipe, config = _train_config(options)  # settings are checked before the data is read
+    task = _task(options)
     train_part, val_part = _split(options, _read(options))
     workspace = _workspace(options)
     sam, cache = workspace.model_and_cache([p for p in (train_part, val_part) if len(p)])
@@ -690,7 +721,6 @@ def _train(options: dict[str, Any]) -> int:
     )
     train_set = targets(train_part, description="train targets")
     val_set = targets(val_part, description="val targets") if len(val_part) else None
-    task = options.get("task") or "+".join(options.get("category") or []) or Path(options["out"]).name
     workspace.say(
         f"recipe {recipe}: {config.steps} steps of {config.batch_size}, lr {config.lr:g}, "
         f"multimask {config.multimask}"
@@ -714,6 +744,15 @@ def _train(options: dict[str, Any]) -> int:
     workspace.say(f"adapter written to {result.adapter_dir} ({result.metrics})")
     workspace.say(f'use it: predictor.load_adapter("{result.adapter_dir}")')
     return 0
+
+
+def _task(options: dict[str, Any]) -> str:
+    """``samplm train``'s task: ``--task`` (checked with the other options), else the categories joined by
+    ``+``, else the name of the ``--out`` folder, which must be a task name too."""
+    if options.get("task"):
+        return options["task"]
+    default = "+".join(options.get("category") or []) or Path(options["out"]).name
+    return check_task_name(default, "--task (default: the --category names or the --out folder's name)")
 
 
 def _load_adapters(specs: Sequence[str]) -> dict[str, PromptAdapter]:
@@ -971,18 +1010,17 @@ def _require_same_base(adapter: PromptAdapter, sam: Any, options: dict[str, Any]
 def _export(options: dict[str, Any]) -> int:
     """``samplm export``: the adapter's ONNX graph (and the image encoder with ``--encoder``)."""
     from .adapter import PromptAdapter
-    from .export import export_encoder_onnx, export_onnx, write_web_bundle
+    from .export import WEB_PLAIN_SAM_LABEL, export_encoder_onnx, export_onnx, write_web_bundle
 
     _require(options, "model_type")
-    if not options.get("out") and not options.get("web"):
-        raise ValueError("missing required option: --out (or --web)")
+    _check_export_files(options)
     sam = build_full_sam(options["model_type"], options.get("checkpoint")).eval()
     adapter = PromptAdapter.load(options["adapter"]) if options.get("adapter") else None
     if adapter is not None:
         adapter.check_compatible(sam, strict=True)  # a base mismatch is an error here, not a warning
     opset = int(options.get("opset", 17))
     if options.get("web"):
-        adapters = {"sam": None, **({adapter.task: adapter} if adapter is not None else {})}
+        adapters = {WEB_PLAIN_SAM_LABEL: None, **({adapter.task: adapter} if adapter is not None else {})}
         folder = write_web_bundle(
             sam, adapters, options["web"], model_type=options["model_type"], opset=opset
         )
@@ -1002,6 +1040,27 @@ def _export(options: dict[str, Any]) -> int:
         encoder = export_encoder_onnx(sam, options["encoder"], opset=opset, model_type=options["model_type"])
         print(f"wrote {encoder} ({encoder.stat().st_size / 2**20:.1f} MiB)")
     return 0
+
+
+def _check_export_files(options: dict[str, Any]) -> None:
+    """``export``: ``--out`` or ``--web`` (not both); ``--out`` and ``--encoder`` are two files, neither a
+    folder; ``--web`` is not a file."""
+    out, encoder, web = (options.get(key) for key in ("out", "encoder", "web"))
+    if not out and not web:
+        raise ValueError("missing required option: --out (or --web)")
+    if web and (out or encoder):
+        raise ConfigError(
+            "--web", "writes the encoder, the decoders and models.json; leave out --out and --encoder"
+        )
+    if web and Path(web).expanduser().is_file():
+        raise ConfigError("--web", f"{web} is a file; give a folder (it is created if missing)")
+    for flag, path in (("--out", out), ("--encoder", encoder)):
+        if path and Path(path).expanduser().is_dir():
+            raise ConfigError(flag, f"{path} is a folder; give the .onnx file to write")
+    if out and encoder and Path(out).expanduser().resolve() == Path(encoder).expanduser().resolve():
+        raise ConfigError(
+            "--out and --encoder", f"name the same file ({out}, {encoder}); give two different files"
+        )
 
 
 _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,25 @@ MAX_DEPTH = 32
 MAX_POINTS = 1024
 #: Deepest nesting accepted in ``metadata`` (deeper structures break JSON and ``dataclasses.asdict``).
 MAX_METADATA_DEPTH = 32
+#: Longest task name.
+MAX_TASK_LENGTH = 96
+#: A task name: ASCII letters, digits, ``_``, ``-``, ``.``, ``+`` and inner spaces, starting with a letter,
+#: digit or ``_`` and not ending with a space; no path separators, no control characters.
+TASK_PATTERN = re.compile(
+    rf"[A-Za-z0-9_](?:[A-Za-z0-9_.+ -]{{0,{MAX_TASK_LENGTH - 2}}}[A-Za-z0-9_.+-])?", re.ASCII
+)
+
+
+def check_task_name(value: Any, name: str = "task") -> str:
+    """``value`` if it is a task name (:data:`TASK_PATTERN`), else a one-line :class:`ConfigError` naming
+    ``name`` (a task names an adapter in lists and pages; it is never a path)."""
+    if not isinstance(value, str) or not TASK_PATTERN.fullmatch(value):
+        raise ConfigError(
+            name,
+            f"must be 1 to {MAX_TASK_LENGTH} letters, digits and _ - . + (inner spaces allowed), starting "
+            f"with a letter, digit or _; got {shown(value)}: choose a name such as 'nose' or 'license_plate'",
+        )
+    return value
 
 
 def _check_optional_strings(obj: Any, section: str, names: tuple[str, ...]) -> None:
@@ -176,8 +196,7 @@ class AdapterConfig:
                 setattr(self, name, section_cls(**_checked_fields(section_cls, value, name)))
             elif not (isinstance(value, section_cls) or (name == "pmm" and value is None)):
                 raise ConfigError(name, f"must be a JSON object, got {shown(value)}")
-        if not isinstance(self.task, str) or not self.task:
-            raise ConfigError("task", f"must be a non-empty string, got {shown(self.task)}")
+        check_task_name(self.task)
         types = self.prompt_types
         if not isinstance(types, list | tuple) or not types or not set(map(str, types)) <= set(PROMPT_TYPES):
             raise ConfigError(

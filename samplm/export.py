@@ -32,10 +32,12 @@ from torch.nn import functional as F
 
 from ._io import atomic_write, atomic_write_text
 from .adapter import PromptAdapter
+from .checks import shown
 from .constants import WEB_MANIFEST_NAME
 from .errors import ConfigError
 from .fingerprint import sam_fingerprint
 from .modeling import PromptLearningModule
+from .predictor import require_finite_outputs
 from .version import __version__
 
 #: Opsets the export is checked with (the PLM's attention needs 14+; SAM's script uses 17).
@@ -49,6 +51,12 @@ INPUT_NAMES = [
     "orig_im_size",
 ]
 OUTPUT_NAMES = ["masks", "iou_predictions", "low_res_masks"]
+#: File names in a web bundle (:func:`write_web_bundle`): fixed, or numbered for adapters; never taken
+#: from a task or label, so no adapter can overwrite the encoder, plain SAM or a file outside the folder.
+WEB_ENCODER_FILE = "encoder.onnx"
+WEB_PLAIN_SAM_FILE = "sam.onnx"
+#: The page's label for plain SAM in ``samplm export --web``: not a task name, so no adapter takes it.
+WEB_PLAIN_SAM_LABEL = "SAM (no adapter)"
 
 
 class _AdaptedDecoder(nn.Module):
@@ -149,16 +157,17 @@ def export_onnx(
 
     Raises:
         ConfigError: an unsupported opset.
+        AdapterOutputError: the adapter makes the graph's outputs NaN or infinite (its weights overflow;
+            checked on a probe prompt before anything is written, as ``predict`` checks them).
     """
-    if opset not in SUPPORTED_OPSETS:
-        raise ConfigError(
-            "--opset", f"must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}, got {opset}"
-        )
+    _check_opset(opset)
     if adapter is not None:
         adapter.check_width(sam)
         adapter = adapter.eval()
     model = AdapterOnnxModel(sam.eval(), adapter, return_single_mask=return_single_mask).eval()
     dummy = _dummy_inputs(sam)
+    if adapter is not None:
+        _check_outputs(model, dummy, adapter.task)
     metadata = {
         "samplm_adapter": adapter.task if adapter is not None else "",
         "samplm_adapter_fingerprint": (adapter.config.weights_sha256 or "") if adapter is not None else "",
@@ -182,10 +191,7 @@ def export_encoder_onnx(
     """Write the image encoder: ``1 x 3 x S x S`` float input (SAM's ``preprocess``: normalised, padded
     bottom/right to ``S`` = ``img_size``) -> ``1 x 256 x h x w`` embedding. Meant for samplm's small
     bases; ViT-H's encoder exports too but is large."""
-    if opset not in SUPPORTED_OPSETS:
-        raise ConfigError(
-            "--opset", f"must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}, got {opset}"
-        )
+    _check_opset(opset)
     size = int(sam.image_encoder.img_size)
     dummy = {"image": torch.zeros(1, 3, size, size)}
     metadata = {
@@ -204,17 +210,34 @@ def export_encoder_onnx(
     )
 
 
+def _check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise ConfigError(
+            "--opset", f"must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}, got {opset}"
+        )
+
+
+def _check_outputs(model: AdapterOnnxModel, probe: dict[str, Tensor], task: str) -> None:
+    """Run the graph's module on the ``probe`` inputs: an adapter whose weights overflow is refused with
+    the :class:`~samplm.errors.AdapterOutputError` that ``predict`` raises for it."""
+    with torch.no_grad():
+        masks, scores, low_res = model(*probe.values())
+    require_finite_outputs(task, torch.cat([masks.flatten(), low_res.flatten()]), scores)
+
+
 def _dummy_inputs(sam: Sam) -> dict[str, Tensor]:
-    """Inputs of the right shapes for tracing (SAM's export script's)."""
+    """Inputs of the right shapes for tracing (SAM's export script's), also the probe of
+    :func:`_check_outputs`; seeded, so an export is repeatable."""
     h, w = sam.prompt_encoder.image_embedding_size
     dim = sam.prompt_encoder.embed_dim
+    seed = torch.Generator().manual_seed(0)
     return {
-        "image_embeddings": torch.randn(1, dim, h, w, dtype=torch.float),
+        "image_embeddings": torch.randn(1, dim, h, w, dtype=torch.float, generator=seed),
         "point_coords": torch.randint(
-            low=0, high=int(sam.image_encoder.img_size), size=(1, 5, 2), dtype=torch.float
+            low=0, high=int(sam.image_encoder.img_size), size=(1, 5, 2), dtype=torch.float, generator=seed
         ),
-        "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float),
-        "mask_input": torch.randn(1, 1, 4 * h, 4 * w, dtype=torch.float),
+        "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float, generator=seed),
+        "mask_input": torch.randn(1, 1, 4 * h, 4 * w, dtype=torch.float, generator=seed),
         "has_mask_input": torch.tensor([1], dtype=torch.float),
         "orig_im_size": torch.tensor([500, 600], dtype=torch.float),
     }
@@ -259,28 +282,53 @@ def write_web_bundle(
     opset: int = 17,
 ) -> Path:
     """The models of the example page (``examples/web``): ``encoder.onnx``, one decoder graph per
-    adapter (``None``: plain SAM) and ``models.json`` naming them with the base's preprocessing.
+    adapter and ``models.json`` naming them with the base's preprocessing.
+
+    Args:
+        adapters: ``{label shown on the page: adapter}`` (``None``: plain SAM). Labels are text only:
+            the graphs are ``sam.onnx`` (plain SAM) and ``adapter-<i>.onnx`` (``i``: the entry's index).
 
     Returns:
         The folder.
+
+    Raises:
+        ConfigError: a label is not a non-empty string; an unsupported opset.
+        AdapterOutputError: an adapter's outputs overflow (checked for every adapter before the first
+            file is written).
     """
     folder = Path(folder)
-    export_encoder_onnx(sam, folder / "encoder.onnx", opset=opset, model_type=model_type)
-    entries = []
-    for name, adapter in adapters.items():
-        file = f"{name}.onnx"
+    _check_opset(opset)
+    files = _web_files(sam, adapters)
+    export_encoder_onnx(sam, folder / WEB_ENCODER_FILE, opset=opset, model_type=model_type)
+    for file, adapter in {files[label]: adapter for label, adapter in adapters.items()}.items():
         export_onnx(sam, folder / file, adapter=adapter, model_type=model_type, opset=opset)
-        entries.append({"name": name, "decoder": file})
     manifest = {
         "model_type": model_type,
         "img_size": int(sam.image_encoder.img_size),
         "pixel_mean": sam.pixel_mean.flatten().tolist(),
         "pixel_std": sam.pixel_std.flatten().tolist(),
-        "encoder": "encoder.onnx",
-        "adapters": entries,
+        "encoder": WEB_ENCODER_FILE,
+        "adapters": [
+            {"name": label, "task": adapter.task if adapter is not None else None, "decoder": files[label]}
+            for label, adapter in adapters.items()
+        ],
     }
     atomic_write_text(folder / WEB_MANIFEST_NAME, json.dumps(manifest, indent=1))
     return folder
+
+
+def _web_files(sam: Sam, adapters: dict[str, PromptAdapter | None]) -> dict[str, str]:
+    """``{label: graph file}`` of a web bundle, after checking every label and adapter (width, outputs)."""
+    files = {}
+    for index, (label, adapter) in enumerate(adapters.items()):
+        if not isinstance(label, str) or not label:
+            raise ConfigError("web bundle label", f"must be a non-empty string, got {shown(label)}")
+        if adapter is not None:
+            adapter.check_width(sam)
+            model = AdapterOnnxModel(sam.eval(), adapter.eval(), return_single_mask=False)
+            _check_outputs(model, _dummy_inputs(sam), adapter.task)
+        files[label] = WEB_PLAIN_SAM_FILE if adapter is None else f"adapter-{index}.onnx"
+    return files
 
 
 def _quantize(path: Path, model) -> None:

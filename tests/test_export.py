@@ -15,8 +15,16 @@ from segment_anything.utils.onnx import SamOnnxModel
 
 import samplm
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
-from samplm.errors import ConfigError
-from samplm.export import INPUT_NAMES, OUTPUT_NAMES, export_encoder_onnx, export_onnx
+from samplm.cli import main
+from samplm.errors import AdapterOutputError, ConfigError
+from samplm.export import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    WEB_PLAIN_SAM_LABEL,
+    export_encoder_onnx,
+    export_onnx,
+    write_web_bundle,
+)
 from samplm.fingerprint import sam_fingerprint
 
 pytestmark = [
@@ -337,3 +345,113 @@ def test_export_does_not_warn_about_traced_shape_checks(sam, adapter, out_dir):
         warnings.warn("after the export", torch.jit.TracerWarning, stacklevel=1)
     assert not traced
     assert [str(w.message) for w in caught][-1] == "after the export"
+
+
+# ---------------------------------------------------------------------------------- web bundle
+def _overflowing(adapter: PromptAdapter) -> PromptAdapter:
+    """A copy of ``adapter`` whose finite weights overflow: the decoder answers NaN / inf."""
+    huge = PromptAdapter(AdapterConfig(task="huge"))
+    huge.load_state_dict(adapter.state_dict())
+    with torch.no_grad():
+        huge.plm.norm_out.weight.fill_(3e38)
+    return huge.eval()
+
+
+def _files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_web_bundle_file_names_never_come_from_labels(sam, adapter, tmp_path):
+    """Labels (tasks, in ``samplm export --web``) are text on the page; graphs are numbered, so a label
+    cannot write outside the folder, overwrite the encoder or replace plain SAM."""
+    folder = tmp_path / "bundle" / "models"
+    labels = ["../escaped", "encoder", "sam", str(tmp_path / "absolute")]
+    write_web_bundle(sam, {"SAM": None, **dict.fromkeys(labels, adapter)}, folder, model_type="samplm_tiny")
+    assert _files(tmp_path) == {"bundle", "bundle/models"} | {
+        f"bundle/models/{name}"
+        for name in ("models.json", "encoder.onnx", "sam.onnx", *(f"adapter-{i}.onnx" for i in range(1, 5)))
+    }
+    assert [i.name for i in onnx.load(str(folder / "encoder.onnx")).graph.input] == ["image"]
+    manifest = json.loads((folder / "models.json").read_text())
+    assert manifest["encoder"] == "encoder.onnx"
+    assert [(a["name"], a["decoder"]) for a in manifest["adapters"]] == [
+        ("SAM", "sam.onnx"),
+        *((label, f"adapter-{i}.onnx") for i, label in enumerate(labels, 1)),
+    ]
+    meta = {p.key: p.value for p in onnx.load(str(folder / "sam.onnx")).metadata_props}
+    assert meta["samplm_adapter"] == ""  # plain SAM's graph, not an adapter's
+
+
+@pytest.mark.parametrize("task", ["sam", "encoder"])
+def test_cli_web_bundle_keeps_plain_sam_and_the_encoder(adapter, tmp_path, capsys, task):
+    named = PromptAdapter(AdapterConfig(task=task))
+    named.load_state_dict(adapter.state_dict())
+    named.save_pretrained(tmp_path / "adapter")
+    folder = tmp_path / "models"
+    argv = [
+        "export",
+        "--adapter",
+        str(tmp_path / "adapter"),
+        "--web",
+        str(folder),
+        "--model-type",
+        "samplm_tiny",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    manifest = json.loads((folder / "models.json").read_text())
+    assert [(a["name"], a["decoder"]) for a in manifest["adapters"]] == [
+        (WEB_PLAIN_SAM_LABEL, "sam.onnx"),
+        (task, "adapter-1.onnx"),
+    ]
+    assert [i.name for i in onnx.load(str(folder / "encoder.onnx")).graph.input] == ["image"]
+    meta = {p.key: p.value for p in onnx.load(str(folder / "adapter-1.onnx")).metadata_props}
+    assert meta["samplm_adapter"] == task
+
+
+def test_an_adapter_whose_outputs_overflow_is_not_exported(sam, adapter, tmp_path):
+    huge = _overflowing(adapter)
+    with pytest.raises(AdapterOutputError, match="adapter 'huge'.*NaN or infinite"):
+        export_onnx(sam, tmp_path / "huge.onnx", adapter=huge)
+    with pytest.raises(AdapterOutputError, match="adapter 'huge'"):
+        write_web_bundle(sam, {"plain": None, "huge": huge}, tmp_path / "models")
+    assert _files(tmp_path) == set()  # nothing written, not even the encoder or plain SAM
+
+
+def test_cli_refuses_an_adapter_whose_outputs_overflow(adapter, tmp_path, capsys):
+    _overflowing(adapter).save_pretrained(tmp_path / "huge")  # every weight finite: it saves and loads
+    out = tmp_path / "huge.onnx"
+    assert (
+        main(
+            ["export", "--adapter", str(tmp_path / "huge"), "--out", str(out), "--model-type", "samplm_tiny"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplm: error: adapter 'huge'") and "\n" not in err
+    assert not out.exists()
+
+
+def _export_error(argv: list[str], capsys) -> str:
+    """The one error line of ``samplm export ... --model-type samplm_tiny`` (exit status 2)."""
+    assert main(["export", *argv, "--model-type", "samplm_tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplm: error:") and "\n" not in err, err
+    return err
+
+
+def test_out_and_encoder_naming_one_file_are_refused(tmp_path, capsys):
+    same = tmp_path / "model.onnx"
+    (tmp_path / "link.onnx").symlink_to(same)
+    for encoder in (same, tmp_path / "sub" / ".." / "model.onnx", tmp_path / "link.onnx"):
+        err = _export_error(["--out", str(same), "--encoder", str(encoder)], capsys)
+        assert "--out and --encoder name the same file" in err
+    assert not same.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--encoder", "--web"])
+def test_outputs_under_a_file_are_one_line_naming_the_flag(tmp_path, capsys, flag):
+    (tmp_path / "file.txt").write_text("a file")
+    under = str(tmp_path / "file.txt" / "x.onnx")
+    argv = [flag, under] if flag != "--encoder" else ["--out", str(tmp_path / "m.onnx"), flag, under]
+    err = _export_error(argv, capsys)
+    assert f"{flag} {under} lies under" in err and "which is not a folder" in err

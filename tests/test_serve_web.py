@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,3 +148,101 @@ def test_cli_serves_until_interrupted(tmp_path):
         assert "stopped" in process.stdout.read()
     finally:
         process.kill()
+
+
+def _raw_status(url: str, target: bytes) -> bytes:
+    """The status line the server answers a raw ``GET target`` with (what urllib would refuse to send)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.0\r\n\r\n")
+        return connection.makefile("rb").readline()
+
+
+def test_links_out_of_the_folders_are_not_followed(served, tmp_path):
+    url, page = served
+    models = tmp_path / "elsewhere" / "models"
+    (page / "root").symlink_to("/")
+    (models / "root").symlink_to("/")
+    (page / "secret.js").symlink_to(tmp_path / "secret.txt")
+    (models / "secret.onnx").symlink_to(tmp_path / "secret.txt")
+    (page / "again.html").symlink_to(page / "index.html")  # a link that stays inside is served
+    for path in ("/root/etc/passwd", "/models/root/etc/passwd", "/secret.js", "/models/secret.onnx"):
+        status, _, body = _get(url + path)
+        assert status == 404 and body == b"", path
+    assert _get(f"{url}/again.html")[2] == b"<html>page</html>"
+
+
+def test_dotfiles_are_not_served(served, tmp_path):
+    url, page = served
+    models = tmp_path / "elsewhere" / "models"
+    (page / ".env").write_text("TOKEN=x")
+    (page / ".git").mkdir()
+    (page / ".git" / "config").write_text("[core]")
+    (models / ".hidden.onnx").write_bytes(b"hidden")
+    for path in ("/.env", "/.git/config", "/%2egit/config", "/models/.hidden.onnx", "/x/../.env"):
+        assert _get(url + path)[0] == 404, path
+
+
+@pytest.mark.parametrize("target", [b"/%00", b"/index.html%00.js", b"/models/%00", b"/%ff%fe", b"/a\\..\\x"])
+def test_nul_bytes_and_undecodable_paths_get_a_status(served, target):
+    url, _ = served
+    assert _raw_status(url, target).split()[1] in (b"400", b"404")
+
+
+@pytest.mark.parametrize(
+    "graph", ["../secret.txt", "/etc/passwd", ".hidden.onnx", "sub/sam.onnx", "a\\b.onnx", "x\nonnx"]
+)
+def test_a_manifest_naming_a_file_outside_the_models_folder_is_refused(tmp_path, graph):
+    page = _page(tmp_path)
+    manifest = page / "models" / "models.json"
+    manifest.write_text(
+        json.dumps({"encoder": "encoder.onnx", "adapters": [{"name": "x", "decoder": graph}]})
+    )
+    with pytest.raises(WebPageError, match="models.json names .*not a file name inside") as info:
+        check_page(page)
+    assert "\n" not in str(info.value)
+
+
+def test_a_manifest_naming_a_link_out_of_the_models_folder_is_refused(tmp_path):
+    page = _page(tmp_path)
+    (tmp_path / "outside.onnx").write_bytes(b"outside")
+    (page / "models" / "sam.onnx").unlink()
+    (page / "models" / "sam.onnx").symlink_to(tmp_path / "outside.onnx")
+    with pytest.raises(WebPageError, match=r"sam.onnx \(named in .*not a file inside"):
+        check_page(page)
+
+
+def test_a_deeply_nested_manifest_is_one_line(tmp_path):
+    page = _page(tmp_path)
+    (page / "models" / "models.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(WebPageError, match="models.json is nested too deeply") as info:
+        check_page(page)
+    assert "\n" not in str(info.value)
+
+
+def _serve_error(argv: list[str], capsys) -> str:
+    """The one error line of ``samplm serve-web ...`` (exit status 2)."""
+    assert main(["serve-web", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplm: error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "65536", "80.5", "http"])
+def test_a_port_out_of_range_is_one_line_naming_port(tmp_path, capsys, port):
+    assert "--port" in _serve_error(["--page", str(_page(tmp_path)), f"--port={port}"], capsys)
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "x" * 70])
+def test_a_host_that_does_not_resolve_is_one_line_naming_host(tmp_path, capsys, host):
+    assert "--host" in _serve_error(["--page", str(_page(tmp_path)), "--host", host, "--port", "0"], capsys)
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path, capsys):
+    page = _page(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _serve_error(["--page", str(page), "--port", str(port)], capsys)
+    assert f"--port {port} is in use" in err

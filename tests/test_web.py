@@ -46,18 +46,13 @@ def site(tmp_path_factory, sam, adapter_factory_module):
         if os.environ.get("SAMPLM_REQUIRE_BROWSER") == "1":
             pytest.fail(f"the browser test must run here: {reason}")
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("web")
-    for name in ("index.html", "app.js"):
-        shutil.copy(WEB / name, root / name)
-    (root / "node_modules").symlink_to(WEB / "node_modules")
-    write_web_bundle(
-        sam, {"banner": adapter_factory_module, "plain": None}, root / "models", model_type="samplm_tiny"
-    )
+    models = tmp_path_factory.mktemp("web") / "models"
+    write_web_bundle(sam, {"banner": adapter_factory_module, "plain": None}, models, model_type="samplm_tiny")
     image = np.zeros((150, 200, 3), np.uint8)
     image[:] = (40, 90, 40)
     image[40:110, 50:160] = (230, 200, 30)  # a banner-like block
-    Image.fromarray(image).save(root / "photo.png")
-    server = serve_web(root, port=0)  # what `samplm serve-web` serves
+    Image.fromarray(image).save(models / "photo.png")
+    server = serve_web(WEB, models=models, port=0)  # what `samplm serve-web --models DIR` serves
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", image
     server.shutdown()
@@ -93,11 +88,11 @@ def test_page_segments_a_click_with_each_adapter(site, sam, adapter_factory_modu
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(f"{url}/index.html?image=photo.png")
+        page.goto(f"{url}/index.html?image=models/photo.png")
         page.wait_for_function("document.getElementById('status').textContent === 'ready'", timeout=60_000)
         results = {}
         for name, adapter in (("banner", adapter_factory_module), ("plain", None)):
-            page.select_option("#adapter", name)
+            page.select_option("#adapter", label=name)
             page.evaluate("window.samplmResult = null")
             box = page.locator("#overlay").bounding_box()
             page.mouse.click(box["x"] + click[0], box["y"] + click[1])

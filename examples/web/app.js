@@ -3,7 +3,9 @@
 //
 // models/models.json (written by samplm.export.write_web_bundle / `samplm export --web`):
 //   {"img_size": 256, "pixel_mean": [...], "pixel_std": [...], "encoder": "encoder.onnx",
-//    "embedding": null, "adapters": [{"name": "plate", "decoder": "plate.onnx"}, ...]}
+//    "adapters": [{"name": "sam", "task": null, "decoder": "sam.onnx"},
+//                 {"name": "plate", "task": "plate", "decoder": "adapter-1.onnx"}, ...]}
+// "name" is only shown in the list (as text); decoders are kept by their position in "adapters".
 // Query string: ?image=URL loads an image at start.
 
 "use strict";
@@ -12,7 +14,7 @@
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 ort.env.wasm.wasmPaths = new URL("node_modules/onnxruntime-web/dist/", location.href).href;
 
-const state = { manifest: null, encoder: null, decoders: {}, image: null, embedding: null, input: null };
+const state = { manifest: null, encoder: null, decoders: [], image: null, embedding: null, input: null };
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text) {
@@ -22,10 +24,11 @@ function setStatus(text) {
 async function loadModels() {
   state.manifest = await (await fetch("models/models.json")).json();
   state.encoder = await ort.InferenceSession.create("models/" + state.manifest.encoder);
-  for (const adapter of state.manifest.adapters) {
-    state.decoders[adapter.name] = await ort.InferenceSession.create("models/" + adapter.decoder);
+  for (const [index, adapter] of state.manifest.adapters.entries()) {
+    state.decoders.push(await ort.InferenceSession.create("models/" + adapter.decoder));
     const option = document.createElement("option");
-    option.value = option.textContent = adapter.name;
+    option.value = String(index);
+    option.textContent = adapter.name;
     $("adapter").appendChild(option);
   }
 }
@@ -89,8 +92,9 @@ async function segment(x, y) {
     has_mask_input: new ort.Tensor("float32", new Float32Array([0]), [1]),
     orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
   };
-  const name = $("adapter").value;
-  const output = await state.decoders[name].run(feeds);
+  const index = Number($("adapter").value);
+  const name = state.manifest.adapters[index].name;
+  const output = await state.decoders[index].run(feeds);
   const scores = output.iou_predictions.data;
   const count = output.masks.dims[1];
   let best = count === 1 ? 0 : 1;
