@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -65,6 +64,8 @@ _SETTING_HELP = {
     "lr": "AdamW learning rate (default: the recipe's)",
     "multimask": "which of SAM's masks the adapter trains (default: the recipe's; see docs/training.md)",
     "seed": "seed for the split, prompts and initialisation (default 0)",
+    "patience": "stop after this many validations without a better trained adapter (0: never; "
+    "default: the recipe's)",
     "precision": "autocast precision (default no)",
 }
 _SETTING_CHOICES = {"multimask": MULTIMASK_MODES, "precision": PRECISIONS}
@@ -695,53 +696,53 @@ def _embed(options: dict[str, Any]) -> int:
     return 0
 
 
-def _train_config(options: dict[str, Any]) -> tuple[str, TrainConfig]:
-    """``(recipe name, TrainConfig)``: the recipe, overridden by the training settings in ``options``."""
+def _train_config(options: dict[str, Any], instances: int | None = None) -> tuple[str, TrainConfig]:
+    """``(recipe name, TrainConfig)``: the recipe (sized to ``instances`` training instances when
+    given), overridden by the training settings in ``options``."""
     settings = {name: options[name] for name in train_settings() if name in options}
     if options.get("no_pmm"):
         settings["use_pmm"] = False
-    return recipe_config(options.get("recipe", "auto"), options["model_type"], **settings)
+    recipe = options.get("recipe", "auto")
+    return recipe_config(recipe, options["model_type"], instances=instances, **settings)
 
 
 def _train(options: dict[str, Any]) -> int:
-    """``samplm train``: recipe and settings, SAM and cache, training targets, then training."""
+    """``samplm train``: recipe and settings, SAM and cache, the validation plan, then training."""
     from .config import AdapterConfig
-    from .train.trainer import train
-    from .trainset import TrainingSet
+    from .train.fit import fit_adapter, plan_for
 
     _require(options, "data", "format", "model_type", "out")
-    recipe, config = _train_config(options)  # settings are checked before the data is read
+    _train_config(options)  # settings are checked before the data is read
     task = _task(options)
-    train_part, val_part = _split(options, _read(options))
+    dataset = _read(options)
+    plan = plan_for(dataset, split=bool(options.get("val_data")) or "val_fraction" in options)
+    train_part, val_part = _split(options, dataset) if plan.kind == "split" else (dataset, None)
+    recipe, config = _train_config(options, instances=len(train_part))
     workspace = _workspace(options)
-    sam, cache = workspace.model_and_cache([p for p in (train_part, val_part) if len(p)])
-    points = config.pmm_points if config.use_pmm else None
-    targets = functools.partial(
-        TrainingSet, cache=cache, sam=sam, num_points=points, progress=workspace.verbose
-    )
-    train_set = targets(train_part, description="train targets")
-    val_set = targets(val_part, description="val targets") if len(val_part) else None
+    sam, cache = workspace.model_and_cache([p for p in (train_part, val_part) if p is not None and len(p)])
     workspace.say(
-        f"recipe {recipe}: {config.steps} steps of {config.batch_size}, lr {config.lr:g}, "
-        f"multimask {config.multimask}"
+        f"recipe {recipe} for {len(train_part)} instances: {config.steps} steps of {config.batch_size}, "
+        f"lr {config.lr:g}, multimask {config.multimask}, validation every {config.val_every} steps"
+        f"{f', patience {config.patience}' if config.patience else ''}; {plan.describe()}"
     )
-    metadata = {
-        "dataset": str(options["data"]),
-        "format": options["format"],
-        "train_instances": len(train_set),
-    }
-    result = train(
+    metadata = {"dataset": str(options["data"]), "format": options["format"]}
+    result = fit_adapter(
         sam,
-        train_set,
+        train_part,
+        val_part,
+        cache,
         options["out"],
         config=config,
-        val_set=val_set,
-        adapter_config=AdapterConfig(task=task, metadata=metadata),
+        adapter_config=AdapterConfig(
+            task=task, metadata={**metadata, "train_instances": len(train_part), "validation": plan.kind}
+        ),
+        plan=plan,
         model_type=options["model_type"],
         device=workspace.device,
         resume=not options.get("no_resume"),
+        progress=workspace.verbose,
     )
-    workspace.say(f"adapter written to {result.adapter_dir} ({result.metrics})")
+    workspace.say(f"adapter written to {result.adapter_dir}")
     workspace.say(f'use it: predictor.load_adapter("{result.adapter_dir}")')
     return 0
 

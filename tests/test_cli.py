@@ -116,9 +116,13 @@ def test_embed_then_train_end_to_end(capsys, rect_data, tmp_path):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "0 embedded, 3 already cached" in printed and "adapter written to" in printed
-    assert "recipe fast: 4 steps of 2, lr 0.001, multimask all" in printed  # auto: fast for samplm_tiny
+    # auto: fast for samplm_tiny, sized to the 3 training instances (explicit settings kept)
+    assert "recipe fast for 3 instances: 4 steps of 2, lr 0.001, multimask all" in printed
+    assert "validation every 2 steps, patience 6; one validation split" in printed
     adapter = PromptAdapter.load(out / "adapter")
-    assert adapter.task == "run" and adapter.pmm is not None and adapter.pmm.num_points == 8
+    selected = adapter.config.metadata["metrics"]["selected"]
+    assert adapter.config.metadata["selection"] in printed  # the judgement line, printed and kept
+    assert adapter.task == "run" and (adapter.pmm is not None) == (selected == "trained")
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["steps"] == 4 and saved["lr"] == 1e-3 and saved["batch_size"] == 2
     assert saved["extra"]["recipe"] == "fast" and saved["multimask"] == "all"
