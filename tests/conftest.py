@@ -83,6 +83,22 @@ def adapter_factory():
 
 
 @pytest.fixture(scope="session")
+def rect_task(tmp_path_factory, tiny_sam):
+    """``(train set, val set)``: six images with a bright rectangle each (the instance), a third of the
+    images held out, embeddings cached, 12 contour points per target."""
+    from samplm.cache import EmbeddingCache
+    from samplm.data import read_mask_folder
+    from samplm.trainset import TrainingSet
+
+    root = write_rect_dataset(tmp_path_factory.mktemp("rect_task"))
+    dataset = read_mask_folder(root / "images", root / "masks")
+    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
+    cache.build(tiny_sam, dataset.image_paths(), progress=False)
+    parts = dataset.split(0.34, seed=0)
+    return tuple(TrainingSet(part, cache, tiny_sam, num_points=12, progress=False) for part in parts)
+
+
+@pytest.fixture(scope="session")
 def hub():
     server = LoopbackHub().start()
     yield server

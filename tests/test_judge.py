@@ -20,19 +20,11 @@ from samplm.eval.samf import SamF
 from samplm.train.config import TrainConfig
 from samplm.train.judge import Judgement, candidate_adapter
 from samplm.train.trainer import train
-from samplm.trainset import TrainingSet
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory, tiny_sam):
-    root = write_rect_dataset(tmp_path_factory.mktemp("judge"))
-    dataset = read_mask_folder(root / "images", root / "masks")
-    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
-    cache.build(tiny_sam, dataset.image_paths(), progress=False)
-    train_part, val_part = dataset.split(0.34, seed=0)
-    return tuple(
-        TrainingSet(p, cache, tiny_sam, num_points=12, progress=False) for p in (train_part, val_part)
-    )
+def task(rect_task):
+    return rect_task
 
 
 def _config(**kw):

@@ -9,32 +9,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_rect_dataset
 
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prompts
-from samplm.cache import EmbeddingCache
-from samplm.data import read_mask_folder
 from samplm.losses import mask_iou
 from samplm.train.batch import build_batch
 from samplm.train.config import TrainConfig
 from samplm.train.sampling import PromptSampler
 from samplm.train.trainer import StepModel, _new_adapter, freeze, train
-from samplm.trainset import TrainingSet
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory, tiny_sam):
-    """Six images with a bright rectangle each (the instance); embeddings cached."""
-    root = write_rect_dataset(tmp_path_factory.mktemp("task"))
-    dataset = read_mask_folder(root / "images", root / "masks")
-    cache = EmbeddingCache.for_model(root / "cache", tiny_sam)
-    cache.build(tiny_sam, dataset.image_paths(), progress=False)
-    train_part, val_part = dataset.split(0.34, seed=0)
-
-    def make(part):
-        return TrainingSet(part, cache, tiny_sam, num_points=12, progress=False)
-
-    return make(train_part), make(val_part)
+def task(rect_task):
+    return rect_task
 
 
 def _config(**kw):

@@ -310,7 +310,8 @@ def train(
 
 
 def _judge_baselines(run: _Run) -> None:
-    """Before the first step: validate plain SAM and SAM-F, export the better (see :mod:`.judge`)."""
+    """Before the first step (or on resuming a run that has none): validate plain SAM and SAM-F and
+    export the better, unless an adapter the run already exported validated better (see :mod:`.judge`)."""
     if run.procs.is_main:
         validate = functools.partial(
             evaluate_center_miou, run.sam, data=run.val_set, max_instances=run.config.val_max_instances
@@ -319,8 +320,11 @@ def _judge_baselines(run: _Run) -> None:
         judgement, candidates = judge_baselines(
             run.sam, run.adapter, run.train_set, validate, seed=run.config.seed, validation=where
         )
+        if math.isfinite(run.state["best"]):  # a checkpoint from before judgements: its best competes
+            judgement.consider(run.state["best"], int(run.state["best_metrics"].get("step", 0)))
         _record_judgement(run, judgement)
-        _export(candidates[judgement.selected], run.out, run.state["best_metrics"])
+        if judgement.selected in candidates:
+            _export(candidates[judgement.selected], run.out, run.state["best_metrics"])
         with (run.out / METRICS_NAME).open("a", encoding="utf-8") as log:
             _log(log, None, {"step": 0, "val_miou_sam": judgement.sam, "val_miou_samf": judgement.samf})
     run.procs.wait()
@@ -491,11 +495,10 @@ def _validate(run: _Run, log, board, bar) -> None:
         judgement = run.judgement
         improved = judgement.trained_step is None or miou > judgement.trained
         run.state["stale"] = 0 if improved else run.state["stale"] + 1
-        if judgement.consider(miou, step):
-            _record_judgement(run, judgement)
+        selected = judgement.consider(miou, step)
+        _record_judgement(run, judgement)
+        if selected:
             _export(run.adapter, run.out, run.state["best_metrics"])
-        else:
-            _record_judgement(run, judgement)
         stop = float(bool(patience) and run.state["stale"] >= patience)
     run.state["stopped"] = run.procs.mean({"stop": stop})["stop"] > 0
     if run.state["stopped"] and run.procs.is_main:
