@@ -170,3 +170,19 @@ def test_small_sets_are_judged_by_k_fold_and_the_winner_made_from_every_image(tm
     assert [short.lr_factor(s) for s in range(70)] == [
         TrainConfig(steps=100, warmup_steps=10).lr_factor(s) for s in range(70)
     ]
+
+
+def test_a_fresh_run_in_a_used_folder_logs_one_judgement(tmp_path, tiny_sam, task):
+    train_set, val_set = task
+    for _ in range(2):  # the second run starts over (resume=False) in the same folder
+        train(
+            copy.deepcopy(tiny_sam),
+            train_set,
+            tmp_path,
+            config=_config(steps=2),
+            val_set=val_set,
+            resume=False,
+            progress=False,
+        )
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "val_miou_sam" in x] == [0]

@@ -677,10 +677,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the ``metrics.jsonl`` lines of steps up to ``step``, where the run starts: a resumed run drops
-    the lines of the steps it redoes (and a line cut short by a crash), a run from step 0 starts afresh."""
+    the lines of the steps it redoes (and a line cut short by a crash), a run from step 0 starts afresh
+    (its candidates are judged again at step 0)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
+    lines = path.read_text(encoding="utf-8").splitlines() if step > 0 else []
+    kept = [line for line in lines if _line_step(line) <= step]
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
