@@ -5,10 +5,13 @@ Data flow::
     image -> SAM image encoder -> (cached embedding) -> SAM prompt encoder -> PLM offset
           -> frozen SAM mask decoder -> masks (-> optional PMM polygon refinement)
 
-Public API: :class:`PromptAdapter`, :class:`CustomSamPredictor`, :class:`AdapterConfig`.
+Public API: :class:`PromptAdapter`, :class:`CustomSamPredictor`, :class:`AdapterConfig`,
+:func:`build_sam`, :class:`AdapterMaskGenerator`.
 """
 
 from .adapter import PromptAdapter
+from .auto_masks import AdapterMaskGenerator
+from .base import build_sam
 from .config import AdapterConfig, BaseModelInfo, PLMConfig, PMMConfig
 from .decode import DecoderOutput, decode_prompts
 from .errors import (
@@ -31,6 +34,7 @@ __all__ = [
     "AdapterCompatibilityError",
     "AdapterConfig",
     "AdapterFormatError",
+    "AdapterMaskGenerator",
     "AdapterNotFoundError",
     "BaseModelInfo",
     "CustomSamPredictor",
@@ -46,6 +50,7 @@ __all__ = [
     "SkippedDataWarning",
     "UnknownAdapterError",
     "__version__",
+    "build_sam",
     "decode_prompts",
     "sam_fingerprint",
 ]

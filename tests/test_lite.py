@@ -70,15 +70,3 @@ def test_a_centre_click_on_a_real_photo_segments_the_object(lite):
     predictor.set_image(image)
     masks, _, _ = predictor.predict(point_coords=np.array([center_point(mask)]), point_labels=np.array([1]))
     assert max(iou(m, mask) for m in masks) > 0.6  # measured: duck toy mean 0.81 over its 3 photos
-
-
-def test_old_models_path_is_a_deprecated_alias_of_base():
-    import importlib
-    import sys
-
-    import samplm.base
-
-    sys.modules.pop("samplm.models", None)
-    with pytest.warns(DeprecationWarning, match="samplm.models is now samplm.base"):
-        old = importlib.import_module("samplm.models")
-    assert old.build_sam is samplm.base.build_sam and sorted(old.__all__) == sorted(samplm.base.__all__)

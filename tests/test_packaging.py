@@ -1,4 +1,5 @@
-"""pyproject.toml declares what the code imports, and samplm.constants holds only names in use."""
+"""pyproject.toml declares what the code imports, samplm.constants holds only names in use, and the
+public API imports from ``samplm``."""
 
 from __future__ import annotations
 
@@ -86,3 +87,14 @@ def test_every_constant_is_used_in_the_package():
     ]
     unused = [n for n in names if not any(re.search(rf"\b{n}\b", text) for text in sources)]
     assert not unused, f"unused constants in samplm/constants.py: {unused}"
+
+
+def test_public_api_names_import_from_samplm():
+    import samplm
+    from samplm import AdapterMaskGenerator, build_sam
+    from samplm.auto_masks import AdapterMaskGenerator as generator_class
+    from samplm.base import build_sam as base_build_sam
+
+    assert build_sam is base_build_sam and AdapterMaskGenerator is generator_class
+    assert {"build_sam", "AdapterMaskGenerator"} <= set(samplm.__all__)
+    assert all(hasattr(samplm, name) for name in samplm.__all__)
