@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import RunLockedError
 
@@ -56,13 +57,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike[str], digest: Any = None, chunk_size: int = 1 << 20) -> Any:
+    """``digest`` (a ``hashlib`` object; default: a new SHA-256) fed the bytes of the file at ``path``."""
+    digest = hashlib.sha256() if digest is None else digest
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return file_digest(path, chunk_size=chunk_size).hexdigest()
 
 
 def checksum_path(path: str | os.PathLike[str]) -> Path:

@@ -51,6 +51,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .errors import PrototypeError
+from .fingerprint import update_digest
 from .location_prior import PriorSettings, prior_from_similarity
 from .predictor import CustomSamPredictor
 from .prompts import as_rgb_uint8
@@ -339,7 +340,7 @@ def _digest(arrays: list[np.ndarray]) -> str:
     """A short digest of arrays' values (float64 bytes)."""
     digest = hashlib.blake2b(digest_size=8)
     for array in arrays:
-        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        update_digest(digest, np.asarray(array, dtype=np.float64))
     return digest.hexdigest()
 
 

@@ -28,9 +28,10 @@ from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from ._io import atomic_write, atomic_write_text
+from ._io import atomic_write, atomic_write_text, file_digest
 from .data.images import load_image
 from .errors import DataError, MissingEmbeddingError
+from .fingerprint import half_precision, update_with_state, value_bytes
 from .progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
@@ -74,15 +75,15 @@ def encoder_key(state: Mapping[str, torch.Tensor] | Sam, *, image_size: int, pix
             }
         ).encode()
     )
-    for name in sorted(items):
-        tensor = items[name].detach().to("cpu").reshape(-1)
-        step = max(1, tensor.numel() // _SAMPLED_VALUES)
-        sample = tensor[::step][:_SAMPLED_VALUES]
-        if sample.is_floating_point():
-            sample = sample.to(torch.float16)
-        digest.update(f"{name}:{tuple(items[name].shape)}".encode())
-        digest.update(sample.contiguous().view(torch.uint8).numpy().tobytes())
+    update_with_state(digest, items, label="{name}:{shape}", values=_sampled)
     return digest.hexdigest()[:20]
+
+
+def _sampled(tensor: torch.Tensor) -> torch.Tensor:
+    """At most :data:`_SAMPLED_VALUES` evenly strided values of ``tensor`` (flattened), at half precision."""
+    flat = tensor.detach().to("cpu").reshape(-1)
+    step = max(1, flat.numel() // _SAMPLED_VALUES)
+    return half_precision(flat[::step][:_SAMPLED_VALUES])
 
 
 def sam_encoder_key(sam: Sam) -> str:
@@ -97,11 +98,8 @@ def sam_encoder_key(sam: Sam) -> str:
 
 def image_key(path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> str:
     """Hash of an image file's bytes (and of the expected size, which can change its orientation)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        digest = file_digest(path)
     except FileNotFoundError as exc:
         raise DataError(path, "image file does not exist") from exc
     digest.update(repr(tuple(expected_size) if expected_size else None).encode())
@@ -110,7 +108,7 @@ def image_key(path: str | os.PathLike[str], expected_size: tuple[int, int] | Non
 
 def tensor_digest(tensor: torch.Tensor) -> str:
     """Hex SHA-256 of a CPU tensor's bytes (the checksum stored with each cache entry)."""
-    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy()).hexdigest()
+    return hashlib.sha256(value_bytes(tensor)).hexdigest()
 
 
 def _corrupted(path: str | os.PathLike[str], entry: Path, problem: str) -> DataError:

@@ -33,7 +33,7 @@ from .errors import (
     SamplmError,
     UnknownAdapterError,
 )
-from .fingerprint import sam_fingerprint
+from .fingerprint import sam_fingerprint, value_bytes
 from .modeling import ImageContext
 from .prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
 
@@ -651,7 +651,7 @@ def check_adapter_name(name: Any) -> str:
 
 def _image_digest(pixels: np.ndarray, image_format: str) -> str:
     """A short digest of an image's pixels, shape and channel order."""
-    digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
+    digest = hashlib.blake2b(value_bytes(pixels), digest_size=16)
     digest.update(f"{pixels.shape}{image_format}".encode())
     return digest.hexdigest()
 

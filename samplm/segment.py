@@ -40,6 +40,7 @@ from .checks import first_line
 from .constants import PROTOTYPE_NAME
 from .data.images import DEFAULT_MAX_PIXELS, load_image
 from .errors import DataError, ImageError, PrototypeError
+from .fingerprint import update_with_state
 from .hub import resolve_adapter
 from .location_prior import PriorSettings
 from .predictor import CustomSamPredictor
@@ -293,9 +294,7 @@ def _segment_one(predictor: CustomSamPredictor, task: SegmentTask, image: np.nda
 def _digest_state(adapter: PromptAdapter) -> str:
     """A digest of an in-memory adapter's weights (one loaded from files has ``weights_sha256``)."""
     digest = hashlib.blake2b(digest_size=16)
-    for key, tensor in sorted(adapter.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    update_with_state(digest, adapter.state_dict(), values=lambda tensor: tensor.float())
     return digest.hexdigest()
 
 
