@@ -51,6 +51,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .errors import PrototypeError
+from .eval.samf import blend_outputs
 from .fingerprint import update_digest
 from .location_prior import PriorSettings, prior_from_similarity
 from .predictor import CustomSamPredictor
@@ -279,8 +280,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         low, iou = output.low_res_logits, output.iou_predictions
         if self.mask_weights is not None:
             weights = torch.tensor(self.mask_weights, dtype=low.dtype, device=low.device)
-            low = (low * weights[None, :, None, None]).sum(dim=1, keepdim=True)
-            iou = (iou * weights[None]).sum(dim=1, keepdim=True)
+            low, iou = blend_outputs(low, weights), blend_outputs(iou, weights)
         elif self.best_mask_only:
             best = iou.argmax(dim=1, keepdim=True)
             low = low.gather(1, best[:, :, None, None].expand(-1, -1, *low.shape[-2:]))

@@ -15,6 +15,7 @@ from samplm.cli import main
 from samplm.data import read_mask_folder
 from samplm.eval import InstancePredictor, SamF, evaluate, run_evaluation, sensitivity_map, train_samf
 from samplm.eval.methods import SAM, SAM_F, SAM_ORACLE
+from samplm.eval.samf import blend_outputs
 from samplm.losses import dice_loss, sigmoid_focal_loss
 from samplm.trainset import TrainingSet
 
@@ -35,6 +36,22 @@ def test_samf_blend_math():
         blended, torch.full((1, 1, 2, 2), 0.5 + 0.5 + 1.0)
     )
     assert SamF().weights == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+
+
+def test_samf_blend_is_one_function_for_logits_scores_and_fitting():
+    logits = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    scores = torch.tensor([[0.9, 0.5, 0.25], [0.1, 0.2, 0.3]])
+    samf = SamF(0.5, 0.25)
+    w1, w2, w3 = samf.weights
+    assert torch.equal(samf.blend(logits), blend_outputs(logits, samf.weights))
+    assert torch.allclose(samf.blend(logits)[:, 0], w1 * logits[:, 0] + w2 * logits[:, 1] + w3 * logits[:, 2])
+    assert samf.blend_scores(scores).shape == (2, 1)
+    assert torch.allclose(
+        samf.blend_scores(scores)[:, 0], w1 * scores[:, 0] + w2 * scores[:, 1] + w3 * scores[:, 2]
+    )
+    weights = torch.tensor([0.5, 0.25, 0.25], requires_grad=True)  # fitting: gradients reach the weights
+    blend_outputs(logits, weights).sum().backward()
+    assert torch.allclose(weights.grad, logits.sum(dim=(0, 2, 3)))
 
 
 def test_samf_fitting_lowers_its_objective(rects, tiny_sam):

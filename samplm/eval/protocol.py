@@ -173,7 +173,7 @@ class InstancePredictor:
         self._add(out, SAM, masks, scores, gt)
         if self.samf is not None and "point" in prompts:
             blended = predictor.upscale_logits(self.samf.blend(torch.as_tensor(low_res)[None]))
-            score = float((scores * np.array(self.samf.weights)).sum())
+            score = float(self.samf.blend_scores(torch.as_tensor(scores, dtype=torch.float64)[None])[0, 0])
             out[SAM_F] = Prediction(blended[0, 0].cpu().numpy(), score)
         for name in self.adapters:
             masks, scores, low_res = answers[name]

@@ -1,12 +1,14 @@
 """SAM-F baseline (PerSAM-F's scale-aware fine-tuning, as in the paper's Tables 2-3).
 
-Two learnable weights blend SAM's three multimask logits: ``M = w1*M1 + w2*M2 + (1 - w1 - w2)*M3``.
+Two learnable weights blend SAM's three multimask logits: ``M = w1*M1 + w2*M2 + (1 - w1 - w2)*M3``
+(:func:`blend_outputs`, the one place the blend is computed: fitting, evaluation, click-free masks).
 SAM itself is untouched; the weights are fit on the training split with dice + focal loss on SAM's
 outputs for the centre click of each training instance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +35,25 @@ class SamF:
 
     def blend(self, logits: Tensor) -> Tensor:
         """``B x 3 x h x w`` multimask logits -> ``B x 1 x h x w`` blended logits."""
-        w = torch.tensor(self.weights, dtype=logits.dtype, device=logits.device)
-        return (logits * w[None, :, None, None]).sum(dim=1, keepdim=True)
+        return blend_outputs(logits, self.weights)
+
+    def blend_scores(self, scores: Tensor) -> Tensor:
+        """``B x 3`` scores of the three masks -> ``B x 1``, weighted as the logits are."""
+        return blend_outputs(scores, self.weights)
+
+
+def blend_outputs(outputs: Tensor, weights: Tensor | Sequence[float]) -> Tensor:
+    """SAM-F's blend ``w1*M1 + w2*M2 + w3*M3`` of the three multimask outputs along dim 1: ``B x 3 x h x w``
+    logits -> ``B x 1 x h x w``, ``B x 3`` scores -> ``B x 1``.
+
+    Args:
+        outputs: the decoder's three multimask outputs in dim 1.
+        weights: ``(w1, w2, w3)``; numbers are made a tensor of ``outputs``' dtype and device, a tensor is
+            used as it is (gradients flow through it when fitting).
+    """
+    if not isinstance(weights, Tensor):
+        weights = torch.tensor(weights, dtype=outputs.dtype, device=outputs.device)
+    return (outputs * weights.reshape(1, -1, *(1,) * (outputs.dim() - 2))).sum(dim=1, keepdim=True)
 
 
 @torch.no_grad()
@@ -89,7 +108,7 @@ def fit_blend(
     for _ in progress_bar(range(steps), desc="fitting SAM-F", unit="step", disable=not progress):
         picks = torch.as_tensor(rng.choice(len(logits), size=min(batch_size, len(logits)), replace=False))
         w = torch.cat([weights, 1 - weights.sum(0, keepdim=True)])
-        blended = (logits[picks] * w[None, :, None, None]).sum(dim=1)
+        blended = blend_outputs(logits[picks], w)[:, 0]
         target = targets[picks][:, 0]
         loss = (dice_loss(blended, target) + sigmoid_focal_loss(blended, target)).mean()
         optimizer.zero_grad()
