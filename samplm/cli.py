@@ -64,6 +64,7 @@ _SETTING_HELP = {
     "lr": "AdamW learning rate (default: the recipe's)",
     "multimask": "which of SAM's masks the adapter trains (default: the recipe's; see docs/training.md)",
     "seed": "seed for the split, prompts and initialisation (default 0)",
+    "learn_mask_mix": "train the 3 x 3 blend of SAM's three masks with the PLM (default: the recipe's)",
     "patience": "stop after this many validations without a better trained adapter (0: never; "
     "default: the recipe's)",
     "precision": "autocast precision (default no)",

@@ -94,12 +94,16 @@ def test_demo_reduced_size(tmp_path):
         progress=False,
         visuals=1,
     )
-    for value in (result.base_top, result.base_oracle, result.adapter, result.samf, result.refined):
-        assert 0.0 <= value <= 1.0
-    assert result.base_oracle >= result.base_top + 0.15  # SAM's ambiguity (measured: 0.405 vs 0.696)
-    assert result.adapter >= result.base_top + 0.15  # the adapter customises the frozen base (0.633)
     adapter = PromptAdapter.load(result.adapter_dir)
-    assert adapter.task == "banner" and adapter.pmm is not None
+    trained = adapter.config.metadata["metrics"]["selected"] == "trained"
+    refined = [result.refined] if trained else []  # SAM-F or plain SAM exported: no PMM to refine with
+    for value in (result.base_top, result.base_oracle, result.adapter, result.samf, *refined):
+        assert 0.0 <= value <= 1.0
+    assert result.base_oracle >= result.base_top + 0.15  # SAM's ambiguity (measured: 0.395 vs 0.695)
+    # The exported candidate customises the frozen base (measured: SAM-F's blend exported, 0.653; it
+    # validated 65.19 against the trained adapter's 64.11 after 150 steps).
+    assert result.adapter >= result.base_top + 0.15
+    assert adapter.task == "banner" and (adapter.pmm is not None) == trained
     assert adapter.config.base_model.model_type == "samplm_tiny"
     assert "SAM, oracle (best of 3)" in format_demo(result) and result.results.is_file()
 

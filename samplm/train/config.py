@@ -67,6 +67,8 @@ class TrainConfig:
 
     PMM: ``pmm_points`` contour points, jittered by ``pmm_jitter`` feature cells (std).
 
+    ``learn_mask_mix``: train the PLM's 3 x 3 mask mix with the rest (else it stays the identity).
+
     Judgement (with a validation set): plain SAM and SAM-F are validated before the first step, the
     adapter every ``val_every`` steps (at most ``val_max_instances``); the best candidate is exported.
     ``patience`` > 0 stops the run after that many validations without a better trained adapter.
@@ -86,6 +88,7 @@ class TrainConfig:
     pm_weight: float = 1.0
     multimask: str = "min"
     use_pmm: bool = True
+    learn_mask_mix: bool = True
     pmm_points: int = 20
     pmm_jitter: float = 0.5
     center_power: float = 1.0
@@ -108,8 +111,9 @@ class TrainConfig:
             raise ConfigError("decay_at", f"must be a list of numbers in (0, 1), got {shown(self.decay_at)}")
         self.decay_at = tuple(SETTING_LIMITS["decay_at"].check("decay_at", v) for v in self.decay_at)
         check_limits(self, "", {k: v for k, v in SETTING_LIMITS.items() if k != "decay_at"})
-        if not isinstance(self.use_pmm, bool):
-            raise ConfigError("use_pmm", f"must be true or false, got {shown(self.use_pmm)}")
+        for switch in ("use_pmm", "learn_mask_mix"):
+            if not isinstance(getattr(self, switch), bool):
+                raise ConfigError(switch, f"must be true or false, got {shown(getattr(self, switch))}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"must be one of {choices}, got {shown(getattr(self, name))}")

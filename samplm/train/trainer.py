@@ -411,6 +411,7 @@ def _setup(sam, train_set, val_set, out, config, adapter_config, model_type, dev
     adapter = _new_adapter(adapter_config, config)
     adapter.bind_base_model(sam, model_type=model_type)
     adapter.to(procs.device).train()
+    adapter.plm.mask_mix.requires_grad_(config.learn_mask_mix)
     sampler = PromptSampler(
         config.center_power, config.box_probability, config.box_jitter, config.extra_points
     )
