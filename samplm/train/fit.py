@@ -124,9 +124,7 @@ def cross_validate(
         )
         judgements.append(result.judgement)
         curves.append(_validation_curve(run_dir / METRICS_NAME))
-    judgement = _mean_judgement(judgements, curves, f"{folds}-fold validation over {len(parts)} parts")
-    if progress:
-        print(f"{FitPlan('kfold', folds, len(dataset.image_paths())).describe()}", flush=True)
+    judgement = _mean_judgement(judgements, curves, f"{folds}-fold validation")
     all_set = TrainingSet(dataset, cache, sam, num_points=num_points, progress=False)
     return _make_winner(sam, all_set, out, config, adapter_config, judgement, model_type, device, progress)
 
@@ -164,9 +162,8 @@ def _make_winner(
     device: str | torch.device,
     progress: bool,
 ) -> TrainResult:
-    """The judged candidate made from every image and exported to ``out/adapter`` with the line."""
-    template = PromptAdapter(dataclasses.replace(adapter_config, pmm=None))
-    template.bind_base_model(sam, model_type=model_type)
+    """The judged candidate made from every image and exported to ``out/adapter`` with the line and the
+    prototype."""
     if judgement.selected == "trained":
         result = train(
             sam,
@@ -180,13 +177,18 @@ def _make_winner(
         )
         adapter, steps, last = result.adapter, result.steps, result.last
     else:
-        samf = train_samf(sam, all_set, seed=config.seed, device=device, progress=False)
-        judgement.samf_weights = samf.weights
-        adapter = candidate_adapter(template.to(device), samf if judgement.selected == "samf" else None)
+        template = PromptAdapter(dataclasses.replace(adapter_config, pmm=None))
+        template.bind_base_model(sam, model_type=model_type)
+        samf = None
+        if judgement.selected == "samf":
+            samf = train_samf(sam, all_set, seed=config.seed, device=device, progress=False)
+            judgement.samf_weights = samf.weights
+        adapter = candidate_adapter(template.to(device), samf)
         steps, last = 0, adapter
     metrics = {**judgement.metrics(), "step": steps}
     _export(adapter, out, metrics, judgement.line())
-    training_prototype(all_set, adapter.task).save(out / ADAPTER_DIRNAME)
+    if judgement.selected != "trained":  # a training run writes its own
+        training_prototype(all_set, adapter.task).save(out / ADAPTER_DIRNAME)
     if progress:
         print(judgement.line(), flush=True)
     adapter_dir = out / ADAPTER_DIRNAME

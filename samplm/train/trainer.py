@@ -238,11 +238,6 @@ class _Run:
     def checkpoint(self) -> Path:
         return self.out / "checkpoints" / CHECKPOINT_NAME
 
-    @property
-    def judgement(self) -> Judgement | None:
-        stored = self.state["judgement"]
-        return Judgement.from_state(stored) if stored is not None else None
-
     def finished(self) -> bool:
         """All steps done, or stopped early (no better validation in ``patience`` validations)."""
         return self.state["step"] >= self.config.steps or bool(self.state["stopped"])
@@ -306,7 +301,7 @@ def train(
         adapter_dir = run.out / ADAPTER_DIRNAME
         best = PromptAdapter.load(adapter_dir) if adapter_dir.is_dir() else run.adapter
     metrics, steps = dict(run.state["best_metrics"]), run.state["step"]
-    return TrainResult(best, adapter_dir, metrics, steps, run.adapter, run.judgement)
+    return TrainResult(best, adapter_dir, metrics, steps, run.adapter, run.state["judgement"])
 
 
 def _judge_baselines(run: _Run) -> None:
@@ -331,16 +326,19 @@ def _judge_baselines(run: _Run) -> None:
 
 
 def _record_judgement(run: _Run, judgement: Judgement) -> None:
-    run.state["judgement"] = judgement.to_state()
+    """Keep ``judgement`` in the loop state with the exported candidate's figure and metrics (``step``:
+    the trained adapter's validation step, 0 for plain SAM and SAM-F)."""
+    step = judgement.trained_step if judgement.selected == "trained" else 0
+    run.state["judgement"] = judgement
     run.state["best"] = judgement.best
-    run.state["best_metrics"] = {**judgement.metrics(), "step": judgement.trained_step or 0}
+    run.state["best_metrics"] = {**judgement.metrics(), "step": step}
 
 
 def _finish(run: _Run, progress: bool) -> None:
     """The last export: without validation the final adapter; with it, the selected candidate's card
     and metrics get the final figures (and the judgement line is printed). Then the prototype."""
     adapter_dir = run.out / ADAPTER_DIRNAME
-    judgement = run.judgement
+    judgement = run.state["judgement"]
     if run.val_set is None:
         run.state["best_metrics"] = {"step": run.state["step"]}
         _export(run.adapter, run.out, run.state["best_metrics"])
@@ -493,9 +491,8 @@ def _validate(run: _Run, log, board, bar) -> None:
         miou = evaluate_center_miou(run.sam, run.adapter, run.val_set, run.config.val_max_instances)
         _log(log, board, {"step": step, "val_miou": round(miou, 6)})
         bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
-        judgement = run.judgement
-        improved = judgement.trained_step is None or miou > judgement.trained
-        run.state["stale"] = 0 if improved else run.state["stale"] + 1
+        judgement = run.state["judgement"]
+        run.state["stale"] = 0 if miou > judgement.trained else run.state["stale"] + 1
         selected = judgement.consider(miou, step)
         _record_judgement(run, judgement)
         if selected:
@@ -583,7 +580,7 @@ def _save_checkpoint(run: _Run) -> None:
         "adapter": run.adapter.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "state": {key: run.state[key] for key in STATE_KEYS},
+        "state": _checkpoint_state(run.state),
         "config": run.config.to_json(),
     }
     buffer = io.BytesIO()
@@ -594,6 +591,22 @@ def _save_checkpoint(run: _Run) -> None:
     write_checksums(path, [digest, *(read_checksums(path) or [])])
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     write_checksums(path, [digest])
+
+
+def _checkpoint_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The loop state as plain values for a checkpoint (the judgement as a dict)."""
+    saved = {key: state[key] for key in STATE_KEYS}
+    if saved["judgement"] is not None:
+        saved["judgement"] = saved["judgement"].to_state()
+    return saved
+
+
+def _loop_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """The loop state of a checkpoint (:func:`_checkpoint_state`); keys it lacks take their defaults."""
+    state = {key: saved[key] if key in saved else STATE_DEFAULTS[key] for key in STATE_KEYS}
+    if state["judgement"] is not None:
+        state["judgement"] = Judgement.from_state(state["judgement"])
+    return state
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -644,8 +657,7 @@ def _load_checkpoint(run: _Run) -> None:
         run.adapter.load_state_dict(payload["adapter"])
         run.optimizer.load_state_dict(payload["optimizer"])
         run.scheduler.load_state_dict(payload["scheduler"])
-        saved = payload["state"]
-        run.state = {key: saved[key] if key in saved else STATE_DEFAULTS[key] for key in STATE_KEYS}
+        run.state = _loop_state(payload["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(path, f"does not hold this run's training state ({exc})") from exc
 
