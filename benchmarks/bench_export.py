@@ -26,7 +26,7 @@ import torch
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
 from samplm.base import build_sam
 from samplm.data.images import load_image
-from samplm.export import export_onnx
+from samplm.export.onnx import export_onnx
 
 
 def perturbed_adapter(seed: int = 0) -> PromptAdapter:

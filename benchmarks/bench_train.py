@@ -31,13 +31,13 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samplm import AdapterConfig
 from samplm.base import build_sam_without_image_encoder
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import load_image, read_mask_folder
+from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
-from samplm.train.config import TrainConfig
-from samplm.train.sampling import PromptSampler
+from samplm.train.settings import TrainConfig
 from samplm.train.trainer import StepModel, _new_adapter, freeze
-from samplm.trainset import TrainingSet
+from samplm.train.training_set import TrainingSet
 
 
 def make_dataset(root: Path, count: int) -> None:

@@ -33,24 +33,25 @@ from scipy import ndimage
 from segment_anything import sam_model_registry
 
 from samplm import CustomSamPredictor, PromptAdapter
-from samplm.auto_masks import AdapterMaskGenerator
-from samplm.config import AdapterConfig
+from samplm.adapter.config import AdapterConfig
+from samplm.adapter.prototype import TargetPrototype, valid_cells
 from samplm.data import InstanceDataset, read_mask_folder, read_voc
 from samplm.data.images import find_images, load_image, read_mask_file
 from samplm.demo import run_demo
-from samplm.eval.auto import (
+from samplm.eval.click_free import (
     AutoMethod,
     OneShotCase,
     evaluate_ap,
     evaluate_one_shot,
     fit_persam_f,
 )
-from samplm.location_prior import PriorSettings
-from samplm.prototype import TargetPrototype, cell_coverage, fit_prototype, valid_cells
-from samplm.segment import make_tasks, segment_images
+from samplm.prompts.location_prior import PriorSettings
+from samplm.segment.generator import AdapterMaskGenerator
+from samplm.segment.jobs import make_tasks, segment_images
+from samplm.segment.prototype_fitting import cell_coverage, fit_prototype
 from samplm.train.recipes import recipe_config
 from samplm.train.trainer import train
-from samplm.trainset import TrainingSet
+from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace, build_full_sam
 
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from samplm import PromptAdapter
-from samplm.center_click import decode_center_click
+from samplm.adapter import PromptLearningModule
 from samplm.data import InstanceDataset, read_voc
-from samplm.losses import mask_iou
-from samplm.modeling import PromptLearningModule
-from samplm.trainset import TrainingSet
+from samplm.prompts.center_click import decode_center_click
+from samplm.train.losses import mask_iou
+from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace
 
 

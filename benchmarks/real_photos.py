@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from samplm.base import build_sam
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.demo import DemoResult, run_demo
 from samplm.eval import run_evaluation

@@ -24,7 +24,7 @@ import torch
 
 from samplm import AdapterConfig
 from samplm.base import build_sam
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import InstanceDataset, read_mask_folder, read_voc
 from samplm.eval import run_evaluation
 from samplm.eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method

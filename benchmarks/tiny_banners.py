@@ -20,7 +20,7 @@ from samplm.base import build_sam
 from samplm.data.images import find_images
 from samplm.data.synthetic import PhotoBackgrounds, make_banner_image
 from samplm.eval.metrics import iou
-from samplm.geometry import center_point, mask_to_box
+from samplm.utils.geometry import center_point, mask_to_box
 
 
 def main() -> None:

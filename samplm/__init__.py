@@ -9,11 +9,11 @@ Public API: :class:`PromptAdapter`, :class:`CustomSamPredictor`, :class:`Adapter
 :func:`build_sam`, :class:`AdapterMaskGenerator`.
 """
 
-from .adapter import PromptAdapter
-from .auto_masks import AdapterMaskGenerator
+from .adapter.config import AdapterConfig, BaseModelInfo, PLMConfig, PMMConfig
+from .adapter.prompt_adapter import PromptAdapter
 from .base import build_sam
-from .config import AdapterConfig, BaseModelInfo, PLMConfig, PMMConfig
-from .decode import DecoderOutput, decode_prompts
+from .decoder.decode import DecoderOutput, decode_prompts
+from .decoder.predictor import CustomSamPredictor
 from .errors import (
     AdapterCompatibilityError,
     AdapterFormatError,
@@ -26,8 +26,8 @@ from .errors import (
     SkippedDataWarning,
     UnknownAdapterError,
 )
-from .fingerprint import sam_fingerprint
-from .predictor import CustomSamPredictor
+from .segment.generator import AdapterMaskGenerator
+from .utils.fingerprint import sam_fingerprint
 from .version import __version__
 
 __all__ = [

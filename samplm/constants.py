@@ -7,7 +7,7 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODEL_CARD_NAME = "README.md"
 
-#: Optional target prototype beside an adapter's files (``samplm.prototype``) and its header.
+#: Optional target prototype beside an adapter's files (``samplm.adapter.prototype``) and its header.
 PROTOTYPE_NAME = "prototype.safetensors"
 PROTOTYPE_FORMAT = "samplm-prototype"
 PROTOTYPE_HEADER_KEY = "samplm_prototype"

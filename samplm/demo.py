@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import AdapterConfig
+from .adapter.config import AdapterConfig
 from .data import InstanceDataset, read_mask_folder, read_voc
 from .data.synthetic import write_banner_dataset
 from .data.synthetic.banners import MAX_BANNERS
@@ -19,7 +19,7 @@ from .eval import run_evaluation
 from .eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
 from .train.recipes import recipe_config
 from .train.trainer import train
-from .trainset import TrainingSet
+from .train.training_set import TrainingSet
 from .workspace import Workspace
 
 TASKS = ("banners", "plates")

@@ -96,7 +96,7 @@ class DataError(SamplmError, ValueError):
 class MissingEmbeddingError(DataError, KeyError):
     """An image has no embedding in the cache: it was never encoded by this model (run ``samplm embed``).
 
-    Also a ``KeyError``, which :meth:`samplm.cache.EmbeddingCache.get` raised before.
+    Also a ``KeyError``, which :meth:`samplm.cache.embeddings.EmbeddingCache.get` raised before.
 
     Args:
         path: the image.

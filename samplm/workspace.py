@@ -6,7 +6,7 @@ Every job that reads a dataset makes the same decisions, made here once:
   ``vit_l`` / ``vit_b`` need their checkpoint (:func:`require_checkpoint`), samplm's small bases ship
   their weights.
 * **Which cache directory.** ``cache_dir``, or :data:`DEFAULT_CACHE_DIR`; inside it one
-  :class:`~samplm.cache.EmbeddingCache` per image encoder and preprocessing.
+  :class:`~samplm.cache.embeddings.EmbeddingCache` per image encoder and preprocessing.
 * **Embedding missing images.** :meth:`Workspace.embed` encodes every image not yet cached (resumable).
 * **With or without the image encoder.** Training and evaluation read only the cache, so
   :meth:`Workspace.model_and_cache` hands back a SAM whose image encoder is a placeholder. When every
@@ -37,10 +37,10 @@ from segment_anything.modeling import Sam
 from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, load_state_dict
 from .base.loading import SAM_IMAGE_SIZE, ImageEncoderPlaceholder
 from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-from .cache import EmbeddingCache, encoder_key
-from .checks import first_line, printable
+from .cache.embeddings import EmbeddingCache, encoder_key
 from .data import InstanceDataset
 from .errors import ConfigError
+from .utils.checks import first_line, printable
 
 #: Embedding cache root used when none is given.
 DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"

@@ -86,9 +86,9 @@ def adapter_factory():
 def rect_task(tmp_path_factory, tiny_sam):
     """``(train set, val set)``: six images with a bright rectangle each (the instance), a third of the
     images held out, embeddings cached, 12 contour points per target."""
-    from samplm.cache import EmbeddingCache
+    from samplm.cache.embeddings import EmbeddingCache
     from samplm.data import read_mask_folder
-    from samplm.trainset import TrainingSet
+    from samplm.train.training_set import TrainingSet
 
     root = write_rect_dataset(tmp_path_factory.mktemp("rect_task"))
     dataset = read_mask_folder(root / "images", root / "masks")

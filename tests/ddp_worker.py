@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 from samplm.base import build_small_vit_sam
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import read_mask_folder
-from samplm.train.config import TrainConfig
+from samplm.train.settings import TrainConfig
 from samplm.train.trainer import StepModel, train
-from samplm.trainset import TrainingSet
+from samplm.train.training_set import TrainingSet
 
 
 def main(data: Path, out: Path) -> None:

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 import yaml
 
-import samplm.adapter as adapter_module
+import samplm.adapter.prompt_adapter as adapter_module
 from samplm import (
     AdapterCompatibilityError,
     AdapterConfig,

@@ -10,11 +10,11 @@ from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator
 
 from samplm import CustomSamPredictor, UnknownAdapterError
-from samplm.auto_masks import THRESHOLDS, AdapterMaskGenerator, mask_similarity
 from samplm.errors import PrototypeError
-from samplm.location_prior import PriorSettings, location_prior
-from samplm.prototype import fit_prototype
-from samplm.segment import to_coco_rle
+from samplm.prompts.location_prior import PriorSettings, location_prior
+from samplm.segment.generator import THRESHOLDS, AdapterMaskGenerator, mask_similarity
+from samplm.segment.jobs import to_coco_rle
+from samplm.segment.prototype_fitting import fit_prototype
 
 GRID = {"prompts": "grid", "points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 

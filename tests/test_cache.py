@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from segment_anything import SamPredictor
 
 from samplm.base import build_sam_without_image_encoder, load_state_dict
-from samplm.cache import EmbeddingCache, encoder_key, sam_encoder_key
+from samplm.cache.embeddings import EmbeddingCache, encoder_key, sam_encoder_key
 from samplm.errors import DataError, MissingEmbeddingError, SamplmError
-from samplm.fingerprint import sam_fingerprint
+from samplm.utils.fingerprint import sam_fingerprint
 
 
 @pytest.fixture()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from samplm.center_click import center_click, decode_center_click
-from samplm.decode import decode_prompts
+from samplm.decoder.decode import decode_prompts
+from samplm.prompts.center_click import center_click, decode_center_click
 
 
 def test_center_click_is_the_deepest_low_res_pixel_in_input_pixels():

@@ -13,7 +13,7 @@ from PIL import Image
 
 from samplm import PromptAdapter, cli
 from samplm.cli import build_parser, main
-from samplm.train.config import TrainConfig
+from samplm.train.settings import TrainConfig
 
 
 @pytest.fixture()

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from samplm import auto_masks, segment
-from samplm._io import sha256_file
-from samplm.cache import encoder_key, image_key, tensor_digest
-from samplm.fingerprint import sam_fingerprint
+from samplm.cache.embeddings import encoder_key, image_key, tensor_digest
+from samplm.segment import generator as auto_masks
+from samplm.segment import jobs as segment
+from samplm.utils.files import sha256_file
+from samplm.utils.fingerprint import sam_fingerprint
 
 FILE_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 5
 

@@ -10,14 +10,14 @@ import torch
 from conftest import write_rect_dataset
 
 from samplm import AdapterConfig, PMMConfig, PromptAdapter
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.cli import main
 from samplm.data import read_mask_folder
 from samplm.eval import InstancePredictor, SamF, evaluate, run_evaluation, sensitivity_map, train_samf
 from samplm.eval.methods import SAM, SAM_F, SAM_ORACLE
 from samplm.eval.samf import blend_outputs
-from samplm.losses import dice_loss, sigmoid_focal_loss
-from samplm.trainset import TrainingSet
+from samplm.train.losses import dice_loss, sigmoid_focal_loss
+from samplm.train.training_set import TrainingSet
 
 
 @pytest.fixture(scope="module")

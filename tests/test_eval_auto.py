@@ -1,4 +1,4 @@
-"""Click-free evaluation (samplm.eval.auto): COCO mask AP of methods, the one-shot comparison (PerSAM,
+"""Click-free evaluation (samplm.eval.click_free): COCO mask AP of methods, the one-shot comparison (PerSAM,
 PerSAM-F, prior + adapter, grid upper bound), PerSAM-F's weights, and `samplm eval --auto`."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from conftest import write_rect_dataset
 from PIL import Image
 
 from samplm import CustomSamPredictor
-from samplm.auto_masks import AdapterMaskGenerator
+from samplm.adapter.prototype import TargetPrototype, valid_cells
 from samplm.cli import main
 from samplm.constants import PROTOTYPE_NAME
 from samplm.data import read_mask_folder
 from samplm.data.images import load_image, read_mask_file
-from samplm.eval.auto import (
+from samplm.eval.click_free import (
     PERSAM_PRIOR,
     AutoMethod,
     OneShotCase,
@@ -28,8 +28,9 @@ from samplm.eval.auto import (
     one_shot_methods,
 )
 from samplm.eval.metrics import iou
-from samplm.location_prior import PriorSettings, location_prior
-from samplm.prototype import TargetPrototype, fit_prototype, valid_cells
+from samplm.prompts.location_prior import PriorSettings, location_prior
+from samplm.segment.generator import AdapterMaskGenerator
+from samplm.segment.prototype_fitting import fit_prototype
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ import samplm
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter
 from samplm.cli import main
 from samplm.errors import AdapterOutputError, ConfigError
-from samplm.export import (
+from samplm.export.onnx import (
     INPUT_NAMES,
     OUTPUT_NAMES,
     WEB_PLAIN_SAM_LABEL,
@@ -25,7 +25,7 @@ from samplm.export import (
     export_onnx,
     write_web_bundle,
 )
-from samplm.fingerprint import sam_fingerprint
+from samplm.utils.fingerprint import sam_fingerprint
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

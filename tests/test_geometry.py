@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samplm import geometry as g
+from samplm.utils import geometry as g
 
 
 def _rect(h=10, w=12, y0=2, y1=6, x0=3, x1=9):

@@ -108,8 +108,8 @@ def test_push_rejects_bad_repo_id(adapter_factory, hub_env):
 
 
 def test_names_with_a_trailing_newline_are_not_names(hub_env, adapter_factory, tmp_path):
+    from samplm.adapter.hub import parse_repo_id
     from samplm.errors import AdapterNameError
-    from samplm.hub import parse_repo_id
 
     assert parse_repo_id("acme/nose\n") is None and parse_repo_id("acme/../x") is None
     assert parse_repo_id("acme/nose@feature/x") == ("acme/nose", "feature/x")

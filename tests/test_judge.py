@@ -14,11 +14,11 @@ from conftest import write_rect_dataset
 from segment_anything import SamPredictor
 
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prompts
-from samplm.cache import EmbeddingCache
+from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.eval.samf import SamF
-from samplm.train.config import TrainConfig
 from samplm.train.judge import Judgement, candidate_adapter
+from samplm.train.settings import TrainConfig
 from samplm.train.trainer import train
 
 

@@ -61,7 +61,7 @@ def test_a_centre_click_on_a_real_photo_segments_the_object(lite):
     from samplm.data import read_mask_folder
     from samplm.data.images import load_image
     from samplm.eval.metrics import iou
-    from samplm.geometry import center_point
+    from samplm.utils.geometry import center_point
 
     (instance, *_) = read_mask_folder(PERSEG / "Images", PERSEG / "Annotations", categories=["duck_toy"])
     image = load_image(instance.image_path)

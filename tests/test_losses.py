@@ -7,8 +7,13 @@ import math
 import pytest
 import torch
 
-from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
-from samplm.train.losses import point_matching_loss, segmentation_loss
+from samplm.train.losses import (
+    dice_loss,
+    mask_iou,
+    point_matching_loss,
+    segmentation_loss,
+    sigmoid_focal_loss,
+)
 
 
 def test_focal_loss_hand_value():

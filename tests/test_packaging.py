@@ -92,8 +92,8 @@ def test_every_constant_is_used_in_the_package():
 def test_public_api_names_import_from_samplm():
     import samplm
     from samplm import AdapterMaskGenerator, build_sam
-    from samplm.auto_masks import AdapterMaskGenerator as generator_class
     from samplm.base import build_sam as base_build_sam
+    from samplm.segment.generator import AdapterMaskGenerator as generator_class
 
     assert build_sam is base_build_sam and AdapterMaskGenerator is generator_class
     assert {"build_sam", "AdapterMaskGenerator"} <= set(samplm.__all__)

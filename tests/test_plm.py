@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from samplm.modeling import PointMatchingModule, PromptLearningModule
+from samplm.adapter import PointMatchingModule, PromptLearningModule
 
 
 def test_plm_parameter_count_matches_paper():

@@ -12,11 +12,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from samplm import CustomSamPredictor
-from samplm.cache import sam_encoder_key
+from samplm.adapter.prototype import TargetPrototype, centred_cells, valid_cells
+from samplm.cache.embeddings import sam_encoder_key
 from samplm.constants import PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME
 from samplm.errors import ConfigError, PrototypeError
-from samplm.location_prior import LocationPrior, PriorSettings, location_prior
-from samplm.prototype import TargetPrototype, centred_cells, fit_prototype, valid_cells
+from samplm.prompts.location_prior import LocationPrior, PriorSettings, location_prior
+from samplm.segment.prototype_fitting import fit_prototype
 
 CELL = 16  # samplm_tiny: 256 px input, 16 x 16 embedding
 IMG = 256
@@ -492,7 +493,7 @@ def test_prior_settings_accept_their_bounds():
 
 
 def test_persam_prior_clicks_the_most_and_least_similar_cells():
-    from samplm.eval.auto import PERSAM_PRIOR
+    from samplm.eval.click_free import PERSAM_PRIOR
 
     similarity = _similarity_map(5)
     embedding, prototype = _embedding_with_similarity(similarity)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from samplm.train.config import TrainConfig
 from samplm.train.recipes import RECIPES, default_recipe, recipe_config
+from samplm.train.settings import TrainConfig
 
 
 def test_auto_is_fast_for_small_bases_and_the_paper_for_sam():

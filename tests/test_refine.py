@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from samplm import AdapterConfig, CustomSamPredictor, PMMConfig, PromptAdapter, SamplmError
-from samplm.modeling import PointMatchingModule
-from samplm.refine import refine_masks
+from samplm.adapter import PointMatchingModule
+from samplm.refine.polygons import refine_masks
 
 
 def _pmm(offset_x: float = 0.0, num_points: int = 4) -> PointMatchingModule:

@@ -208,7 +208,7 @@ def test_bad_flag_values_are_named_before_the_data_is_read(tmp_path, command, fl
 
 
 def test_progress_bars_print_a_line_every_few_percent_in_logs():
-    from samplm.progress import LogLines, progress_bar
+    from samplm.utils.progress import LogLines, progress_bar
 
     log = io.StringIO()  # not a terminal
     bar = progress_bar(range(1000), desc="embedding images", unit="img", file=log)

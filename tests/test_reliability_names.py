@@ -20,9 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from samplm import CustomSamPredictor, PromptAdapter
-from samplm._io import sha256_file
-from samplm.auto_masks import AdapterMaskGenerator
-from samplm.checks import first_line, printable
+from samplm.adapter.prototype import TargetPrototype
 from samplm.cli import main
 from samplm.constants import CONFIG_NAME, PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME, WEIGHTS_NAME
 from samplm.data.images import DEFAULT_MAX_PIXELS, load_image
@@ -36,8 +34,10 @@ from samplm.errors import (
     PrototypeError,
     SamplmError,
 )
-from samplm.prototype import TargetPrototype
-from samplm.segment import SegmentTask, segment_images
+from samplm.segment.generator import AdapterMaskGenerator
+from samplm.segment.jobs import SegmentTask, segment_images
+from samplm.utils.checks import first_line, printable
+from samplm.utils.files import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from samplm import AdapterConfig, PromptAdapter
+from samplm.adapter.config import MAX_TASK_LENGTH
 from samplm.cli import main
-from samplm.config import MAX_TASK_LENGTH
 from samplm.errors import AdapterFormatError, ConfigError
-from samplm.export import write_web_bundle
-from samplm.web import ORT_SCRIPT, WebPageError, check_page, serve_web
+from samplm.export.onnx import write_web_bundle
+from samplm.export.web import ORT_SCRIPT, WebPageError, check_page, serve_web
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,8 +101,8 @@ def stub_exports():
         return Path(out)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("samplm.export.export_onnx", write)
-        patch.setattr("samplm.export.export_encoder_onnx", write)
+        patch.setattr("samplm.export.onnx.export_onnx", write)
+        patch.setattr("samplm.export.onnx.export_encoder_onnx", write)
         yield
 
 

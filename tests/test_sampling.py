@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samplm.targets import make_target, to_low_res
-from samplm.train.sampling import PromptSampler
+from samplm.prompts.sampling import PromptSampler
+from samplm.train.targets import make_target, to_low_res
 
 
 def _target(num_points=None):

@@ -18,16 +18,17 @@ from safetensors import safe_open
 from segment_anything.utils.amg import mask_to_rle_pytorch
 
 from samplm import AdapterConfig, CustomSamPredictor
-from samplm.cache import EmbeddingCache, sam_encoder_key
+from samplm.adapter.hub import resolve_adapter
+from samplm.adapter.prototype import TargetPrototype
+from samplm.cache.embeddings import EmbeddingCache, sam_encoder_key
 from samplm.cli import main
 from samplm.constants import PROTOTYPE_HEADER_KEY, PROTOTYPE_NAME, WEIGHTS_NAME
 from samplm.data import read_mask_folder
 from samplm.data.images import load_image, read_mask_file
 from samplm.errors import PrototypeError
-from samplm.hub import resolve_adapter
-from samplm.location_prior import PriorSettings
-from samplm.prototype import TargetPrototype, fit_prototype
-from samplm.segment import SegmentSummary, make_tasks, segment_images, to_coco_rle
+from samplm.prompts.location_prior import PriorSettings
+from samplm.segment.jobs import SegmentSummary, make_tasks, segment_images, to_coco_rle
+from samplm.segment.prototype_fitting import fit_prototype
 
 # Cheap generator settings: a 2 x 2 grid, no thresholds (the tiny base's IoU predictions are low).
 FAST = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -417,9 +418,9 @@ def test_cli_fit_prototype_to_a_file_twice(capsys, folder):
 
 
 def test_training_writes_the_prototype_of_the_training_masks(tmp_path, tiny_sam):
-    from samplm.train.config import TrainConfig
+    from samplm.train.settings import TrainConfig
     from samplm.train.trainer import train
-    from samplm.trainset import TrainingSet
+    from samplm.train.training_set import TrainingSet
 
     root = write_rect_dataset(tmp_path / "data", count=3)
     dataset = read_mask_folder(root / "images", root / "masks")

@@ -1,5 +1,5 @@
-"""``samplm serve-web`` / :func:`samplm.web.serve_web`: the page folder is checked, then served on loopback
-with the content types and headers onnxruntime-web needs."""
+"""``samplm serve-web`` / :func:`samplm.export.web.serve_web`: the page folder is checked, then served
+on loopback with the content types and headers onnxruntime-web needs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from samplm.cli import main
-from samplm.web import ORT_SCRIPT, PageRequestHandler, WebPageError, check_page, serve_web
+from samplm.export.web import ORT_SCRIPT, PageRequestHandler, WebPageError, check_page, serve_web
 
 
 def _page(root: Path, models: Path | None = None) -> Path:

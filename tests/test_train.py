@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prompts
-from samplm.losses import mask_iou
+from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
-from samplm.train.config import TrainConfig
-from samplm.train.sampling import PromptSampler
+from samplm.train.losses import mask_iou
+from samplm.train.settings import TrainConfig
 from samplm.train.trainer import StepModel, _new_adapter, freeze, train
 
 

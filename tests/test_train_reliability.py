@@ -18,7 +18,6 @@ import test_train
 import torch
 
 from samplm import AdapterConfig
-from samplm._io import lock_directory
 from samplm.errors import (
     CheckpointError,
     NonFiniteError,
@@ -28,6 +27,7 @@ from samplm.errors import (
 )
 from samplm.train import trainer
 from samplm.train.trainer import _export, _new_adapter, train
+from samplm.utils.files import lock_directory
 
 _config = test_train._config
 task = test_train.task  # the module-scoped rectangle task: (train set, val set)

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from samplm import CustomSamPredictor
-from samplm.export import write_web_bundle
-from samplm.web import serve_web
+from samplm.export.onnx import write_web_bundle
+from samplm.export.web import serve_web
 
 WEB = Path(__file__).resolve().parents[1] / "examples" / "web"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,7 +14,7 @@ from segment_anything.modeling import Sam
 from samplm.data import read_mask_folder, read_voc
 from samplm.data.images import load_image
 from samplm.eval.metrics import iou
-from samplm.geometry import center_point
+from samplm.utils.geometry import center_point
 
 PLATES_SPLIT = {"val_fraction": 0.5, "seed": 0}
 

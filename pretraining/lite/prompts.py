@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from samplm.geometry import center_point
+from samplm.utils.geometry import center_point
 
 from .corpus import LOW_RES, STRIDE, View
 from .regions import click_levels

@@ -24,12 +24,12 @@ import torch
 from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 
-from samplm._io import atomic_write, atomic_write_text
 from samplm.base.lite import build_sam_lite_architecture
 from samplm.base.loading import load_state_dict
 from samplm.base.tiny import WEIGHTS_PATH as TINY_WEIGHTS
-from samplm.decode import decode_prompts
-from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.decoder.decode import decode_prompts
+from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.utils.files import atomic_write, atomic_write_text
 
 from .backbone import load_imagenet_trunk
 from .corpus import View, build_corpus

@@ -37,13 +37,13 @@ from safetensors.torch import save_file
 from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
-from samplm._io import atomic_write
 from samplm.base.tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
-from samplm.center_click import decode_center_click
 from samplm.data.images import find_images
 from samplm.data.synthetic import PhotoBackgrounds
-from samplm.decode import decode_prompts
-from samplm.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.decoder.decode import decode_prompts
+from samplm.prompts.center_click import decode_center_click
+from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samplm.utils.files import atomic_write
 
 from ..scenes import make_scene
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..geometry import xywh_to_xyxy
+from ..utils.geometry import xywh_to_xyxy
 from .dataset import InstanceDataset, Skip, SkipLog, data_error
 from .images import check_image_file
 from .instance import Instance, MaskShape, PolygonShape, RLEShape

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import sha256_file
-from ..checks import printable
 from ..errors import DataError, SkippedDataWarning
+from ..utils.checks import printable
+from ..utils.files import sha256_file
 from .instance import Instance
 
 

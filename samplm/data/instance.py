@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DataError
-from ..geometry import box_to_mask, polygons_to_mask, rle_decode
+from ..utils.geometry import box_to_mask, polygons_to_mask, rle_decode
 from .images import read_mask_file
 
 

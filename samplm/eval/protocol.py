@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from ..adapter import PromptAdapter
-from ..cache import CachedEmbedding, EmbeddingCache
+from ..adapter.prompt_adapter import PromptAdapter
+from ..cache.embeddings import CachedEmbedding, EmbeddingCache
 from ..data import Instance, InstanceDataset
-from ..geometry import center_point, mask_to_box
-from ..predictor import CustomSamPredictor
-from ..progress import progress_bar
+from ..decoder.predictor import CustomSamPredictor
+from ..utils.geometry import center_point, mask_to_box
+from ..utils.progress import progress_bar
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .._io import atomic_write_text
+from ..utils.files import atomic_write_text
 from .protocol import EvalResult
 from .sensitivity import SensitivityMap
 

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from segment_anything.modeling import Sam
 
-from ..adapter import PromptAdapter
-from ..cache import EmbeddingCache
+from ..adapter.prompt_adapter import PromptAdapter
+from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset, load_image
-from ..trainset import TrainingSet
+from ..train.training_set import TrainingSet
 from .methods import SAM, SAM_F
 from .protocol import EvalResult, InstancePredictor, evaluate, instances_by_id
 from .report import save_instance_panel, save_sensitivity_png, write_results

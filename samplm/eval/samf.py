@@ -16,10 +16,10 @@ import torch
 from segment_anything.modeling import Sam
 from torch import Tensor
 
-from ..center_click import decode_center_click
-from ..losses import dice_loss, sigmoid_focal_loss
-from ..progress import progress_bar
-from ..trainset import TrainingSet
+from ..prompts.center_click import decode_center_click
+from ..train.losses import dice_loss, sigmoid_focal_loss
+from ..train.training_set import TrainingSet
+from ..utils.progress import progress_bar
 
 
 @dataclass(frozen=True)

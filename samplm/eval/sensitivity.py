@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache import CachedEmbedding
-from ..geometry import mask_to_box
+from ..cache.embeddings import CachedEmbedding
+from ..utils.geometry import mask_to_box
 from .methods import SAM, Method, plm_method
 from .metrics import iou
 from .protocol import InstancePredictor

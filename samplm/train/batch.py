@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..trainset import TrainingItem, TrainingSet
-from .sampling import Prompt, PromptSampler
+from ..prompts.sampling import Prompt, PromptSampler
+from .training_set import TrainingItem, TrainingSet
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from ..adapter import PromptAdapter
-from ..cache import EmbeddingCache
-from ..config import AdapterConfig
+from ..adapter.config import AdapterConfig
+from ..adapter.prompt_adapter import PromptAdapter
+from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset
 from ..eval.samf import train_samf
-from ..prototype import training_prototype
-from ..trainset import TrainingSet
-from .config import TrainConfig
+from ..segment.prototype_fitting import training_prototype
 from .judge import Judgement, candidate_adapter
+from .settings import TrainConfig
 from .trainer import ADAPTER_DIRNAME, METRICS_NAME, TrainResult, _export, train
+from .training_set import TrainingSet
 
 #: Below this many images, validation is k-fold over all of them rather than one held-out share. On 30
 #: plate photos one split (6 validation photos) exported an adapter 5.8 mIoU below SAM-F on held-out

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 from segment_anything.modeling import Sam
 
-from ..adapter import PromptAdapter
+from ..adapter.prompt_adapter import PromptAdapter
 from ..eval.samf import SamF, train_samf
-from ..trainset import TrainingSet
+from .training_set import TrainingSet
 
 #: Candidates a run chooses from: the untrained adapter, SAM-F's blend, the trained adapter.
 CANDIDATES = ("sam", "samf", "trained")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base.loading import SMALL_MODEL_TYPES
-from .config import TrainConfig
+from .settings import TrainConfig
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Section 5.1 of the paper: 20k steps of 10 instances, AdamW 1e-5, warm-up 250, decay x0.1 twice.

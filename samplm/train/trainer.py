@@ -33,7 +33,15 @@ import torch
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from .._io import (
+from ..adapter import sample_point_features
+from ..adapter.config import AdapterConfig, PMMConfig
+from ..adapter.prompt_adapter import PromptAdapter
+from ..decoder.decode import decode_prompts
+from ..errors import CheckpointError, NonFiniteError, ResumeMismatchError
+from ..prompts.center_click import decode_center_click
+from ..prompts.sampling import PromptSampler
+from ..segment.prototype_fitting import training_prototype
+from ..utils.files import (
     atomic_write,
     atomic_write_text,
     checksum_path,
@@ -41,21 +49,12 @@ from .._io import (
     read_checksums,
     write_checksums,
 )
-from ..adapter import PromptAdapter
-from ..center_click import decode_center_click
-from ..config import AdapterConfig, PMMConfig
-from ..decode import decode_prompts
-from ..errors import CheckpointError, NonFiniteError, ResumeMismatchError
-from ..losses import mask_iou
-from ..modeling import sample_point_features
-from ..progress import progress_bar
-from ..prototype import training_prototype
-from ..trainset import TrainingSet
+from ..utils.progress import progress_bar
 from .batch import PromptGroup, build_batch, describe_batch
-from .config import TrainConfig
 from .judge import Judgement, judge_baselines
-from .losses import point_matching_loss, segmentation_loss
-from .sampling import PromptSampler
+from .losses import mask_iou, point_matching_loss, segmentation_loss
+from .settings import TrainConfig
+from .training_set import TrainingSet
 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"

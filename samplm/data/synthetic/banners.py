@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...progress import progress_bar
+from ...utils.progress import progress_bar
 from .drawing import PhotoBackgrounds, procedural_background
 from .objects import SceneObject, paste_object
 

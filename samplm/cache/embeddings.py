@@ -1,0 +1,248 @@
+"""Image-embedding cache: SAM is frozen, so each image is encoded once and read back from disk.
+
+Layout::
+
+    <root>/<encoder key>/model.json             what produced the embeddings
+    <root>/<encoder key>/<ab>/<image key>.safetensors
+        "embedding": 1 x 256 x h x w float16; metadata: original_size, input_size, source file,
+        sha256 (of the embedding's bytes, checked on every read with the values' finiteness)
+
+The encoder key hashes the image encoder's weights (a sampled fingerprint, cheap even for ``vit_h``)
+and the preprocessing (input size, pixel mean/std). The image key hashes the file's bytes and the
+orientation used. Entries are written atomically, so an interrupted ``build`` resumes where it stopped,
+and a different model or preprocessing can never read another's embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from ..data.images import load_image
+from ..errors import DataError, MissingEmbeddingError
+from ..utils.files import atomic_write, atomic_write_text, file_digest
+from ..utils.fingerprint import half_precision, update_with_state, value_bytes
+from ..utils.progress import progress_bar
+
+CACHE_FORMAT_VERSION = 1
+_SAMPLED_VALUES = 1 << 16
+
+
+@dataclass(frozen=True)
+class CachedEmbedding:
+    """One image's embedding and the sizes needed to map coordinates.
+
+    Attributes:
+        embedding: ``1 x 256 x h x w`` (float16 on disk).
+        original_size: ``(H, W)`` of the image as loaded.
+        input_size: ``(H', W')`` after ``ResizeLongestSide`` (before padding to a square).
+    """
+
+    embedding: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+def encoder_key(state: Mapping[str, torch.Tensor] | Sam, *, image_size: int, pixel_mean, pixel_std) -> str:
+    """Hash of the image encoder weights (sampled: at most 65,536 values per tensor) and preprocessing.
+
+    Args:
+        state: a ``Sam`` or a checkpoint state dict (only ``image_encoder.*`` entries are used), so the
+            key can be computed without building the encoder.
+    """
+    if isinstance(state, Sam):
+        items = {f"image_encoder.{k}": v for k, v in state.image_encoder.state_dict().items()}
+    else:
+        items = {k: v for k, v in state.items() if k.startswith("image_encoder.")}
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps(
+            {
+                "v": CACHE_FORMAT_VERSION,
+                "size": image_size,
+                "mean": [round(float(x), 4) for x in pixel_mean],
+                "std": [round(float(x), 4) for x in pixel_std],
+            }
+        ).encode()
+    )
+    update_with_state(digest, items, label="{name}:{shape}", values=_sampled)
+    return digest.hexdigest()[:20]
+
+
+def _sampled(tensor: torch.Tensor) -> torch.Tensor:
+    """At most :data:`_SAMPLED_VALUES` evenly strided values of ``tensor`` (flattened), at half precision."""
+    flat = tensor.detach().to("cpu").reshape(-1)
+    step = max(1, flat.numel() // _SAMPLED_VALUES)
+    return half_precision(flat[::step][:_SAMPLED_VALUES])
+
+
+def sam_encoder_key(sam: Sam) -> str:
+    """:func:`encoder_key` of a built ``Sam`` (its own preprocessing constants)."""
+    return encoder_key(
+        sam,
+        image_size=sam.image_encoder.img_size,
+        pixel_mean=sam.pixel_mean.flatten().tolist(),
+        pixel_std=sam.pixel_std.flatten().tolist(),
+    )
+
+
+def image_key(path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> str:
+    """Hash of an image file's bytes (and of the expected size, which can change its orientation)."""
+    try:
+        digest = file_digest(path)
+    except FileNotFoundError as exc:
+        raise DataError(path, "image file does not exist") from exc
+    digest.update(repr(tuple(expected_size) if expected_size else None).encode())
+    return digest.hexdigest()[:32]
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """Hex SHA-256 of a CPU tensor's bytes (the checksum stored with each cache entry)."""
+    return hashlib.sha256(value_bytes(tensor)).hexdigest()
+
+
+def _corrupted(path: str | os.PathLike[str], entry: Path, problem: str) -> DataError:
+    """The error for a bad cache entry: names the image and the entry file, and the fix."""
+    return DataError(path, f"corrupted cache entry {entry} ({problem}); delete it and re-run `samplm embed`")
+
+
+class EmbeddingCache:
+    """Embeddings of one image encoder + preprocessing, stored under ``root / key``.
+
+    Args:
+        root: cache root directory (shared by all models).
+        key: :func:`encoder_key` / :func:`sam_encoder_key` of the model.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], key: str) -> None:
+        self.root = Path(root)
+        self.key = key
+        self.directory = self.root / key
+        self._image_keys: dict[tuple[str, tuple[int, int] | None], str] = {}
+
+    @classmethod
+    def for_model(cls, root: str | os.PathLike[str], sam: Sam) -> EmbeddingCache:
+        return cls(root, sam_encoder_key(sam))
+
+    def _entry(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.safetensors"
+
+    def key_for(self, path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> str:
+        """Image key, memoised per (path, expected size) for this cache object."""
+        memo = (os.fspath(path), tuple(expected_size) if expected_size else None)
+        if memo not in self._image_keys:
+            self._image_keys[memo] = image_key(path, expected_size)
+        return self._image_keys[memo]
+
+    def contains(self, path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> bool:
+        return self._entry(self.key_for(path, expected_size)).is_file()
+
+    def get(
+        self, path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None
+    ) -> CachedEmbedding:
+        """Read an image's embedding.
+
+        Raises:
+            MissingEmbeddingError: it was never computed (also a ``KeyError``).
+            DataError: the entry is unreadable, does not match its checksum (entries written before
+                checksums have none) or holds NaN or infinite values; names the image and the entry.
+        """
+        entry = self._entry(self.key_for(path, expected_size))
+        if not entry.is_file():
+            raise MissingEmbeddingError(path, self.directory)
+        try:
+            with safe_open(str(entry), framework="pt", device="cpu") as handle:
+                meta = handle.metadata() or {}
+                embedding = handle.get_tensor("embedding")
+            original = tuple(json.loads(meta["original_size"]))
+            resized = tuple(json.loads(meta["input_size"]))
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:
+            raise _corrupted(path, entry, str(exc)) from exc
+        if "sha256" in meta and tensor_digest(embedding) != meta["sha256"]:
+            raise _corrupted(path, entry, "the embedding does not match its checksum")
+        if not bool(torch.isfinite(embedding).all()):
+            raise _corrupted(path, entry, "the embedding holds NaN or infinite values")
+        return CachedEmbedding(embedding, original, resized)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def build(
+        self,
+        sam: Sam,
+        images: Iterable[str | os.PathLike[str]],
+        *,
+        expected_sizes: Mapping[str, tuple[int, int]] | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> dict[str, int]:
+        """Encode every image not yet cached (resumable). Returns ``{"computed": n, "reused": m}``.
+
+        Raises:
+            ValueError: ``sam`` does not match this cache's key.
+        """
+        if sam_encoder_key(sam) != self.key:
+            raise ValueError("this SAM's image encoder or preprocessing does not match the cache key")
+        self._write_manifest(sam)
+        transform = ResizeLongestSide(sam.image_encoder.img_size)
+        sam = sam.to(device)
+        stats = {"computed": 0, "reused": 0}
+        total = len(images) if isinstance(images, Sequence) else None
+        bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
+        seen: set[str] = set()
+        for item in bar:
+            path = os.fspath(item)
+            if path in seen:
+                continue
+            seen.add(path)
+            expected = (expected_sizes or {}).get(path)
+            entry = self._entry(self.key_for(path, expected))
+            if entry.is_file():
+                stats["reused"] += 1
+                continue
+            image = load_image(path, expected)
+            resized = transform.apply_image(image)
+            tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
+            embedding = sam.image_encoder(sam.preprocess(tensor.to(sam.pixel_mean.dtype)))
+            metadata = {
+                "original_size": json.dumps(list(image.shape[:2])),
+                "input_size": json.dumps(list(resized.shape[:2])),
+                "source": os.path.basename(path),
+            }
+            data = {"embedding": embedding.to("cpu", torch.float16).contiguous()}
+            metadata["sha256"] = tensor_digest(data["embedding"])
+            atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
+            stats["computed"] += 1
+            bar.set_postfix(stats)
+        return stats
+
+    def _write_manifest(self, sam: Sam) -> None:
+        manifest = self.directory / "model.json"
+        if manifest.is_file():
+            return
+        info = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "image_size": sam.image_encoder.img_size,
+            "pixel_mean": sam.pixel_mean.flatten().tolist(),
+            "pixel_std": sam.pixel_std.flatten().tolist(),
+            "embedding_size": list(sam.prompt_encoder.image_embedding_size),
+        }
+        atomic_write_text(manifest, json.dumps(info, indent=2) + "\n")
+
+    def missing(
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        expected_sizes: Mapping[str, tuple[int, int]] | None = None,
+    ) -> list[str]:
+        """Images without a cached embedding."""
+        return [
+            os.fspath(p) for p in images if not self.contains(p, (expected_sizes or {}).get(os.fspath(p)))
+        ]

@@ -1,0 +1,48 @@
+"""The centre click on a low-resolution target: one helper for training validation, SAM-F fitting and
+pretraining checks.
+
+Frames: ``low_res_mask`` is a padded low-res target (``L x L``, ``L`` = 4 x the embedding side, as in
+:mod:`samplm.train.targets`); the click is returned and decoded in SAM's input frame, at the centre of the
+target's deepest low-res pixel (``(x + 0.5) * img_size / L``). Evaluation at the original resolution
+(:mod:`samplm.eval`) clicks :func:`samplm.utils.geometry.center_point` of the full-size mask instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from torch import Tensor
+
+from ..adapter import PromptLearningModule
+from ..decoder.decode import DecoderOutput, decode_prompts
+from ..utils.geometry import center_point
+
+
+def center_click(low_res_mask: np.ndarray, img_size: int) -> tuple[float, float]:
+    """``(x, y)`` in the input frame of the deepest pixel of ``low_res_mask`` (``L x L`` bool)."""
+    x, y = center_point(low_res_mask)
+    scale = img_size / low_res_mask.shape[0]
+    return ((x + 0.5) * scale, (y + 0.5) * scale)
+
+
+def decode_center_click(
+    sam: Sam,
+    image_embedding: Tensor,
+    low_res_mask: np.ndarray,
+    *,
+    plm: PromptLearningModule | None = None,
+    multimask_output: bool = True,
+) -> DecoderOutput:
+    """Decode one positive click at the centre of ``low_res_mask`` on ``image_embedding``
+    (``1 x 256 x h x w``): outputs for a batch of one prompt (``1 x C x L x L`` logits)."""
+    x, y = center_click(low_res_mask, int(sam.image_encoder.img_size))
+    device = image_embedding.device
+    return decode_prompts(
+        sam,
+        image_embedding,
+        point_coords=torch.tensor([[[x, y]]], dtype=torch.float32, device=device),
+        point_labels=torch.ones(1, 1, dtype=torch.int64, device=device),
+        multimask_output=multimask_output,
+        plm=plm,
+    )

@@ -1,0 +1,1 @@
+"""Masks -> PMM refinement: polygons fitted to the decoder's image features (optional, at inference)."""

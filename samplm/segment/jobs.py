@@ -1,0 +1,363 @@
+"""Segment a folder of images without clicks: ``samplm segment`` as a library function.
+
+Each :class:`SegmentTask` is one category: an adapter (or the base decoder) and an
+:class:`~samplm.segment.generator.AdapterMaskGenerator` (prompts from its location prior, or a grid). Every
+image is encoded once, whatever the number of tasks. Written into ``out``::
+
+    results.json        COCO results: [{image_id, category_id, segmentation (RLE), bbox, score, ...}]
+    images.json         COCO "images" and "categories" (ids of results.json)
+    summary.json        counts: images, segmented, resumed, no match, failed (with reasons), masks
+    overlays/           one PNG per image: the masks drawn over the photo
+    per_image/          one JSON per finished image (what makes a run resumable)
+
+Image ids are positions (from 1) in the sorted list of the folder's images, so they are stable while
+the folder is unchanged. A run interrupted or repeated skips images whose ``per_image`` file exists and
+was made by the same tasks from the same file content (SHA-256 of its bytes: an image replaced under the
+same name is segmented again). An image that cannot be read, has more pixels than ``max_pixels`` (checked
+from its header) or cannot be resized to SAM's input (an extreme aspect ratio such as 1 x 5000) is
+reported and counted; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..adapter.hub import resolve_adapter
+from ..adapter.prompt_adapter import PromptAdapter
+from ..adapter.prototype import TargetPrototype
+from ..constants import PROTOTYPE_NAME
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..decoder.predictor import CustomSamPredictor
+from ..errors import DataError, ImageError, PrototypeError
+from ..prompts.location_prior import PriorSettings
+from ..utils.checks import first_line
+from ..utils.files import atomic_write, atomic_write_text, sha256_file
+from ..utils.fingerprint import update_with_state
+from ..utils.progress import progress_bar
+from .generator import AdapterMaskGenerator
+
+#: Colours (RGB) of the categories in overlays, in order.
+PALETTE = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 40), (200, 80, 255), (0, 220, 220))
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """One category to find in every image.
+
+    Attributes:
+        name: category name (the adapter's task).
+        adapter_name: the predictor's adapter to decode with; ``None``: the base decoder.
+        generator: the mask generator (its ``prompts`` decide prior or grid).
+    """
+
+    name: str
+    adapter_name: str | None
+    generator: AdapterMaskGenerator
+
+    def signature(self) -> dict[str, Any]:
+        """What the results of this task depend on, stored with each image's results: the adapter (name
+        and weights), the base's image encoder and the generator's settings."""
+        weights = None
+        if self.adapter_name is not None:
+            adapter = self.generator.predictor.get_adapter(self.adapter_name)
+            weights = adapter.config.weights_sha256 or _digest_state(adapter)
+        return {
+            "name": self.name,
+            "adapter": self.adapter_name,
+            "weights": weights,
+            **self.generator.settings(),
+        }
+
+
+@dataclass
+class SegmentSummary:
+    """Counts of a :func:`segment_images` run (also written to ``summary.json``).
+
+    Attributes:
+        images: images considered.
+        segmented: images segmented by this run.
+        resumed: images skipped because an earlier run had finished them.
+        no_match: images (of all finished ones) with no mask in any category.
+        failed: ``{image path: reason}`` of images skipped: unreadable, above the pixel limit, or of an
+            aspect ratio SAM cannot resize.
+        masks: masks in ``results.json``.
+        seconds_per_image: mean wall time of the images segmented by this run.
+        prompts: ``{category: "prior" | "grid"}``.
+    """
+
+    images: int = 0
+    segmented: int = 0
+    resumed: int = 0
+    no_match: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    masks: int = 0
+    seconds_per_image: float = 0.0
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        return (
+            f"{self.images} images: {self.segmented} segmented, {self.resumed} already done, "
+            f"{self.no_match} without a match, {len(self.failed)} failed; {self.masks} masks; "
+            f"{self.seconds_per_image:.3f} s per image"
+        )
+
+
+def make_tasks(
+    predictor: CustomSamPredictor,
+    adapters: Sequence[str | os.PathLike[str]] = (),
+    *,
+    reference: TargetPrototype | None = None,
+    prompts: str = "auto",
+    prior: PriorSettings | None = None,
+    **generator_options: Any,
+) -> tuple[list[SegmentTask], list[str]]:
+    """One task per adapter (loaded into ``predictor``), or one base-decoder task for a reference.
+
+    Each adapter's prompts come from ``reference`` if given, else from the ``prototype.safetensors``
+    beside the adapter; an adapter without one falls back to a grid of clicks (unless ``prompts`` is
+    ``"prior"``, which then raises :class:`~samplm.errors.PrototypeError`), and a note says so.
+
+    Args:
+        predictor: receives the adapters.
+        adapters: adapter directories, files, Hub ids or short names.
+        reference: a one-shot prototype (:func:`~.prototype_fitting.fit_prototype`); without adapters,
+            one task decodes it with the base decoder (PerSAM's training-free setting).
+        prompts, prior, generator_options: for each :class:`AdapterMaskGenerator`.
+
+    Returns:
+        ``(tasks, notes)``: the tasks and one line per adapter that fell back to a grid.
+    """
+    if not adapters and reference is None:
+        raise ValueError("nothing to segment: give adapters (--adapter), or a reference image and mask")
+    options = {"prompts": prompts, "prior": prior, **generator_options}
+    if not adapters:
+        generator = AdapterMaskGenerator(predictor, prototype=reference, **options)
+        return [SegmentTask(reference.task or "reference", None, generator)], []
+    tasks, notes = [], []
+    for spec in adapters:
+        resolved = resolve_adapter(spec)
+        adapter = PromptAdapter.from_files(resolved)
+        name = _free_name(adapter.task, predictor.adapters)
+        predictor.load_adapter(adapter, adapter_name=name)
+        prototype = reference
+        if prototype is None and resolved.prototype is not None:
+            prototype = TargetPrototype.load(resolved.prototype)
+        if prototype is None and prompts == "prior":
+            raise PrototypeError(
+                resolved.weights.parent,
+                f"adapter {name!r} has no {PROTOTYPE_NAME}: write one with `samplm fit-prototype`, or use "
+                "grid prompts (--prompts grid)",
+            )
+        if prototype is None:
+            notes.append(
+                f"adapter {name!r} ({resolved.source}) has no {PROTOTYPE_NAME}: segmenting with a grid of "
+                "clicks (class-agnostic, scored by predicted IoU); write one with `samplm fit-prototype`"
+            )
+        tasks.append(SegmentTask(name, name, AdapterMaskGenerator(predictor, prototype=prototype, **options)))
+    return tasks, notes
+
+
+def _free_name(task: str, taken: Sequence[str]) -> str:
+    """``task``, or ``task#2``, ``task#3``, ... : the first name not in ``taken``."""
+    name, number = task, 1
+    while name in taken:
+        number += 1
+        name = f"{task}#{number}"
+    return name
+
+
+def segment_images(
+    predictor: CustomSamPredictor,
+    tasks: Sequence[SegmentTask],
+    images: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    overlays: bool = True,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> SegmentSummary:
+    """Find every instance of every task in ``images``; write COCO results, overlays and a summary.
+
+    Args:
+        predictor: holds the SAM and the tasks' adapters.
+        tasks: the categories (ids 1, 2, ... in this order).
+        images: image files; their order fixes the image ids.
+        out: output directory (see the module docstring).
+        overlays: write a PNG overlay per image.
+        progress: show a progress bar.
+        max_pixels: skip (and count) images of more pixels than this, read from the header before any
+            pixel is decoded; ``None``: no limit but Pillow's decompression-bomb check.
+
+    Returns:
+        A :class:`SegmentSummary`.
+    """
+    if not tasks:
+        raise ValueError("segment_images needs at least one task")
+    out = Path(out)
+    signature = json.loads(json.dumps([task.signature() for task in tasks]))  # as stored (lists, not tuples)
+    summary = SegmentSummary(images=len(images), prompts={t.name: t.generator.prompts for t in tasks})
+    seconds, finished = 0.0, {}  # image id -> its current results (resumed or made now)
+    for image_id, path in enumerate(
+        progress_bar(images, desc="segmenting", unit="img", disable=not progress), 1
+    ):
+        record_file, start = out / "per_image" / f"{image_id:06d}.json", time.perf_counter()
+        try:
+            digest = _file_digest(path)
+            entry = _finished(record_file, Path(path), digest, signature)
+            resumed = entry is not None
+            if entry is None:
+                overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
+                entry = _segment_file(predictor, tasks, Path(path), max_pixels, overlay)
+                entry.update(sha256=digest, tasks=signature)
+                atomic_write_text(record_file, json.dumps(entry))
+                seconds += time.perf_counter() - start
+        except DataError as exc:
+            summary.failed[os.fspath(path)] = first_line(exc)
+            continue
+        finished[image_id] = entry
+        summary.resumed += resumed
+        summary.segmented += not resumed
+    summary.seconds_per_image = seconds / max(summary.segmented, 1)
+    _write_results(out, finished, tasks, summary)
+    return summary
+
+
+def _segment_file(
+    predictor: CustomSamPredictor,
+    tasks: Sequence[SegmentTask],
+    path: Path,
+    max_pixels: int | None,
+    overlay: Path | None,
+) -> dict[str, Any]:
+    """One image file's per-image entry (``file_name``, ``height``, ``width`` and ``masks``: one list of
+    records per task), its overlay written to ``overlay`` unless ``None``.
+
+    Raises:
+        DataError: the image cannot be read, has more than ``max_pixels``, or cannot be resized to SAM's
+            input (names the file and the image's shape).
+    """
+    image = load_image(path, max_pixels=max_pixels)
+    try:
+        found = [_segment_one(predictor, task, image) for task in tasks]
+    except ImageError as exc:
+        raise DataError(path, f"cannot be segmented: {first_line(exc)}") from exc
+    if overlay is not None:
+        _write_overlay(overlay, image, found)
+    return {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1], "masks": found}
+
+
+def _file_digest(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of an image file's bytes (what resuming is keyed by); :class:`DataError` if unreadable."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from exc
+
+
+def _overlay_name(image_id: int, path: str | os.PathLike[str]) -> str:
+    """``000012_<stem>.png``, the stem cut to 100 bytes of UTF-8 so that the name stays within the file
+    system's 255 bytes whatever the image's name."""
+    stem = os.fsencode(Path(path).stem)[:100].decode("utf-8", "ignore")
+    return f"{image_id:06d}_{stem}.png"
+
+
+def _segment_one(predictor: CustomSamPredictor, task: SegmentTask, image: np.ndarray) -> list[dict[str, Any]]:
+    """The task's masks in one image as JSON-ready records (COCO RLE, best first)."""
+    with predictor.use_adapter(task.adapter_name):
+        records = task.generator.generate(image)
+    return [
+        {
+            "segmentation": to_coco_rle(r["segmentation"]),
+            "bbox": [float(v) for v in r["bbox"]],
+            "area": int(r["area"]),
+            "score": r["score"],
+            "predicted_iou": r["predicted_iou"],
+            "similarity": r["similarity"],
+            "point_coords": r["point_coords"],
+        }
+        for r in records
+    ]
+
+
+def _digest_state(adapter: PromptAdapter) -> str:
+    """A digest of an in-memory adapter's weights (one loaded from files has ``weights_sha256``)."""
+    digest = hashlib.blake2b(digest_size=16)
+    update_with_state(digest, adapter.state_dict(), values=lambda tensor: tensor.float())
+    return digest.hexdigest()
+
+
+def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
+    """A mask (``H x W`` bool, or an RLE from ``AdapterMaskGenerator``) as COCO's compressed RLE with a
+    ``str`` counts field (JSON-ready)."""
+    if isinstance(segmentation, dict):
+        if isinstance(segmentation["counts"], str):
+            return segmentation
+        h, w = segmentation["size"]
+        rle = mask_utils.frPyObjects(segmentation, h, w)
+    else:
+        rle = mask_utils.encode(np.asfortranarray(segmentation.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _finished(
+    record_file: Path, path: Path, digest: str, signature: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """This image's stored results if a run wrote them for the same file name and content (``digest``,
+    the SHA-256 of its bytes) with the same tasks and settings, else ``None``."""
+    try:
+        entry = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    current = isinstance(entry, dict) and entry.get("file_name") == os.fspath(path)
+    return entry if current and entry.get("sha256") == digest and entry.get("tasks") == signature else None
+
+
+def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any]]]) -> None:
+    """The image with each category's masks filled (alpha 0.45) and outlined in its colour."""
+    canvas = image.astype(np.float32)
+    outlines = []
+    for index, records in enumerate(found):
+        colour = np.array(PALETTE[index % len(PALETTE)], np.float32)
+        for record in reversed(records):  # best drawn last, on top
+            mask = mask_utils.decode(record["segmentation"]).astype(bool)
+            canvas[mask] = 0.55 * canvas[mask] + 0.45 * colour
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            outlines.append((contours, tuple(int(c) for c in colour)))
+    drawn = np.ascontiguousarray(canvas.clip(0, 255).astype(np.uint8))
+    for contours, colour in outlines:
+        cv2.drawContours(drawn, contours, -1, colour, max(1, round(max(image.shape[:2]) / 400)))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    if ok:
+        atomic_write(path, lambda tmp: tmp.write_bytes(png.tobytes()))
+
+
+def _write_results(
+    out: Path, finished: dict[int, dict[str, Any]], tasks: Sequence[SegmentTask], summary: SegmentSummary
+) -> None:
+    """Gather the current results of every finished image (``{image id: per-image entry}``, made now or
+    resumed) into ``results.json``, ``images.json`` and ``summary.json``."""
+    results, entries = [], []
+    for image_id, entry in sorted(finished.items()):
+        entries.append({"id": image_id, **{k: entry[k] for k in ("file_name", "height", "width")}})
+        summary.no_match += not any(entry["masks"])
+        for category_id, records in enumerate(entry["masks"], 1):
+            results += [{"image_id": image_id, "category_id": category_id, **r} for r in records]
+    summary.masks = len(results)
+    categories = [{"id": i, "name": t.name} for i, t in enumerate(tasks, 1)]
+    atomic_write_text(out / "results.json", json.dumps(results))
+    atomic_write_text(
+        out / "images.json", json.dumps({"images": entries, "categories": categories}, indent=1)
+    )
+    atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=1))
