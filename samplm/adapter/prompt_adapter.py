@@ -1,13 +1,16 @@
-"""``PromptAdapter``: the trainable part of a task (PLM, optionally PMM) and its files.
+"""``PromptAdapter``: the trainable part of a task (PLM, optionally PMM) and the one owner of its folder.
 
 An adapter is a directory::
 
     adapter_config.json         # AdapterConfig (format, task, hyper-parameters, base fingerprint, ...)
     adapter_model.safetensors   # weights: "plm.*" (and "pmm.*"); the config is also in its header
     README.md                   # model card with YAML front matter
+    prototype.safetensors       # optional: the task's TargetPrototype, for click-free segmentation
 
-Loading never unpickles anything and is strict: any problem raises
-:class:`~samplm.errors.AdapterFormatError` naming the file.
+:class:`PromptAdapter` saves, loads (local, Hub or short name, through :mod:`samplm.adapter.hub`),
+pushes and verifies all four files; no other module reads or writes them. Loading never unpickles
+anything and is strict: any problem raises :class:`~samplm.errors.AdapterFormatError` (or
+:class:`~samplm.errors.PrototypeError` for the prototype) naming the file.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .config import AdapterConfig, BaseModelInfo
 from .hub import ResolvedAdapter, resolve_adapter, upload_adapter_folder
 from .plm import PromptLearningModule
 from .pmm import PointMatchingModule
+from .prototype import TargetPrototype
 
 #: Float dtypes an adapter's weights may be stored and loaded in.
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -55,11 +59,18 @@ class PromptAdapter(nn.Module):
 
     Args:
         config: hyper-parameters and metadata; defaults to the paper's PLM-only design.
+
+    Attributes:
+        prototype: the task's :class:`~samplm.adapter.prototype.TargetPrototype` (``prototype.safetensors``
+            in the folder), or ``None``; saved and pushed with the adapter when set.
+        source: where a loaded adapter came from (``"local directory ..."``, a Hub repo), else ``None``.
     """
 
     def __init__(self, config: AdapterConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else AdapterConfig()
+        self.prototype: TargetPrototype | None = None
+        self.source: str | None = None
         self.plm = PromptLearningModule(**dataclasses.asdict(self.config.plm))
         self.pmm: PointMatchingModule | None = (
             PointMatchingModule(**dataclasses.asdict(self.config.pmm))
@@ -129,7 +140,8 @@ class PromptAdapter(nn.Module):
 
     @classmethod
     def from_files(cls, resolved: ResolvedAdapter) -> PromptAdapter:
-        """Build an adapter from resolved local files, validating everything."""
+        """Build an adapter from resolved local files, validating everything (the weights against the
+        config's SHA-256, the tensors against the config, the prototype's header and values)."""
         weights_path = resolved.weights
         read = _read_config(resolved.config) if resolved.config is not None else None
         if read is not None and read.config.weights_sha256 is not None:
@@ -151,6 +163,9 @@ class PromptAdapter(nn.Module):
         _check_state_dict(adapter.state_dict(), tensors, weights_path)
         adapter.load_state_dict(tensors, strict=True)
         adapter.eval()
+        adapter.source = resolved.source
+        if resolved.prototype is not None:
+            adapter.prototype = TargetPrototype.load(resolved.prototype)
         return adapter
 
     # ------------------------------------------------------------------ properties
@@ -220,10 +235,12 @@ class PromptAdapter(nn.Module):
     def save_pretrained(
         self, save_directory: str | os.PathLike[str], *, model_card: bool = True, repo_id: str | None = None
     ) -> Path:
-        """Write ``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` atomically.
+        """Write ``adapter_config.json``, ``adapter_model.safetensors``, ``README.md`` and, when
+        :attr:`prototype` is set, ``prototype.safetensors``, each atomically.
 
         Weights are stored as float32 on CPU. Each file is written to a temporary name and renamed,
-        so an interrupted save never leaves a half-written file under the final name.
+        so an interrupted save never leaves a half-written file under the final name. Without a
+        prototype, a ``prototype.safetensors`` already in the directory is left as it is.
 
         Returns:
             The directory.
@@ -247,6 +264,8 @@ class PromptAdapter(nn.Module):
 
             card = render_model_card(config, self.num_parameters(), repo_id=repo_id)
             atomic_write_text(directory / MODEL_CARD_NAME, card)
+        if self.prototype is not None:
+            self.prototype.save(directory)
         self.config = config
         return directory
 
@@ -260,7 +279,8 @@ class PromptAdapter(nn.Module):
         commit_message: str | None = None,
         endpoint: str | None = None,
     ) -> str:
-        """Save to a temporary directory and upload the three files to ``repo_id`` (created if needed).
+        """Save to a temporary directory and upload its files (the prototype too, when set) to ``repo_id``
+        (created if needed).
 
         Returns:
             The URL of the commit.

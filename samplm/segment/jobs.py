@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..adapter.hub import resolve_adapter
 from ..adapter.prompt_adapter import PromptAdapter
 from ..adapter.prototype import TargetPrototype
 from ..constants import PROTOTYPE_NAME
@@ -147,22 +146,19 @@ def make_tasks(
         return [SegmentTask(reference.task or "reference", None, generator)], []
     tasks, notes = [], []
     for spec in adapters:
-        resolved = resolve_adapter(spec)
-        adapter = PromptAdapter.from_files(resolved)
+        adapter = PromptAdapter.load(spec)
         name = _free_name(adapter.task, predictor.adapters)
         predictor.load_adapter(adapter, adapter_name=name)
-        prototype = reference
-        if prototype is None and resolved.prototype is not None:
-            prototype = TargetPrototype.load(resolved.prototype)
+        prototype = reference if reference is not None else adapter.prototype
         if prototype is None and prompts == "prior":
             raise PrototypeError(
-                resolved.weights.parent,
+                spec,
                 f"adapter {name!r} has no {PROTOTYPE_NAME}: write one with `samplm fit-prototype`, or use "
                 "grid prompts (--prompts grid)",
             )
         if prototype is None:
             notes.append(
-                f"adapter {name!r} ({resolved.source}) has no {PROTOTYPE_NAME}: segmenting with a grid of "
+                f"adapter {name!r} ({adapter.source}) has no {PROTOTYPE_NAME}: segmenting with a grid of "
                 "clicks (class-agnostic, scored by predicted IoU); write one with `samplm fit-prototype`"
             )
         tasks.append(SegmentTask(name, name, AdapterMaskGenerator(predictor, prototype=prototype, **options)))
