@@ -244,20 +244,36 @@ def evaluate(
             if not gt.any():
                 skipped["empty ground-truth mask"] += 1
                 continue
-            prompts = predictor.prompt_for(gt, prompt)
-            preds = predictor.predict(entry, prompts, gt)
-            record = InstanceResult(inst.instance_id, inst.category, str(image_path), prompts)
-            for method in methods:
-                record.iou[method] = iou(preds[method].mask, gt)
-                record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
-                if method.kind != "oracle":
-                    coco[method].append((gt, preds[method].mask, preds[method].score, inst.category))
+            record = _score_instance(predictor, methods, entry, inst, gt, prompt, dilation_ratio, coco)
             results.append(record)
             bar.update(1)
     bar.close()
     miou = {m: mean_by_class((r.category, r.iou[m]) for r in results) for m in methods}
     biou = {m: mean_by_class((r.category, r.biou[m]) for r in results) for m in methods}
     return EvalResult(methods, results, miou, biou, _coco_ap(coco), dict(skipped), samf)
+
+
+def _score_instance(
+    predictor: InstancePredictor,
+    methods: list[Method],
+    entry: CachedEmbedding,
+    inst: Instance,
+    gt: np.ndarray,
+    prompt: str,
+    dilation_ratio: float,
+    coco: dict[Method, list[Any]],
+) -> InstanceResult:
+    """Every method's IoU and boundary IoU on one instance (``gt``: ``H x W`` bool at the original
+    size); its masks and scores are appended to ``coco`` for the AP figures (not the oracles')."""
+    prompts = predictor.prompt_for(gt, prompt)
+    preds = predictor.predict(entry, prompts, gt)
+    record = InstanceResult(inst.instance_id, inst.category, str(inst.image_path), prompts)
+    for method in methods:
+        record.iou[method] = iou(preds[method].mask, gt)
+        record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
+        if method.kind != "oracle":
+            coco[method].append((gt, preds[method].mask, preds[method].score, inst.category))
+    return record
 
 
 def _coco_ap(rows_by_method: dict[Method, list[tuple]]) -> dict[str, dict[str, float]]:
