@@ -35,8 +35,9 @@ from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import load_image, read_mask_folder
 from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
+from samplm.train.run import new_adapter
 from samplm.train.settings import TrainConfig
-from samplm.train.trainer import StepModel, _new_adapter, freeze
+from samplm.train.step_model import StepModel, freeze
 from samplm.train.training_set import TrainingSet
 
 
@@ -106,7 +107,7 @@ def main() -> None:
         decoder_only = freeze(build_sam_without_image_encoder(args.model_type, state_dict=full.state_dict()))
         train_set = TrainingSet(dataset, cache, decoder_only, num_points=20, progress=False)
         config = TrainConfig(batch_size=args.images)
-        adapter = _new_adapter(AdapterConfig(), config).to(args.device)
+        adapter = new_adapter(AdapterConfig(), config).to(args.device)
         optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5)
         sampler = PromptSampler()
         rng = np.random.default_rng(0)

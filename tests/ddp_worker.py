@@ -14,7 +14,8 @@ from samplm.base import build_small_vit_sam
 from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.train.settings import TrainConfig
-from samplm.train.trainer import StepModel, train
+from samplm.train.step_model import StepModel
+from samplm.train.trainer import train
 from samplm.train.training_set import TrainingSet
 
 

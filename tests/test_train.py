@@ -14,8 +14,10 @@ from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prom
 from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
 from samplm.train.losses import mask_iou
+from samplm.train.run import new_adapter
 from samplm.train.settings import TrainConfig
-from samplm.train.trainer import StepModel, _new_adapter, freeze, train
+from samplm.train.step_model import StepModel, freeze
+from samplm.train.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_gradients_reach_only_plm_and_pmm(tiny_sam, task):
     train_set, _ = task
     sam = freeze(copy.deepcopy(tiny_sam))
     config = _config()
-    adapter = _new_adapter(AdapterConfig(), config)
+    adapter = new_adapter(AdapterConfig(), config)
     with torch.no_grad():
         adapter.plm.norm_out.weight.fill_(0.5)  # past step 0, so gradient reaches every PLM weight
     sampler = PromptSampler()
@@ -114,7 +116,7 @@ def test_score_offsets_learn_the_iou_heads_mean_error_per_output(tiny_sam, task)
     train_set, _ = task
     sam = freeze(copy.deepcopy(tiny_sam))
     config = _config(multimask="min", use_pmm=False)
-    adapter = _new_adapter(AdapterConfig(), config)
+    adapter = new_adapter(AdapterConfig(), config)
     # The loss is quadratic in the offsets (Hessian 2 / 3 per output): plain SGD converges geometrically.
     optimizer = torch.optim.SGD([adapter.plm.score_offset], lr=1.0)
     batch = build_batch(
@@ -144,7 +146,7 @@ def test_loss_decreases_on_a_fixed_batch(tiny_sam, task):
     sam = freeze(copy.deepcopy(tiny_sam))
     config = _config()
     torch.manual_seed(0)
-    adapter = _new_adapter(AdapterConfig(), config)
+    adapter = new_adapter(AdapterConfig(), config)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-2)
     items = train_set.items[:3]
     history = []

@@ -25,8 +25,10 @@ from samplm.errors import (
     RunLockedError,
     SamplmError,
 )
-from samplm.train import trainer
-from samplm.train.trainer import _export, _new_adapter, train
+from samplm.train import checkpoints, trainer
+from samplm.train.outputs import export_adapter
+from samplm.train.run import new_adapter
+from samplm.train.trainer import train
 from samplm.utils.files import lock_directory
 
 _config = test_train._config
@@ -83,17 +85,17 @@ def test_damaged_checkpoint_fails_with_one_clear_error(run_dir, tiny_sam, task, 
 
 
 def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(run_dir, tiny_sam, task, monkeypatch):
-    original = trainer.atomic_write
+    original = checkpoints.atomic_write
 
     def crash_on_checkpoint(path, write):
         if path.name == "last.pt":
             raise OSError("disk full")  # after the checksum file was updated, before the rename
         return original(path, write)
 
-    monkeypatch.setattr(trainer, "atomic_write", crash_on_checkpoint)
+    monkeypatch.setattr(checkpoints, "atomic_write", crash_on_checkpoint)
     with pytest.raises(OSError, match="disk full"):
         _train(tiny_sam, task, run_dir)
-    monkeypatch.setattr(trainer, "atomic_write", original)
+    monkeypatch.setattr(checkpoints, "atomic_write", original)
     assert _train(tiny_sam, task, run_dir).steps == 6  # resumed from the step-3 checkpoint
     assert _steps(run_dir) == [1, 2, 3, 4, 5, 6]
 
@@ -195,9 +197,9 @@ def test_non_finite_loss_stops_naming_the_batch_images(tmp_path, tiny_sam, task,
 
 
 def test_non_finite_adapter_is_never_exported(tmp_path):
-    adapter = _new_adapter(AdapterConfig(), _config())
+    adapter = new_adapter(AdapterConfig(), _config())
     with torch.no_grad():
         adapter.plm.norm_out.weight[3] = float("inf")
     with pytest.raises(NonFiniteError, match=r"step 7.*plm\.norm_out\.weight"):
-        _export(adapter, tmp_path, {"step": 7})
+        export_adapter(adapter, tmp_path, {"step": 7})
     assert not (tmp_path / "adapter").exists()

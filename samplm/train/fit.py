@@ -29,10 +29,11 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset
 from ..eval.samf import train_samf
-from ..segment.prototype_fitting import training_prototype
 from .judge import Judgement, candidate_adapter
+from .metrics_log import METRICS_NAME
+from .outputs import ADAPTER_DIRNAME, export_adapter, write_prototype
 from .settings import TrainConfig
-from .trainer import ADAPTER_DIRNAME, METRICS_NAME, TrainResult, _export, train
+from .trainer import TrainResult, train
 from .training_set import TrainingSet
 
 #: Below this many images, validation is k-fold over all of them rather than one held-out share. On 30
@@ -186,9 +187,9 @@ def _make_winner(
         adapter = candidate_adapter(template.to(device), samf)
         steps, last = 0, adapter
     metrics = {**judgement.metrics(), "step": steps}
-    _export(adapter, out, metrics, judgement.line())
+    export_adapter(adapter, out, metrics, judgement.line())
     if judgement.selected != "trained":  # a training run writes its own
-        training_prototype(all_set, adapter.task).save(out / ADAPTER_DIRNAME)
+        write_prototype(all_set, adapter.task, out / ADAPTER_DIRNAME)
     if progress:
         print(judgement.line(), flush=True)
     adapter_dir = out / ADAPTER_DIRNAME

@@ -1,0 +1,100 @@
+"""A run's validation: centre-click mIoU, the candidates judged before training, and each validation of
+the trained adapter against them (:mod:`samplm.train.judge`), the winner exported
+(:mod:`samplm.train.outputs`). Only the main process validates; early stopping is agreed by all.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from ..adapter.prompt_adapter import PromptAdapter
+from ..prompts.center_click import decode_center_click
+from .judge import Judgement, judge_baselines
+from .losses import mask_iou
+from .metrics_log import MetricsLog, metrics_log
+from .outputs import export_adapter
+from .run import TrainingRun
+from .training_set import TrainingSet
+
+
+@torch.no_grad()
+def evaluate_center_miou(
+    sam: Sam, adapter: PromptAdapter, data: TrainingSet, max_instances: int | None = None
+) -> float:
+    """Mean IoU at low resolution with one click at each mask's centre, top-confidence mask.
+
+    Each instance's ``1 x C x L x L`` low-res logits (``C`` = 3) are decoded on its
+    ``1 x 256 x h x w`` embedding; the mask the IoU head ranks first is scored against the ``L x L``
+    target. ``max_instances``: the first that many instances (``None``: all).
+    """
+    was_training = adapter.training
+    adapter.eval()
+    device = next(adapter.parameters()).device
+    ious = []
+    for item in data.items[: max_instances or None]:
+        output = decode_center_click(
+            sam, data.embedding(item).to(device), item.target.low_res, plm=adapter.plm
+        )
+        logits = output.low_res_logits[0, output.iou_predictions.argmax(dim=1)]
+        target = torch.as_tensor(item.target.low_res, device=device)[None].float()
+        ious.append(float(mask_iou(logits.float(), target)))
+    adapter.train(was_training)
+    return float(np.mean(ious)) if ious else 0.0
+
+
+def judge_candidates(run: TrainingRun) -> None:
+    """Before the first step (or on resuming a run that has none): validate plain SAM and SAM-F and
+    export the better, unless an adapter the run already exported validated better (see :mod:`.judge`)."""
+    if run.procs.is_main:
+        validate = functools.partial(
+            evaluate_center_miou, run.sam, data=run.val_set, max_instances=run.config.val_max_instances
+        )
+        where = f"validation split, {min(len(run.val_set), run.config.val_max_instances)} instances"
+        judgement, candidates = judge_baselines(
+            run.sam, run.adapter, run.train_set, validate, seed=run.config.seed, validation=where
+        )
+        if math.isfinite(run.state["best"]):  # a checkpoint from before judgements: its best competes
+            judgement.consider(run.state["best"], int(run.state["best_metrics"].get("step", 0)))
+        record_judgement(run, judgement)
+        if judgement.selected in candidates:
+            export_adapter(candidates[judgement.selected], run.out, run.state["best_metrics"])
+        with metrics_log(run.out) as log:
+            log.write({"step": 0, "val_miou_sam": judgement.sam, "val_miou_samf": judgement.samf})
+    run.procs.wait()
+
+
+def record_judgement(run: TrainingRun, judgement: Judgement) -> None:
+    """Keep ``judgement`` in the loop state with the exported candidate's figure and metrics (``step``:
+    the trained adapter's validation step, 0 for plain SAM and SAM-F)."""
+    step = judgement.trained_step if judgement.selected == "trained" else 0
+    run.state["judgement"] = judgement
+    run.state["best"] = judgement.best
+    run.state["best_metrics"] = {**judgement.metrics(), "step": step}
+
+
+def validate(run: TrainingRun, log: MetricsLog | None, bar: Any) -> None:
+    """Centre-click validation on the main process (``log``: its metrics, ``None`` on the others): a
+    candidate better than every other so far is exported; ``patience`` validations without a better
+    trained adapter stop the run (every process)."""
+    step, patience = run.state["step"], run.config.patience
+    stop = 0.0
+    if run.procs.is_main:
+        miou = evaluate_center_miou(run.sam, run.adapter, run.val_set, run.config.val_max_instances)
+        log.write({"step": step, "val_miou": round(miou, 6)})
+        bar.write(f"step {step}: val mIoU (centre click, low-res) {miou:.4f}")
+        judgement = run.state["judgement"]
+        run.state["stale"] = 0 if miou > judgement.trained else run.state["stale"] + 1
+        selected = judgement.consider(miou, step)
+        record_judgement(run, judgement)
+        if selected:
+            export_adapter(run.adapter, run.out, run.state["best_metrics"])
+        stop = float(bool(patience) and run.state["stale"] >= patience)
+    run.state["stopped"] = run.procs.mean({"stop": stop})["stop"] > 0
+    if run.state["stopped"] and run.procs.is_main:
+        bar.write(f"step {step}: no better validation in {patience} validations; stopping early")
