@@ -1,8 +1,9 @@
 """What a run leaves for use: the chosen adapter in ``out/adapter`` and the prototype beside it.
 
 :func:`export_adapter` writes an adapter (refusing non-finite weights) with its metrics and how it was
-chosen; :func:`finish_run` is a run's last export; :func:`write_prototype` is the one place that writes
-``prototype.safetensors`` (the training masks' mean embedding, for ``samplm segment``).
+chosen; :func:`finish_run` is a run's last export; :func:`write_prototype` adds the prototype
+(``prototype.safetensors``: the training masks' mean embedding, for ``samplm segment``) through
+:class:`PromptAdapter`.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def export_adapter(
 
 
 def write_prototype(train_set: TrainingSet, task: str, adapter_dir: Path) -> None:
-    """Write ``adapter_dir/prototype.safetensors``: the mean embedding under ``train_set``'s masks,
-    recorded for ``task``."""
-    training_prototype(train_set, task).save(adapter_dir)
+    """Give the adapter saved in ``adapter_dir`` its prototype (the mean embedding under ``train_set``'s
+    masks, recorded for ``task``) and save it again through :class:`PromptAdapter`, the folder's owner."""
+    adapter = PromptAdapter.load(adapter_dir)
+    adapter.prototype = training_prototype(train_set, task)
+    adapter.save_pretrained(adapter_dir)
 
 
 def finish_run(run: TrainingRun, progress: bool) -> None:
