@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import samplm.decoder.predictor
+import samplm.decoder.predict_many
 from samplm import CustomSamPredictor, UnknownAdapterError
 from samplm.adapter.config import PMMConfig
 from samplm.decoder.decode import decode_with_adapters
@@ -100,7 +100,7 @@ def test_refine_gives_predict_refined_masks_for_adapters_with_a_pmm(
     predictor, adapter_factory, monkeypatch, cells
 ):
     if cells is not None:
-        monkeypatch.setattr(samplm.decoder.predictor, "CPU_DECODER_CELLS", cells)
+        monkeypatch.setattr(samplm.decoder.predict_many, "CPU_DECODER_CELLS", cells)
         assert predictor._adapter_chunk() == 1
     predictor.load_adapter(adapter_factory("skin", seed=7, pmm=PMMConfig(num_points=12)))
     click = PROMPTS["point"]

@@ -3,15 +3,22 @@
 The image encoder runs once per ``set_image``; switching adapters only changes the prompt tokens
 given to the frozen decoder. Nothing in ``segment_anything`` or the shared ``Sam`` object is
 modified, so other predictors on the same ``Sam`` are unaffected.
+
+The predictor holds two plain objects and composes the ``SamPredictor`` API from them:
+:class:`~samplm.decoder.adapters.AdapterRegistry` (the named adapters, which one is active) and
+:class:`~samplm.decoder.image_state.ImageState` (which pixels made the embedding, the encoder key, each
+adapter's per-image context). Several adapters at once are in :mod:`samplm.decoder.predict_many`, the
+forward path in :mod:`samplm.decoder.decode`, PMM refinement in :mod:`samplm.refine.polygons`.
+
+Frames: ``predict`` / ``predict_many`` / ``predict_refined`` take XY pixels and XYXY boxes in the original
+image (``H x W``); ``predict_torch`` / ``decode`` take them in SAM's resized input frame (``H' x W'``, after
+``ResizeLongestSide``); low-res logits are ``4h x 4w`` (SAM: 256 x 256) over the padded input square.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import os
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,27 +28,16 @@ from numpy.typing import ArrayLike
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from ..adapter import ImageContext
-from ..adapter.prompt_adapter import PromptAdapter, check_finite
-from ..cache.embeddings import sam_encoder_key
-from ..errors import (
-    AdapterNameError,
-    AdapterOutputError,
-    ImageError,
-    ImageNotSetError,
-    SamplmError,
-    UnknownAdapterError,
-)
+from ..adapter.prompt_adapter import PromptAdapter
+from ..errors import ImageError, ImageNotSetError, SamplmError
 from ..prompts.validation import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
-from ..utils.checks import shown
-from ..utils.fingerprint import sam_fingerprint, value_bytes
-from .decode import DecoderOutput, decode_prompts, decode_with_adapters
+from . import predict_many as many
+from .adapters import AdapterRegistry, require_finite_outputs
+from .decode import DecoderOutput, decode_prompts
+from .image_state import ImageState, check_resizable, checked_embedding, image_digest
 
 if TYPE_CHECKING:
     from ..refine.polygons import RefinedMask
-
-# Image-side cells per decoder call in predict_many on a CPU (two of SAM's 64 x 64 grids).
-CPU_DECODER_CELLS = 2 * 64 * 64
 
 
 class CustomSamPredictor(SamPredictor):
@@ -66,14 +62,8 @@ class CustomSamPredictor(SamPredictor):
     """
 
     def __init__(self, sam_model: Sam, *, strict: bool = False) -> None:
-        self._adapters: dict[str, PromptAdapter] = {}
-        self._active: str | None = None
-        self._disabled_depth = 0
-        self._contexts: dict[str, tuple[tuple[int, ...], ImageContext]] = {}
-        self._fingerprint: str | None = None
-        # (digest of the pixels, the embedding, its version, the image encoder's state) of the last image
-        self._image_state: tuple[str, weakref.ref[torch.Tensor], int | None, tuple[Any, ...]] | None = None
-        self._encoder_key: tuple[tuple[Any, ...], str] | None = None
+        self._adapters = AdapterRegistry(sam_model)
+        self._images = ImageState(sam_model)  # before SamPredictor.__init__, which resets the image
         self.strict = strict
         super().__init__(sam_model)
 
@@ -81,17 +71,16 @@ class CustomSamPredictor(SamPredictor):
     @property
     def adapters(self) -> list[str]:
         """Names of the loaded adapters, in load order."""
-        return list(self._adapters)
+        return self._adapters.names
 
     @property
     def active_adapter(self) -> str | None:
         """Name of the adapter the next prediction uses (``None``: plain SAM)."""
-        return None if self._disabled_depth else self._active
+        return self._adapters.active
 
     def get_adapter(self, adapter_name: str) -> PromptAdapter:
         """The loaded :class:`PromptAdapter` called ``adapter_name``."""
-        self._require(adapter_name)
-        return self._adapters[adapter_name]
+        return self._adapters.get(adapter_name)
 
     def load_adapter(
         self,
@@ -128,80 +117,44 @@ class CustomSamPredictor(SamPredictor):
                 by :meth:`PromptAdapter.load`).
             AdapterNameError: ``adapter_name`` is given but is not a non-empty string.
         """
-        if adapter_name is not None:
-            check_adapter_name(adapter_name)
-        if isinstance(adapter, PromptAdapter):
-            if load_kwargs:
-                raise TypeError(f"load options {sorted(load_kwargs)} only apply when loading by name")
-            check_finite(adapter.state_dict(), f"adapter {adapter.task!r} (in memory)")
-            module = copy.deepcopy(adapter)
-        else:
-            module = PromptAdapter.load(adapter, **load_kwargs)
-        name = check_adapter_name(adapter_name if adapter_name is not None else module.task)
-        if name in self._adapters and not replace:
-            raise ValueError(f"an adapter named {name!r} is already loaded; pass replace=True to replace it")
-        if self._fingerprint is None:
-            self._fingerprint = sam_fingerprint(self.model)
-        module.check_compatible(
-            self.model, strict=self.strict if strict is None else strict, fingerprint=self._fingerprint
+        name = self._adapters.add(
+            adapter,
+            adapter_name,
+            activate=activate,
+            replace=replace,
+            strict=self.strict if strict is None else strict,
+            load_kwargs=load_kwargs,
         )
-        module.eval().requires_grad_(False)
-        self._adapters[name] = module
-        self._contexts.pop(name, None)
-        self._placed(name)
-        if activate or (activate is None and self._active is None):
-            self._active = name
+        self._images.forget_context(name)  # (a replaced adapter's context)
         return name
 
     def set_adapter(self, adapter_name: str) -> None:
         """Make a loaded adapter active. Costs no recomputation of the image embedding."""
-        self._require(adapter_name)
-        self._active = adapter_name
+        self._adapters.activate(adapter_name)
 
     def delete_adapter(self, adapter_name: str) -> None:
         """Unload an adapter; if it was active, plain SAM is used until another is set."""
-        self._require(adapter_name)
-        del self._adapters[adapter_name]
-        self._contexts.pop(adapter_name, None)
-        if self._active == adapter_name:
-            self._active = None
+        self._adapters.remove(adapter_name)
+        self._images.forget_context(adapter_name)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
         """Context manager: predictions inside it use plain SAM (nestable, exception-safe)."""
-        self._disabled_depth += 1
-        try:
+        with self._adapters.disabled():
             yield
-        finally:
-            self._disabled_depth -= 1
 
     @contextlib.contextmanager
     def use_adapter(self, adapter_name: str | None) -> Iterator[None]:
         """Context manager: predictions inside it use ``adapter_name`` (``None``: plain SAM); the
         previously active adapter (and any :meth:`disable_adapter`) is restored on exit."""
-        if adapter_name is not None:
-            self._require(adapter_name)
-        state = (self._active, self._disabled_depth)
-        self._active, self._disabled_depth = adapter_name, 0
-        try:
+        with self._adapters.using(adapter_name):
             yield
-        finally:
-            previous = state[0] if state[0] in self._adapters else None  # (unless deleted meanwhile)
-            self._active, self._disabled_depth = previous, state[1]
-
-    def _require(self, adapter_name: str) -> str:
-        if check_adapter_name(adapter_name) not in self._adapters:
-            raise UnknownAdapterError(adapter_name, self.adapters)
-        return adapter_name
 
     def _placed(self, name: str) -> PromptAdapter:
         """The adapter ``name``, moved to the SAM's current device and dtype if the SAM moved since."""
-        adapter = self._adapters[name]
-        reference = next(self.model.mask_decoder.parameters())
-        current = next(adapter.parameters())
-        if (current.device, current.dtype) != (reference.device, reference.dtype):
-            adapter.to(device=reference.device, dtype=reference.dtype)
-            self._contexts.pop(name, None)
+        adapter, moved = self._adapters.place(name)
+        if moved:
+            self._images.forget_context(name)
         return adapter
 
     # ------------------------------------------------------------------ image state
@@ -225,56 +178,22 @@ class CustomSamPredictor(SamPredictor):
         if image_format not in ("RGB", "BGR"):
             raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         pixels = as_rgb_uint8(image)
-        self._check_resizable(pixels.shape[:2])
-        digest = _image_digest(pixels, image_format)
-        if self._holds(digest):
+        check_resizable(self.transform, pixels.shape[:2])
+        digest = image_digest(pixels, image_format)
+        if self._images.holds(digest, self.features if self.is_image_set else None):
             return  # the same pixels, the same encoder: the embedding is still valid
         super().set_image(pixels, image_format)
-        if _version(self.features) is not None:  # (an inference tensor cannot tell if it was changed)
-            self._image_state = (
-                digest,
-                weakref.ref(self.features),
-                _version(self.features),
-                self._encoder_state(),
-            )
-
-    def _check_resizable(self, size: tuple[int, int]) -> None:
-        """Raise :class:`ImageError` naming the ``(H, W)`` of an image whose shorter side rounds to 0 pixels
-        when ``ResizeLongestSide`` scales its longer side to the encoder's input."""
-        target = self.transform.target_length
-        resized = self.transform.get_preprocess_shape(*size, target)
-        if min(resized) < 1:
-            raise ImageError(
-                f"image of shape {size[0]} x {size[1]} (H x W) becomes {resized[0]} x {resized[1]} when "
-                f"resized to SAM's {target} px input: its aspect ratio is too extreme; crop or pad it"
-            )
+        self._images.remember(digest, self.features)
 
     def encoder_key(self) -> str:
         """:func:`~samplm.cache.embeddings.sam_encoder_key` of this SAM (which image encoder and
         preprocessing make the embeddings), computed once while the encoder's weights stay as they are."""
-        state = self._encoder_state()
-        if self._encoder_key is None or self._encoder_key[0] != state:
-            self._encoder_key = (state, sam_encoder_key(self.model))
-        return self._encoder_key[1]
-
-    def _encoder_state(self) -> tuple[Any, ...]:
-        """Where the image encoder's weights are and whether they changed (moved, cast, loaded)."""
-        p = next(self.model.image_encoder.parameters(), None)
-        return (None,) if p is None else (p.device, p.dtype, p.data_ptr(), _version(p))
-
-    def _holds(self, digest: str) -> bool:
-        """Whether the current embedding was computed from an image with this digest by the current image
-        encoder, and was not changed since."""
-        state, features = self._image_state, self.features if self.is_image_set else None
-        if state is None or features is None or state[0] != digest or state[1]() is not features:
-            return False
-        return state[2] == _version(features) and state[3] == self._encoder_state()
+        return self._images.encoder_key()
 
     def reset_image(self) -> None:
         """Reset the current image and drop the per-image adapter caches."""
         super().reset_image()
-        self._contexts.clear()
-        self._image_state = None
+        self._images.clear()
 
     def set_embedding(
         self,
@@ -294,42 +213,15 @@ class CustomSamPredictor(SamPredictor):
             input_size: ``(H', W')`` after ``ResizeLongestSide`` (default: computed from
                 ``original_size``; when given it must agree).
         """
-        if embedding.dim() == 3:
-            embedding = embedding[None]
-        grid = tuple(self.model.prompt_encoder.image_embedding_size)
-        expected = (1, self.model.prompt_encoder.embed_dim, *grid)
-        if tuple(embedding.shape) != expected:
-            raise ValueError(
-                f"embedding must be {' x '.join(map(str, expected))}, got {tuple(embedding.shape)}"
-            )
-        resized = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
-        if input_size is not None and tuple(input_size) != tuple(resized):
-            raise ValueError(
-                f"input_size {tuple(input_size)} does not match original_size {tuple(original_size)} "
-                f"resized to {self.transform.target_length} ({resized})"
-            )
+        embedding, resized = checked_embedding(
+            self.model, self.transform, embedding, original_size, input_size
+        )
         self.reset_image()
         reference = next(self.model.mask_decoder.parameters())
         self.features = embedding.to(device=reference.device, dtype=reference.dtype)
         self.original_size = tuple(int(v) for v in original_size)
         self.input_size = tuple(int(v) for v in resized)
         self.is_image_set = True
-
-    def _image_context(self, name: str, adapter: PromptAdapter) -> ImageContext:
-        """The PLM's per-image keys/values for the current image, computed once per image and adapter."""
-        projections = (adapter.plm.cross_attn.k_proj, adapter.plm.cross_attn.v_proj)
-        key = (
-            id(self.features),
-            _version(self.features),
-            id(adapter),
-            *(_version(p) for proj in projections for p in proj.parameters()),
-        )
-        cached = self._contexts.get(name)
-        if cached is None or cached[0] != key:
-            context = adapter.plm.image_context(self.features, self.model.prompt_encoder.get_dense_pe())
-            self._contexts[name] = (key, context)
-            return context
-        return cached[1]
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -430,6 +322,10 @@ class CustomSamPredictor(SamPredictor):
         the decoder's image features (what the PMM samples). Choose masks at low resolution, then
         :meth:`upscale_logits` only the chosen ones.
 
+        Returns:
+            A :class:`~samplm.decoder.decode.DecoderOutput`: low-res logits ``B x C x 4h x 4w``, scores
+            ``B x C`` and, with ``features``, image features ``B x 256 x h x w``.
+
         Raises:
             PromptError: a prompt is not a torch tensor.
             AdapterOutputError: the active adapter made the decoder output NaN or infinite logits.
@@ -449,7 +345,7 @@ class CustomSamPredictor(SamPredictor):
             mask_input=mask_input,
             multimask_output=multimask_output,
             plm=adapter.plm if adapter is not None else None,
-            context=self._image_context(name, adapter) if adapter is not None else None,
+            context=self._images.context(name, adapter, self.features) if adapter is not None else None,
             return_image_features=features,
         )
         if adapter is not None:
@@ -495,73 +391,52 @@ class CustomSamPredictor(SamPredictor):
             AdapterOutputError: an adapter made the decoder output NaN or infinite logits.
             SamplmError: ``refine`` with ``return_logits``.
         """
-        if isinstance(adapters, str):
-            raise AdapterNameError(
-                f"predict_many takes a list of adapter names, got the string {shown(adapters)}: pass "
-                f"[{shown(adapters)}]"
-            )
-        try:
-            names = list(self.adapters if adapters is None else adapters)
-        except TypeError as exc:  # a number, or another object that is not a list
-            message = f"predict_many takes a list of adapter names, got {shown(adapters)}"
-            raise AdapterNameError(message) from exc
-        placed = [self._placed(self._require(n)) if n is not None else None for n in names]
+        names = many.adapter_names(adapters, self.adapters)
+        placed = [self._placed(self._adapters.require(n)) if n is not None else None for n in names]
         if refine and return_logits:
             raise SamplmError("predict_many: refine=True returns refined masks, not logits")
         prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)  # checks the image too
         if not names:
             return {}
-        refined = [refine and a is not None and a.pmm is not None for a in placed]
-        output = decode_with_adapters(
+        rows = [self._row(n, a, refine) for n, a in zip(names, placed, strict=True)]
+        return many.answer_rows(
             self.model,
             self.features,
-            [a.plm if a is not None else None for a in placed],
-            [
-                self._image_context(n, a) if a is not None else None
-                for n, a in zip(names, placed, strict=True)
-            ],
-            **prompts,
+            rows,
+            prompts,
             multimask_output=multimask_output,
-            return_image_features=any(refined),
             chunk=self._adapter_chunk(),
+            upscale=lambda low_res: self.upscale_logits(low_res, return_logits),
+            refine=self._refine,
         )
-        masks = self._many_masks(names, placed, output, return_logits, refined)
-        scores, low_res = output.iou_predictions.cpu().numpy(), output.low_res_logits.cpu().numpy()
-        return {name: (masks[i], scores[i], low_res[i]) for i, name in enumerate(names)}
 
-    def _many_masks(
-        self,
-        names: list[str | None],
-        placed: list[PromptAdapter | None],
-        output: DecoderOutput,
-        return_logits: bool,
-        refined: list[bool],
-    ) -> list[np.ndarray]:
-        """:meth:`predict_many`'s ``C x H x W`` masks per row: checked finite (adapter rows, as
-        :meth:`decode` checks them), upscaled one adapter at a time (its ``C`` full-size masks stay in
-        cache, where all ``A x C`` would not), PMM-refined where ``refined[i]``."""
-        masks = []
-        for i, (name, row) in enumerate(zip(names, output.low_res_logits, strict=True)):
-            if name is not None:
-                require_finite_outputs(name, row, output.iou_predictions[i])
-            mask = self.upscale_logits(row[None], return_logits)[0].cpu().numpy()
-            if refined[i]:
-                parts = self._refine(placed[i], mask, output.image_features[i : i + 1])
-                mask = np.stack([r.mask for r in parts])
-            masks.append(mask)
-        return masks
+    def _row(self, name: str | None, adapter: PromptAdapter | None, refine: bool) -> many.AdapterRow:
+        """:meth:`predict_many`'s row of a (placed) adapter on the current image; ``None``: plain SAM."""
+        if name is None or adapter is None:
+            return many.AdapterRow(None, None, None)
+        context = self._images.context(name, adapter, self.features)
+        return many.AdapterRow(name, adapter, context, refine=refine and adapter.pmm is not None)
 
     def _adapter_chunk(self) -> int | None:
-        """Adapters per decoder call in :meth:`predict_many`: all on an accelerator; on a CPU as many as keep
-        the batch's image-side activations near two 64 x 64 grids (2 for SAM, 8 for a 32 x 32 grid)."""
-        if self.device.type != "cpu":
-            return None
-        h, w = self.model.prompt_encoder.image_embedding_size
-        return max(1, CPU_DECODER_CELLS // (h * w))
+        """Adapters per decoder call in :meth:`predict_many` on this SAM and device
+        (:func:`samplm.decoder.predict_many.adapter_chunk`)."""
+        return many.adapter_chunk(self.model, self.device)
 
-    def _torch_prompts(self, point_coords, point_labels, box, mask_input) -> dict[str, torch.Tensor | None]:
+    def _torch_prompts(
+        self,
+        point_coords: ArrayLike | None,
+        point_labels: ArrayLike | None,
+        box: ArrayLike | None,
+        mask_input: ArrayLike | None,
+    ) -> dict[str, torch.Tensor | None]:
         """Original-frame prompts of one instance (numpy arrays or lists), checked, -> batch-of-one
-        tensors in the input frame, converted as ``SamPredictor.predict`` converts them."""
+        tensors in the input frame, converted as ``SamPredictor.predict`` converts them.
+
+        Returns:
+            ``point_coords`` ``1 x N x 2`` float (XY, input frame), ``point_labels`` ``1 x N`` int,
+            ``boxes`` ``1 x 4`` float (XYXY, input frame), ``mask_input`` ``1 x 1 x 4h x 4w`` float;
+            ``None`` where not given.
+        """
         self._require_image()
         coords, labels, boxes, mask = check_numpy_prompts(
             point_coords,
@@ -607,7 +482,7 @@ class CustomSamPredictor(SamPredictor):
         name = self.active_adapter
         if name is None:
             raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
-        adapter = self._adapters[name]
+        adapter = self._adapters.get(name)
         require_pmm(adapter.pmm, f"adapter {name!r}")
         prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
         output = self.decode(**prompts, multimask_output=multimask_output, features=True)
@@ -620,8 +495,8 @@ class CustomSamPredictor(SamPredictor):
     def _refine(
         self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor
     ) -> list[RefinedMask]:
-        """PMM refinement of one prompt's ``C x H x W`` masks (``image_features``: its ``1 x 256 x h x w``
-        decoder features) -> one :class:`samplm.refine.polygons.RefinedMask` per mask."""
+        """PMM refinement of one prompt's ``C x H x W`` masks (original frame; ``image_features``: its
+        ``1 x 256 x h x w`` decoder features) -> one :class:`samplm.refine.polygons.RefinedMask` per mask."""
         from ..refine.polygons import refine_masks
 
         return refine_masks(
@@ -638,35 +513,6 @@ class CustomSamPredictor(SamPredictor):
             raise ImageNotSetError("An image must be set with .set_image(...) before mask prediction.")
 
     def _mask_size(self) -> tuple[int, int]:
+        """``(4h, 4w)``: the size of low-res logits and ``mask_input`` (SAM: 256 x 256)."""
         h, w = self.model.prompt_encoder.image_embedding_size
         return (4 * h, 4 * w)
-
-
-def check_adapter_name(name: Any) -> str:
-    """``name`` if it is a non-empty string, else :class:`AdapterNameError` (one line)."""
-    if not isinstance(name, str) or not name:
-        raise AdapterNameError(f"an adapter name must be a non-empty string, got {shown(name)}")
-    return name
-
-
-def _image_digest(pixels: np.ndarray, image_format: str) -> str:
-    """A short digest of an image's pixels, shape and channel order."""
-    digest = hashlib.blake2b(value_bytes(pixels), digest_size=16)
-    digest.update(f"{pixels.shape}{image_format}".encode())
-    return digest.hexdigest()
-
-
-def require_finite_outputs(name: str, logits: torch.Tensor, scores: torch.Tensor) -> None:
-    """Stop when the adapter ``name`` made the decoder's mask ``logits`` or the ``scores`` NaN or infinite
-    (the one check of adapter outputs: prediction, several-adapter decoding and the ONNX export use it)."""
-    if not (torch.isfinite(logits).all() and torch.isfinite(scores).all()):
-        raise AdapterOutputError(
-            f"adapter {name!r} made SAM's decoder output NaN or infinite mask logits or scores: its weights "
-            "overflow (corrupted, or training diverged); retrain it, or predict without it "
-            "(disable_adapter(), or leave it out of predict_many)"
-        )
-
-
-def _version(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place change counter (``None`` for inference tensors, which have none)."""
-    return None if tensor.is_inference() else tensor._version

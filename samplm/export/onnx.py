@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from ..adapter import PromptLearningModule
 from ..adapter.prompt_adapter import PromptAdapter
 from ..constants import WEB_MANIFEST_NAME
-from ..decoder.predictor import require_finite_outputs
+from ..decoder.adapters import require_finite_outputs
 from ..errors import ConfigError
 from ..utils.checks import shown
 from ..utils.files import atomic_write, atomic_write_text
