@@ -127,14 +127,7 @@ def decode_with_adapters(
         raise ValueError(f"decode_with_adapters answers one prompt; got a batch of {sparse.shape[0]}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of adapters per decoder call, got {chunk}")
-    stacked = torch.cat(
-        [
-            sparse
-            if plm is None
-            else plm(sparse, context=context or plm.image_context(image_embedding, image_pe))
-            for plm, context in zip(plms, contexts, strict=True)
-        ]
-    )
+    stacked = _adapter_tokens(plms, contexts, sparse, image_embedding, image_pe)
     parts = [
         _run_decoder(
             sam.mask_decoder,
@@ -155,6 +148,25 @@ def decode_with_adapters(
         multimask_output,
     )
     return DecoderOutput(logits, scores, stacked, features)
+
+
+def _adapter_tokens(
+    plms: Sequence[PromptLearningModule | None],
+    contexts: Sequence[ImageContext | None],
+    sparse: Tensor,
+    image_embedding: Tensor,
+    image_pe: Tensor,
+) -> Tensor:
+    """``A x N x 256``: the ``1 x N x 256`` sparse tokens of one prompt as each PLM turns them (``None``:
+    unchanged), with each PLM's image context (computed here where ``contexts`` has ``None``)."""
+    return torch.cat(
+        [
+            sparse
+            if plm is None
+            else plm(sparse, context=context or plm.image_context(image_embedding, image_pe))
+            for plm, context in zip(plms, contexts, strict=True)
+        ]
+    )
 
 
 def _adjusted_outputs(
