@@ -35,7 +35,7 @@ from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import load_image, read_mask_folder
 from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
-from samplm.train.run import new_adapter
+from samplm.train.run_setup import new_adapter
 from samplm.train.settings import TrainConfig
 from samplm.train.step_model import StepModel, freeze
 from samplm.train.training_set import TrainingSet

@@ -14,7 +14,7 @@ from samplm import AdapterConfig, CustomSamPredictor, PromptAdapter, decode_prom
 from samplm.prompts.sampling import PromptSampler
 from samplm.train.batch import build_batch
 from samplm.train.losses import mask_iou
-from samplm.train.run import new_adapter
+from samplm.train.run_setup import new_adapter
 from samplm.train.settings import TrainConfig
 from samplm.train.step_model import StepModel, freeze
 from samplm.train.trainer import train

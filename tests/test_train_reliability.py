@@ -27,7 +27,7 @@ from samplm.errors import (
 )
 from samplm.train import checkpoints, trainer
 from samplm.train.outputs import export_adapter
-from samplm.train.run import new_adapter
+from samplm.train.run_setup import new_adapter
 from samplm.train.trainer import train
 from samplm.utils.files import lock_directory
 

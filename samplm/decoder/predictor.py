@@ -30,7 +30,7 @@ from segment_anything.modeling import Sam
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..errors import ImageError, ImageNotSetError, SamplmError
-from ..prompts.validation import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
+from ..prompts.user_prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
 from . import predict_many as many
 from .adapters import AdapterRegistry, require_finite_outputs
 from .decode import DecoderOutput, decode_prompts

@@ -55,7 +55,7 @@ from ..decoder.predictor import CustomSamPredictor
 from ..errors import PrototypeError
 from ..eval.samf import blend_outputs
 from ..prompts.location_prior import PriorSettings, prior_from_similarity
-from ..prompts.validation import as_rgb_uint8
+from ..prompts.user_prompts import as_rgb_uint8
 from ..utils.fingerprint import update_digest
 
 #: ``prompts`` choices: ``auto`` is ``prior`` with a prototype, else ``grid``.

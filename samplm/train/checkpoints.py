@@ -26,7 +26,7 @@ from .metrics_log import METRICS_NAME, trim_metrics
 from .settings import TrainConfig
 
 if TYPE_CHECKING:
-    from .run import TrainingRun
+    from .run_setup import TrainingRun
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "train_config.json"

@@ -19,7 +19,7 @@ from ..segment.prototype_fitting import training_prototype
 from .training_set import TrainingSet
 
 if TYPE_CHECKING:
-    from .run import TrainingRun
+    from .run_setup import TrainingRun
 
 ADAPTER_DIRNAME = "adapter"
 

@@ -1,6 +1,6 @@
 """The training loop: PLM (+ PMM) on a frozen SAM, from cached embeddings.
 
-A run is a few named steps: :func:`~samplm.train.run.setup_run` (adapter, optimiser, processes), the lock
+A run is a few named steps: :func:`~samplm.train.run_setup.setup_run` (adapter, optimiser, processes), the lock
 on the output directory, :func:`~samplm.train.checkpoints.resume_run` (from the last checkpoint), the
 candidates judged before training (:mod:`samplm.train.validation`), then per optimiser step
 :func:`_step` (batches from :mod:`samplm.train.batch` through
@@ -41,7 +41,7 @@ from .checkpoints import resume_run, save_checkpoint
 from .judge import Judgement
 from .metrics_log import metrics_log
 from .outputs import ADAPTER_DIRNAME, finish_run
-from .run import TrainingRun, setup_run
+from .run_setup import TrainingRun, setup_run
 from .settings import TrainConfig
 from .training_set import TrainingSet
 from .validation import judge_candidates, validate

@@ -19,7 +19,7 @@ from .judge import Judgement, judge_baselines
 from .losses import mask_iou
 from .metrics_log import MetricsLog, metrics_log
 from .outputs import export_adapter
-from .run import TrainingRun
+from .run_setup import TrainingRun
 from .training_set import TrainingSet
 
 
