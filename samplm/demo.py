@@ -8,7 +8,7 @@ trained on a frozen SAM with the ``fast`` recipe -> single-centre-click evaluati
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapter.config import AdapterConfig
@@ -17,9 +17,12 @@ from .data.synthetic import write_banner_dataset
 from .data.synthetic.banners import MAX_BANNERS
 from .eval import run_evaluation
 from .eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
-from .train.recipes import recipe_config
+from .train.recipes import RECIPES, recipe_config
+from .train.settings import MULTIMASK_MODES, SEED_LIMIT, SETTING_LIMITS
 from .train.trainer import train
 from .train.training_set import TrainingSet
+from .utils.checks import Limit
+from .utils.settings import about
 from .workspace import Workspace
 
 TASKS = ("banners", "plates")
@@ -44,6 +47,67 @@ class DemoResult:
     refined: float | None
     adapter_dir: Path
     results: Path
+
+
+_FAST = RECIPES[RECIPE]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The options of ``samplm demo``: :func:`run_demo`'s keywords with its defaults, but ``backgrounds``
+    (folders of photos, not the photos) and ``device`` (``None``: a GPU if there is one)."""
+
+    out: str = field(default="runs/demo", metadata=about("output directory (default runs/demo)"))
+    task: str = field(default="banners", metadata=about("demo task (default banners)", choices=TASKS))
+    data: str | None = field(
+        default=None,
+        metadata=about(
+            "--task plates: VOC folder with annotations/ and images/ (e.g. Kaggle's car-plate set)"
+        ),
+    )
+    model_type: str = field(
+        default=MODEL_TYPE,
+        metadata=about(f"{MODEL_TYPE} (default), samplm_tiny, or vit_h/vit_l/vit_b with --checkpoint"),
+    )
+    checkpoint: str | None = field(default=None, metadata=about("SAM checkpoint for --model-type vit_*"))
+    images: int = field(
+        default=IMAGES, metadata=about(f"banner images to generate (default {IMAGES})", limit=Limit(int, 1))
+    )
+    max_banners: int = field(
+        default=MAX_BANNERS,
+        metadata=about(
+            f"banners per image: 1 to this many, later ones may occlude earlier ones (default {MAX_BANNERS})"
+        ),
+    )
+    steps: int | None = field(
+        default=None,
+        metadata=about(f"adapter training steps (default {_FAST['steps']})", limit=SETTING_LIMITS["steps"]),
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata=about(
+            f"instances per step (default {_FAST['batch_size']})", limit=SETTING_LIMITS["batch_size"]
+        ),
+    )
+    lr: float | None = field(
+        default=None, metadata=about(f"learning rate (default {_FAST['lr']})", limit=SETTING_LIMITS["lr"])
+    )
+    multimask: str | None = field(
+        default=None,
+        metadata=about(
+            f"which of SAM's masks the adapter trains (default {_FAST['multimask']}; see docs/training.md)",
+            choices=MULTIMASK_MODES,
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=about("seed of the data, the split and training (default 0)", limit=SEED_LIMIT)
+    )
+    backgrounds: list[str] | None = field(
+        default=None,
+        metadata=about("folders of photos to paste banners on (default: procedural)", nargs="*"),
+    )
+    device: str | None = field(default=None, metadata=about("torch device (default: cuda if available)"))
+    cache: str | None = field(default=None, metadata=about("embedding cache directory (default <out>/cache)"))
 
 
 def demo_dataset(

@@ -28,7 +28,7 @@ import contextlib
 import os
 import pickle
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -41,6 +41,7 @@ from .cache.embeddings import EmbeddingCache, encoder_key
 from .data import InstanceDataset
 from .errors import ConfigError
 from .utils.checks import first_line, printable
+from .utils.settings import about
 
 #: Embedding cache root used when none is given.
 DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
@@ -204,3 +205,33 @@ class Workspace:
         """Print ``message`` when :attr:`verbose` (e.g. only on the main process)."""
         if self.verbose:
             print(printable(message))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The base SAM, its embedding cache and device a job names (the model options of ``samplm``)."""
+
+    model_type: str | None = field(
+        default=None,
+        metadata=about("vit_h, vit_l, vit_b (with --checkpoint), or the built-in samplm_lite or samplm_tiny"),
+    )
+    checkpoint: str | None = field(
+        default=None, metadata=about("SAM checkpoint (.pth or .safetensors); required for vit_*")
+    )
+    cache: str | None = field(
+        default=None, metadata=about(f"embedding cache directory (default {DEFAULT_CACHE_DIR})")
+    )
+    device: str | None = field(
+        default=None, metadata=about("torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    )
+
+    def workspace(self) -> Workspace:
+        """The :class:`Workspace` of these settings on :func:`default_device`; only the main process of a
+        multi-process launch prints."""
+        return Workspace(
+            self.model_type,
+            self.checkpoint,
+            cache_dir=self.cache,
+            device=default_device(self.device),
+            verbose=is_main_process(),
+        )

@@ -13,6 +13,8 @@ from PIL import Image
 
 from samplm import PromptAdapter, cli
 from samplm.cli import build_parser, main
+from samplm.cli import options as cli_options
+from samplm.cli import train as cli_train
 from samplm.train.settings import TrainConfig
 
 
@@ -181,7 +183,7 @@ def test_a_new_train_config_field_needs_no_cli_edit(monkeypatch, capsys, tmp_pat
     class Extended(TrainConfig):
         new_knob: float = 0.5
 
-    monkeypatch.setattr(cli, "TrainConfig", Extended)
+    monkeypatch.setattr(cli_train, "TrainConfig", Extended)
     assert build_parser().parse_args(["train", "--new-knob", "2"]).new_knob == 2.0
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"new_knob": 3}))
@@ -330,7 +332,7 @@ def _write_yaml(tmp_path, text):
 
 def test_yaml_numeric_strings_are_read_with_the_options_type(tmp_path):
     path = _write_yaml(tmp_path, "lr: 1e-4\nsteps: 2e3\nseed: '3'\ndecay_at: 0.5\nval_fraction: 2.5e-1\n")
-    options = cli._merged_options(build_parser().parse_args(["train", "--config", str(path)]))
+    options = cli_options.merged_options(build_parser().parse_args(["train", "--config", str(path)]))
     assert options["lr"] == 1e-4 and isinstance(options["lr"], float)
     assert options["steps"] == 2000 and isinstance(options["steps"], int) and options["seed"] == 3
     assert options["decay_at"] == [0.5] and options["val_fraction"] == 0.25

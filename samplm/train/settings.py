@@ -10,42 +10,21 @@ from typing import Any
 from ..adapter.config import MAX_POINTS
 from ..errors import ConfigError
 from ..utils.checks import Limit, check_limits, shown
+from ..utils.settings import about, field_choices, field_limits
 
 MULTIMASK_MODES = ("min", "all", "single")
 PRECISIONS = ("no", "bf16", "fp16")
-CHOICES = {"multimask": MULTIMASK_MODES, "precision": PRECISIONS}
+SEED_LIMIT = Limit(int, 0, 2**32 - 1)
 
 _COUNT = Limit(int, 1)
 _WEIGHT = Limit(float, 0)
 _POSITIVE = Limit(float, 0, low_open=True)
-#: Type and range of every numeric setting (``decay_at``: of each of its values). ``samplm`` checks
-#: flags and config-file values with them before it reads any data.
-SETTING_LIMITS: dict[str, Limit] = {
-    "steps": _COUNT,
-    "batch_size": _COUNT,
-    "grad_accum": _COUNT,
-    "lr": _POSITIVE,
-    "weight_decay": _WEIGHT,
-    "warmup_steps": Limit(int, 0),
-    "decay_at": Limit(float, 0, 1, low_open=True, high_open=True),
-    "decay_gamma": _POSITIVE,
-    "focal_weight": _WEIGHT,
-    "dice_weight": _WEIGHT,
-    "iou_weight": _WEIGHT,
-    "pm_weight": _WEIGHT,
-    "pmm_points": Limit(int, 3, MAX_POINTS),
-    "pmm_jitter": _WEIGHT,
-    "center_power": _WEIGHT,
-    "box_probability": Limit(float, 0, 1),
-    "box_jitter": _WEIGHT,
-    "extra_points": Limit(int, 0, MAX_POINTS),
-    "seed": Limit(int, 0, 2**32 - 1),
-    "val_every": _COUNT,
-    "val_max_instances": _COUNT,
-    "patience": Limit(int, 0),
-    "checkpoint_every": _COUNT,
-    "log_every": _COUNT,
-}
+
+
+def _setting(default: Any, help: str | None = None, **metadata: Any) -> Any:
+    """A training setting: ``default`` (the paper's), the help text of its flag (``None``: its default is
+    shown), its ``limit`` or ``choices``."""
+    return field(default=default, metadata=about(help, **metadata))
 
 
 @dataclass
@@ -74,34 +53,46 @@ class TrainConfig:
     ``patience`` > 0 stops the run after that many validations without a better trained adapter.
     """
 
-    steps: int = 20_000
-    batch_size: int = 10
-    grad_accum: int = 1
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 250
-    decay_at: tuple[float, ...] = (0.66667, 0.86666)
-    decay_gamma: float = 0.1
-    focal_weight: float = 20.0
-    dice_weight: float = 1.0
-    iou_weight: float = 1.0
-    pm_weight: float = 1.0
-    multimask: str = "min"
-    use_pmm: bool = True
-    learn_mask_mix: bool = True
-    pmm_points: int = 20
-    pmm_jitter: float = 0.5
-    center_power: float = 1.0
-    box_probability: float = 0.0
-    box_jitter: float = 0.1
-    extra_points: int = 0
-    precision: str = "no"
-    seed: int = 0
-    val_every: int = 500
-    val_max_instances: int = 500
-    patience: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
+    steps: int = _setting(20_000, "optimiser steps (default: the recipe's)", limit=_COUNT)
+    batch_size: int = _setting(10, "instances per step (default: the recipe's)", limit=_COUNT)
+    grad_accum: int = _setting(1, limit=_COUNT)
+    lr: float = _setting(1e-5, "AdamW learning rate (default: the recipe's)", limit=_POSITIVE)
+    weight_decay: float = _setting(0.01, limit=_WEIGHT)
+    warmup_steps: int = _setting(250, limit=Limit(int, 0))
+    decay_at: tuple[float, ...] = _setting(
+        (0.66667, 0.86666), limit=Limit(float, 0, 1, low_open=True, high_open=True)
+    )
+    decay_gamma: float = _setting(0.1, limit=_POSITIVE)
+    focal_weight: float = _setting(20.0, limit=_WEIGHT)
+    dice_weight: float = _setting(1.0, limit=_WEIGHT)
+    iou_weight: float = _setting(1.0, limit=_WEIGHT)
+    pm_weight: float = _setting(1.0, limit=_WEIGHT)
+    multimask: str = _setting(
+        "min",
+        "which of SAM's masks the adapter trains (default: the recipe's; see docs/training.md)",
+        choices=MULTIMASK_MODES,
+    )
+    use_pmm: bool = _setting(True)
+    learn_mask_mix: bool = _setting(
+        True, "train the 3 x 3 blend of SAM's three masks with the PLM (default: the recipe's)"
+    )
+    pmm_points: int = _setting(20, limit=Limit(int, 3, MAX_POINTS))
+    pmm_jitter: float = _setting(0.5, limit=_WEIGHT)
+    center_power: float = _setting(1.0, limit=_WEIGHT)
+    box_probability: float = _setting(0.0, limit=Limit(float, 0, 1))
+    box_jitter: float = _setting(0.1, limit=_WEIGHT)
+    extra_points: int = _setting(0, limit=Limit(int, 0, MAX_POINTS))
+    precision: str = _setting("no", "autocast precision (default no)", choices=PRECISIONS)
+    seed: int = _setting(0, "seed for the split, prompts and initialisation (default 0)", limit=SEED_LIMIT)
+    val_every: int = _setting(500, limit=_COUNT)
+    val_max_instances: int = _setting(500, limit=_COUNT)
+    patience: int = _setting(
+        0,
+        "stop after this many validations without a better trained adapter (0: never; default: the recipe's)",
+        limit=Limit(int, 0),
+    )
+    checkpoint_every: int = _setting(500, limit=_COUNT)
+    log_every: int = _setting(10, limit=_COUNT)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,3 +132,10 @@ class TrainConfig:
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         passed = sum(step >= round(f * self.steps) for f in self.decay_at)
         return warm * self.decay_gamma**passed
+
+
+#: Type and range of every numeric setting (``decay_at``: of each of its values), from the fields'
+#: metadata. ``samplm`` checks flags and config-file values with them before it reads any data.
+SETTING_LIMITS: dict[str, Limit] = field_limits(TrainConfig)
+#: The allowed values of the settings that have a few.
+CHOICES = field_choices(TrainConfig)

@@ -1,0 +1,68 @@
+"""``samplm segment``: click-free instance segmentation of a folder of images, with the options of
+:class:`~samplm.segment.settings.SegmentSettings`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..segment.settings import SegmentSettings
+from ..utils.checks import printable
+from .common import CONFIG_HELP, add_model_options, model_settings, predictor
+from .options import add_settings, require, settings_from
+from .prototype import reference
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm segment``: the segmentation options, then the model options."""
+    segment = sub.add_parser(
+        "segment",
+        help="find every instance in a folder of images, no clicks (adapter + location prior)",
+        description="Segment every image of --images with each --adapter (one COCO category each): clicks "
+        "come from the adapter's prototype.safetensors (location prior) or, without one, a grid. With "
+        "--reference-image/--reference-mask a one-shot prototype is fitted instead (no adapter needed). "
+        "Writes results.json (COCO results, RLE), images.json, summary.json and overlays/ into --out; "
+        "re-running the same command skips finished images.",
+    )
+    add_settings(segment, SegmentSettings)
+    add_model_options(segment, cache=False)
+    segment.add_argument("--config", help=CONFIG_HELP)
+    return segment
+
+
+def run(options: dict[str, Any]) -> int:
+    """``samplm segment``: tasks from adapters / a reference, then every image of ``--images``."""
+    from ..data.images import find_images
+    from ..segment.jobs import make_tasks, segment_images
+
+    require(options, "images", "out", "model_type")
+    settings = settings_from(SegmentSettings, options)
+    if bool(settings.reference_image) != bool(settings.reference_mask):
+        raise ValueError("--reference-image and --reference-mask go together")
+    images = find_images(settings.images)[: settings.max_images]
+    if not images:
+        raise ValueError(f"no images found in --images {settings.images}")
+    engine = predictor(model_settings(options))
+    one_shot = None
+    if settings.reference_image:
+        one_shot = reference(settings.reference_image, settings.reference_mask, engine, None)
+    tasks, notes = make_tasks(
+        engine,
+        settings.adapter or [],
+        reference=one_shot,
+        prompts=settings.prompts,
+        prior=settings.prior(),
+        **settings.generator_options(),
+    )
+    for note in notes:
+        print(f"samplm: note: {printable(note)}", file=sys.stderr)
+    summary = segment_images(
+        engine, tasks, images, settings.out, overlays=not settings.no_overlays, max_pixels=settings.max_pixels
+    )
+    for reason in summary.failed.values():
+        print(f"samplm: skipped an image: {printable(reason)}", file=sys.stderr)
+    print(summary.line())
+    print(f"results written to {Path(settings.out) / 'results.json'} (COCO), overlays/ and summary.json")
+    return 0
