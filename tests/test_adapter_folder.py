@@ -17,7 +17,7 @@ def _same(a: TargetPrototype | None, b: TargetPrototype) -> bool:
     """Same vector, mask count, encoder and task."""
     return (
         a is not None
-        and torch.allclose(a.vector, b.vector, atol=1e-6)
+        and torch.equal(a.vector, b.vector)
         and (a.num_masks, a.encoder, a.task)
         == (
             b.num_masks,

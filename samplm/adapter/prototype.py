@@ -164,7 +164,7 @@ class TargetPrototype:
         except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise PrototypeError(file, f"is not a samplm prototype file ({first_line(exc)})") from exc
         num_masks, encoder, task = _header_fields(_parse_header(text, file), file)
-        vector = torch.nn.functional.normalize(_checked_vector(vector, file), dim=0)
+        vector = _unit(_checked_vector(vector, file))
         return cls(vector, num_masks, encoder, task, source=os.fspath(file))
 
     def check_encoder(self, encoder: str, source: str | os.PathLike[str] | None = None) -> None:
@@ -243,3 +243,11 @@ def prototype_path(path: str | os.PathLike[str]) -> Path:
     """``path/prototype.safetensors`` for a directory (an adapter's), else ``path`` itself."""
     path = Path(path)
     return path if path.suffix == ".safetensors" else path / PROTOTYPE_NAME
+
+
+def _unit(vector: Tensor) -> Tensor:
+    """``vector`` scaled to unit length; a vector already of unit length (as samplm writes them) is kept
+    as stored, so that loading and saving again writes the same bytes."""
+    if abs(float(vector.norm()) - 1.0) < 1e-6:
+        return vector
+    return torch.nn.functional.normalize(vector, dim=0)

@@ -18,13 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``samplm push``: validate the adapter directory, then upload it."""
-    from ..adapter.hub import upload_adapter_folder
+    """``samplm push``: load (and so verify) the adapter directory, then upload it through
+    :meth:`PromptAdapter.push_to_hub` (its prototype too, when the folder has one)."""
     from ..adapter.prompt_adapter import PromptAdapter
 
     adapter = PromptAdapter.load(Path(args.adapter))  # validate before uploading anything
-    url = upload_adapter_folder(
-        args.adapter,
+    url = adapter.push_to_hub(
         args.repo_id,
         token=args.token,
         private=args.private or None,

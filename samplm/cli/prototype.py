@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..constants import WEIGHTS_NAME
+from ..constants import PROTOTYPE_NAME, WEIGHTS_NAME
 from ..errors import ConfigError
 from ..segment.settings import FitPrototypeSettings
 from ..utils.checks import printable
@@ -82,7 +82,11 @@ def run(options: dict[str, Any]) -> int:
     if adapter is not None:
         require_same_base(adapter, engine.model, settings.adapter, model)
     prototype = reference(settings.images, settings.masks, engine, task)
-    written = prototype.save(settings.adapter or settings.out)
+    if adapter is None:
+        written = prototype.save(settings.out)
+    else:  # the adapter folder is written by its owner
+        adapter.prototype = prototype
+        written = adapter.save_pretrained(settings.adapter) / PROTOTYPE_NAME
     print(f"prototype of {prototype.num_masks} mask(s) written to {written}")
     return 0
 
