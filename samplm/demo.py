@@ -249,11 +249,8 @@ def run_demo(
         out / "eval",
         adapters={name: trained.adapter},
         samf_data=train_part,
-        visuals=visuals,
         sensitivity=2,
-        device=device,
-        progress=progress,
-        config=config,
+        **{"visuals": visuals, "device": device, "progress": progress, "config": config},
     )
     return _demo_result(task, model_type, name, result, trained.adapter_dir, out / "eval" / "results.md")
 

@@ -63,15 +63,7 @@ def run_evaluation(
     """
     out = Path(out)
     adapters = adapters or {}
-    samf: SamF | None = None
-    if samf_data is not None and len(samf_data) and prompt == "point":
-        samf = train_samf(
-            sam,
-            TrainingSet(samf_data, cache, sam, progress=False),
-            steps=samf_steps,
-            device=device,
-            progress=progress,
-        )
+    samf = _fitted_samf(sam, samf_data, cache, samf_steps, prompt, device, progress)
     result = evaluate(
         sam,
         eval_data,
@@ -101,6 +93,22 @@ def run_evaluation(
     }
     write_results(out, result, run_config, files)
     return result
+
+
+def _fitted_samf(
+    sam: Sam,
+    samf_data: InstanceDataset | None,
+    cache: EmbeddingCache,
+    steps: int,
+    prompt: str,
+    device: str | torch.device,
+    progress: bool,
+) -> SamF | None:
+    """SAM-F fitted on ``samf_data`` for point prompts; ``None`` without data or for boxes."""
+    if samf_data is None or not len(samf_data) or prompt != "point":
+        return None
+    train_set = TrainingSet(samf_data, cache, sam, progress=False)
+    return train_samf(sam, train_set, steps=steps, device=device, progress=progress)
 
 
 def _write_visuals(
