@@ -42,13 +42,15 @@ class AdapterFormatError(SamplmError, ValueError):
 
 
 class AdapterNotFoundError(SamplmError, FileNotFoundError):
-    """No adapter could be resolved from a name; ``tried`` lists every place that was looked at."""
+    """No adapter could be resolved from a name; ``tried`` lists every place that was looked at, ``hint``
+    (possibly empty) what to do about it (e.g. when the Hub could not be reached)."""
 
-    def __init__(self, name: str, tried: list[str]) -> None:
+    def __init__(self, name: str, tried: list[str], hint: str = "") -> None:
         self.name = name
         self.tried = list(tried)
+        self.hint = hint
         lines = "\n".join(f"  - {entry}" for entry in self.tried)
-        super().__init__(f"Could not find adapter {name!r}. Tried:\n{lines}")
+        super().__init__(f"Could not find adapter {name!r}. Tried:\n{lines}" + (f"\n{hint}" if hint else ""))
 
     def __str__(self) -> str:  # FileNotFoundError would otherwise format errno/strerror
         return self.args[0]

@@ -153,3 +153,75 @@ def test_push_validates_the_revision(adapter_factory, hub_env):
 
     with pytest.raises(AdapterNameError, match="revision"):
         adapter_factory().push_to_hub("acme/x", revision="../main")
+
+
+# ---------------------------------------------------------------- an unreachable Hub fails fast
+
+
+@pytest.fixture()
+def refusing_endpoint(monkeypatch, tmp_path):
+    """``HF_ENDPOINT`` on a loopback port that refuses connections (bound, never listening)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("SAMPLM_ADAPTERS_DIR", str(tmp_path / "no-local-adapters"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("SAMPLM_HUB_NAMESPACE", raising=False)
+    yield endpoint
+    sock.close()
+
+
+def _load_timed(name: str, **kwargs) -> tuple[float, object]:
+    import time
+
+    start = time.perf_counter()
+    try:
+        return time.perf_counter() - start, PromptAdapter.load(name, **kwargs)
+    except AdapterNotFoundError as exc:
+        return time.perf_counter() - start, exc
+
+
+def test_unreachable_hub_fails_fast_with_a_hint(refusing_endpoint, tmp_path):
+    seconds, error = _load_timed("nose", cache_dir=tmp_path / "cache")
+    assert isinstance(error, AdapterNotFoundError), error
+    assert seconds < 10  # huggingface_hub's own retries took ~23 s
+    message = str(error)
+    assert len(error.tried) == 3 and f"hub samplm/nose at {refusing_endpoint}" in error.tried[2]
+    assert "cannot reach the Hub" in error.tried[2] and "not in the local Hub cache" in error.tried[2]
+    assert "HF_HUB_OFFLINE=1" in error.hint and "local path" in error.hint
+    assert message.startswith("Could not find adapter 'nose'. Tried:\n") and message.endswith(error.hint)
+
+
+def test_unreachable_hub_falls_back_to_the_cache(hub_env, adapter_factory, tmp_path, monkeypatch):
+    adapter = adapter_factory("jaw", seed=8)
+    adapter.push_to_hub("acme/jaw")
+    cache = tmp_path / "cache"
+    assert _same(PromptAdapter.load("acme/jaw", cache_dir=cache), adapter)
+    import socket
+
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refusing.getsockname()[1]}")
+        seconds, loaded = _load_timed("acme/jaw", cache_dir=cache)
+    assert isinstance(loaded, PromptAdapter) and _same(loaded, adapter)
+    assert seconds < 10
+
+
+def test_silent_hub_times_out_after_the_etag_timeout(monkeypatch, tmp_path):
+    """A Hub that accepts the connection and never answers: ``HF_HUB_ETAG_TIMEOUT`` bounds the wait."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel's backlog; nothing ever answers
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+        monkeypatch.setenv("SAMPLM_ADAPTERS_DIR", str(tmp_path / "none"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        seconds, error = _load_timed("acme/quiet", cache_dir=tmp_path / "cache")
+    assert isinstance(error, AdapterNotFoundError) and "cannot reach the Hub" in str(error)
+    assert "HF_HUB_OFFLINE=1" in str(error)
+    assert seconds < 10

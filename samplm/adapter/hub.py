@@ -11,22 +11,31 @@ Resolution order for ``PromptAdapter.load(name)``:
    ``<namespace>/nose`` (default namespace ``$SAMPLM_HUB_NAMESPACE`` or ``samplm``).
 
 If nothing resolves, :class:`~samplm.errors.AdapterNotFoundError` lists every place tried and why.
+
+An unreachable Hub (connection refused, DNS failure, no answer within ``$HF_HUB_ETAG_TIMEOUT`` seconds,
+default 10) fails fast: one ``HEAD`` without retries (``get_hf_file_metadata``, as ``hf_hub_download``
+itself first tries), then only the local Hub cache is used, and the error says so with a hint. Without
+this, ``hf_hub_download`` retries a file that is not cached with exponential backoff (about 23 s).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -59,6 +68,11 @@ _REVISION_RE = re.compile(r"[\w.-]+(?:/[\w.-]+)*", re.ASCII)
 MAX_NAME_LENGTH = 4096
 MAX_REVISION_LENGTH = 255
 _TRUE = {"1", "true", "yes", "on"}
+ENV_HF_ETAG_TIMEOUT = "HF_HUB_ETAG_TIMEOUT"
+UNREACHABLE_HINT = (
+    "The Hub could not be reached: give the adapter's local path (a directory or a .safetensors file), "
+    "or set HF_HUB_OFFLINE=1 to use only the local Hub cache without trying the network."
+)
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,7 @@ def resolve_adapter(
     text = _checked_name(os.fspath(name))
     check_revision(revision)
     tried: list[str] = []
+    hints: list[str] = []
 
     local = _local_candidate(Path(text).expanduser(), tried)
     if local is not None:
@@ -188,7 +203,7 @@ def resolve_adapter(
     }
     if repo is not None:
         repo_id, suffix_rev = repo
-        found = _hub_candidate(repo_id, revision or suffix_rev, tried, **hub_kwargs)
+        found = _hub_candidate(repo_id, revision or suffix_rev, tried, hints, **hub_kwargs)
         if found is not None:
             return found
     elif _SHORT_RE.fullmatch(text):
@@ -196,14 +211,14 @@ def resolve_adapter(
         if local is not None:
             return local
         repo_id = f"{default_namespace(namespace)}/{text}"
-        found = _hub_candidate(repo_id, revision, tried, **hub_kwargs)
+        found = _hub_candidate(repo_id, revision, tried, hints, **hub_kwargs)
         if found is not None:
             return found
     else:
         tried.append(
             f"{shown(text)} is neither an existing path, an 'org/repo[@revision]' id nor a short name"
         )
-    raise AdapterNotFoundError(text if len(text) <= 200 else shown(text, 200), tried)
+    raise AdapterNotFoundError(text if len(text) <= 200 else shown(text, 200), tried, hint=" ".join(hints))
 
 
 def _local_candidate(path: Path, tried: list[str]) -> ResolvedAdapter | None:
@@ -234,10 +249,15 @@ def _local_files(path: Path, tried: list[str]) -> ResolvedAdapter | None:
     return None
 
 
-def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwargs) -> ResolvedAdapter | None:
+def _hub_candidate(
+    repo_id: str, revision: str | None, tried: list[str], hints: list[str], **kwargs
+) -> ResolvedAdapter | None:
     label = f"hub {repo_id}" + (f"@{revision}" if revision else "")
     if kwargs.get("endpoint"):
         label += f" at {kwargs['endpoint']}"
+    unreachable = None if kwargs["local_files_only"] else _hub_unreachable(repo_id, revision, **kwargs)
+    if unreachable is not None:  # the cache only, as offline: hf_hub_download would retry for ~23 s
+        kwargs = {**kwargs, "local_files_only": True}
     paths = {}
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -245,9 +265,13 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
                 hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME, **kwargs)
             )
         except LocalEntryNotFoundError as exc:
-            reason = (
-                "offline and not in the local Hub cache" if kwargs["local_files_only"] else (first_line(exc))
-            )
+            if unreachable is not None:
+                reason = f"cannot reach the Hub ({unreachable}) and not in the local Hub cache"
+                hints.append(UNREACHABLE_HINT)
+            elif kwargs["local_files_only"]:
+                reason = "offline and not in the local Hub cache"
+            else:
+                reason = first_line(exc)
             tried.append(f"{label} ({filename}: {reason})")
             return None
         except (
@@ -262,6 +286,59 @@ def _hub_candidate(repo_id: str, revision: str | None, tried: list[str], **kwarg
             return None
     prototype = _optional_download(repo_id, PROTOTYPE_NAME, revision, **kwargs)
     return ResolvedAdapter(paths[WEIGHTS_NAME], paths[CONFIG_NAME], label, prototype)
+
+
+def _hub_unreachable(repo_id: str, revision: str | None, **kwargs) -> str | None:
+    """Why the Hub cannot be reached now (one ``HEAD`` of the config, no retries), or ``None`` when it
+    answers (whatever it answers: ``hf_hub_download`` reports not-found and HTTP errors itself)."""
+    url = hf_hub_url(repo_id, CONFIG_NAME, revision=revision, endpoint=kwargs["endpoint"])
+    extra = {"endpoint": kwargs["endpoint"], "retry_on_errors": False}  # where this huggingface_hub has them
+    accepted = _metadata_parameters()
+    try:
+        get_hf_file_metadata(
+            url,
+            token=kwargs["token"],
+            timeout=etag_timeout(),
+            library_name=LIBRARY_NAME,
+            **{key: value for key, value in extra.items() if key in accepted},
+        )
+    except _unreachable_errors() as exc:
+        return first_line(exc) or type(exc).__name__
+    except Exception:  # reached: hf_hub_download meets and reports the same answer
+        return None
+    return None
+
+
+def etag_timeout() -> float:
+    """Seconds to wait for the Hub's answer to a file's ``HEAD``: ``$HF_HUB_ETAG_TIMEOUT`` read now, else
+    huggingface_hub's (10)."""
+    try:
+        return float(os.environ.get(ENV_HF_ETAG_TIMEOUT, ""))
+    except ValueError:
+        return float(hf_constants.HF_HUB_ETAG_TIMEOUT)
+
+
+@functools.cache
+def _metadata_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(get_hf_file_metadata).parameters)
+
+
+@functools.cache
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when no answer comes: its HTTP library's connection and timeout
+    errors (httpx2/httpx for huggingface_hub >= 1, requests before), and offline mode set at import."""
+    errors: list[type[BaseException]] = [OfflineModeIsEnabled]
+    for module, names in (
+        ("httpx2", ("NetworkError", "TimeoutException")),
+        ("httpx", ("NetworkError", "TimeoutException")),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        try:
+            imported = importlib.import_module(module)
+        except ImportError:
+            continue
+        errors.extend(getattr(imported, name) for name in names if hasattr(imported, name))
+    return tuple(errors)
 
 
 def _optional_download(repo_id: str, filename: str, revision: str | None, **kwargs) -> Path | None:
