@@ -17,6 +17,7 @@ from .data.synthetic import write_banner_dataset
 from .data.synthetic.banners import MAX_BANNERS
 from .eval import run_evaluation
 from .eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
+from .eval.report import miou_table
 from .train.recipes import RECIPES, recipe_config
 from .train.settings import MULTIMASK_MODES, SEED_LIMIT, SETTING_LIMITS
 from .train.trainer import train
@@ -250,6 +251,7 @@ def run_demo(
         adapters={name: trained.adapter},
         samf_data=train_part,
         sensitivity=2,
+        base=model_type,
         **{"visuals": visuals, "device": device, "progress": progress, "config": config},
     )
     return _demo_result(task, model_type, name, result, trained.adapter_dir, out / "eval" / "results.md")
@@ -275,14 +277,14 @@ def _demo_result(
 
 def format_demo(result: DemoResult) -> str:
     """The table printed by ``samplm demo`` (mIoU in percent over held-out instances)."""
-    rows = [("SAM, most confident mask", result.base_top), ("SAM, oracle (best of 3)", result.base_oracle)]
+    base, name = result.model_type, TASK_NAMES[result.task]
+    rows = [(SAM.label(base), result.base_top), (SAM_ORACLE.label(base), result.base_oracle)]
     if result.samf is not None:
-        rows.append(("SAM-F", result.samf))
-    rows.append((f"SAM + {TASK_NAMES[result.task]} adapter (PLM)", result.adapter))
+        rows.append((SAM_F.label(base), result.samf))
+    rows.append((plm_method(name).label(base), result.adapter))
     if result.refined is not None:
-        rows.append(("SAM + adapter + PMM refine", result.refined))
-    lines = ["", f"base: {result.model_type}", "", "| method (single centre click) | mIoU |", "|---|---|"]
-    lines += [f"| {name} | {100 * value:.2f} |" for name, value in rows]
+        rows.append((refined_method(name).label(base), result.refined))
+    lines = ["", f"base: {base}", "", miou_table(rows)]
     lines += [
         "",
         f"adapter: {result.adapter_dir}",

@@ -267,4 +267,73 @@ def test_eval_cli(capsys, tmp_path, rects, adapter_factory):
     printed = capsys.readouterr().out
     assert "red (PLM)" in printed and "results written to" in printed
     data = json.loads((out / "results.json").read_text())
+    from samplm.eval.report import miou_table
+
+    labels = {
+        SAM: "samplm_tiny top",
+        SAM_ORACLE: "samplm_tiny oracle (best of 3)",
+        SAM_F: "SAM-F on samplm_tiny",
+    }
+    rows = [(labels.get(m, m), data["miou"][m]["all"]) for m in data["methods"]]
+    assert miou_table(rows) in printed  # the Markdown table `samplm demo` prints, plain SAM named
     assert data["config"]["category"] == ["red"] and data["config"]["val_fraction"] == 0.2
+
+
+def test_tables_and_pictures_name_the_base_and_say_iou(
+    rects, tiny_sam, tmp_path, adapter_factory, monkeypatch
+):
+    """results.md and the panels call plain SAM's rows after the loaded base, panel titles say the number
+    is an IoU, and sensitivity maps end with a colour bar; results.json keeps the method names."""
+    from samplm.eval import report
+
+    titles = []
+    titled = report._titled
+    monkeypatch.setattr(report, "_titled", lambda panel, title: titles.append(title) or titled(panel, title))
+    _, dataset, cache = rects
+    run_evaluation(
+        tiny_sam,
+        dataset.split(0.5, seed=0)[1],
+        cache,
+        tmp_path,
+        adapters={"red": adapter_factory("red", seed=1)},
+        sensitivity=1,
+        sensitivity_grid=3,
+        visuals=1,
+        base="samplm_tiny",
+        progress=False,
+    )
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| samplm_tiny top |" in markdown and "| samplm_tiny oracle (best of 3) |" in markdown
+    assert "| SAM |" not in markdown and "| SAM (oracle) |" not in markdown
+    assert json.loads((tmp_path / "results.json").read_text())["methods"][:2] == [SAM, SAM_ORACLE]
+    assert any(t.startswith("samplm_tiny top: IoU 0.") for t in titles)
+    assert any(t.startswith("red (PLM): IoU ") for t in titles)
+    assert any(t.startswith("samplm_tiny top: mean IoU ") for t in titles)
+    assert report.SENSITIVITY_LEGEND in titles
+    assert not any(t.startswith("SAM") for t in titles)
+    from PIL import Image
+
+    drawn = np.asarray(Image.open(next((tmp_path / "sensitivity").glob("*.png"))).convert("RGB"))
+    bar = report.colour_bar()
+    np.testing.assert_array_equal(drawn[:, -bar.shape[1] :], bar)
+    top, bottom = bar[report.TITLE_HEIGHT + 10, 20], bar[-10, 20]  # IoU 1 at the top: red; 0: blue
+    assert top[0] > 100 > top[2] and bottom[2] > 100 > bottom[0]
+
+
+def test_eval_and_demo_print_one_table_format():
+    from pathlib import Path
+
+    from samplm.demo import DemoResult, format_demo
+    from samplm.eval.report import miou_table
+
+    result = DemoResult("banners", "samplm_lite", 0.4, 0.7, 0.8, 0.5, 0.85, Path("a"), Path("b/results.md"))
+    printed = format_demo(result)
+    rows = [
+        ("samplm_lite top", 0.4),
+        ("samplm_lite oracle (best of 3)", 0.7),
+        ("SAM-F on samplm_lite", 0.5),
+        ("banner (PLM)", 0.8),
+        ("banner (PLM+PMM refine)", 0.85),
+    ]
+    assert miou_table(rows) in printed
+    assert "| samplm_lite top | 40.00 |" in printed and "| SAM |" not in printed and "SAM," not in printed

@@ -494,3 +494,82 @@ def test_cli_fit_prototype_never_writes_over_an_adapter_file(capsys, folder, ada
     assert "--adapter" in err and "not an adapter directory" in err
     assert _error(capsys, [*argv, "--adapter", str(folder / "images")]).count("not an adapter directory") == 1
     assert weights.read_bytes() == before
+
+
+# ---------------------------------------------------------------- overlays and the score cut-off
+
+
+def _record(mask: np.ndarray, score: float) -> dict:
+    """A results record of ``mask`` (as ``segment_images`` stores it) with ``score``."""
+    ys, xs = np.nonzero(mask)
+    bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    return {"segmentation": to_coco_rle(mask), "bbox": bbox, "area": int(mask.sum()), "score": score}
+
+
+def test_overlay_gives_each_instance_its_colour_and_score_and_draws_the_largest_first():
+    from samplm.segment.jobs import PALETTE, overlay_image
+
+    image = np.full((120, 160, 3), 100, np.uint8)
+    large, small = np.zeros((120, 160), bool), np.zeros((120, 160), bool)
+    large[30:110, 10:150] = True
+    small[60:90, 60:100] = True  # inside the large one, of the same category
+    drawn = overlay_image(image, [[_record(small, 0.5), _record(large, 0.9)]], ["box"])
+    only_large, both = drawn[100, 130].astype(int), drawn[75, 80].astype(int)
+    colour_small, colour_large = np.array(PALETTE[0]), np.array(PALETTE[1])  # best first: small, large
+    np.testing.assert_allclose(only_large, 0.55 * 100 + 0.45 * colour_large, atol=1)
+    # the small one drawn last, on top of the large one: its colour shows
+    np.testing.assert_allclose(both, 0.55 * (0.55 * 100 + 0.45 * colour_large) + 0.45 * colour_small, atol=1)
+    assert not np.allclose(only_large, both, atol=20)
+    # the score is written next to each mask: another score draws other pixels, just above its box
+    other = overlay_image(image, [[_record(small, 0.75), _record(large, 0.9)]], ["box"])
+    changed = np.argwhere((other != drawn).any(axis=2))
+    assert len(changed) and changed[:, 0].max() < 60 and changed[:, 1].min() >= 60
+
+
+class _StubGenerator:
+    """Two masks per image: a box (score 0.8) and the whole image (score 0.0)."""
+
+    prompts = "prior"
+
+    def settings(self):
+        return {"stub": 1}
+
+    def generate(self, image):
+        box = np.zeros(image.shape[:2], bool)
+        box[10:40, 10:44] = True
+        whole = np.ones(image.shape[:2], bool)
+        return [
+            {
+                **_record(box, 0.8),
+                "segmentation": box,
+                "predicted_iou": 0.9,
+                "similarity": 0.9,
+                "point_coords": [[20, 20]],
+            },
+            {
+                **_record(whole, 0.0),
+                "segmentation": whole,
+                "predicted_iou": 0.9,
+                "similarity": -0.2,
+                "point_coords": [[5, 5]],
+            },
+        ]
+
+
+def test_masks_below_the_score_cut_off_are_neither_kept_nor_drawn(sam, folder):
+    from samplm.segment.jobs import SegmentTask
+    from samplm.segment.settings import SegmentSettings
+
+    assert SegmentSettings().min_score == 0.1 and "min_score" in json.dumps(asdict(SegmentSettings()))
+    predictor, images = CustomSamPredictor(sam), _images(folder)[:1]
+    tasks = [SegmentTask("box", None, _StubGenerator())]
+    summary = segment_images(predictor, tasks, images, folder / "out", progress=False)
+    results = json.loads((folder / "out" / "results.json").read_text())
+    assert summary.masks == 1 and [r["score"] for r in results] == [0.8]  # the whole-image 0.0 is gone
+    drawn = np.asarray(Image.open(next((folder / "out" / "overlays").iterdir())).convert("RGB"))
+    original = load_image(images[0])
+    np.testing.assert_array_equal(drawn[60:, :], original[60:, :])  # nothing drawn outside the box
+    again = segment_images(predictor, tasks, images, folder / "all", progress=False, min_score=0.0)
+    assert again.masks == 2
+    changed = segment_images(predictor, tasks, images, folder / "out", progress=False, min_score=0.0)
+    assert (changed.segmented, changed.masks) == (1, 2)  # another cut-off: not resumed

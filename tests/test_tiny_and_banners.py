@@ -105,7 +105,7 @@ def test_demo_reduced_size(tmp_path):
     assert result.adapter >= result.base_top + 0.15
     assert adapter.task == "banner" and (adapter.pmm is not None) == trained
     assert adapter.config.base_model.model_type == "samplm_tiny"
-    assert "SAM, oracle (best of 3)" in format_demo(result) and result.results.is_file()
+    assert "| samplm_tiny oracle (best of 3) |" in format_demo(result) and result.results.is_file()
 
 
 def _voc_plates(root, count: int = 8):
@@ -145,6 +145,6 @@ def test_demo_plates_task_trains_and_evaluates_on_a_voc_folder(tmp_path):
     adapter = PromptAdapter.load(result.adapter_dir)
     assert adapter.task == "plate" and adapter.config.base_model.model_type == "samplm_tiny"
     table = format_demo(result)
-    assert "SAM + plate adapter (PLM)" in table and "base: samplm_tiny" in table
+    assert "| plate (PLM) |" in table and "| samplm_tiny top |" in table and "base: samplm_tiny" in table
     with pytest.raises(ValueError, match="needs --data"):
         run_demo(tmp_path / "x", task="plates", progress=False)

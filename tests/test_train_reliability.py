@@ -203,3 +203,14 @@ def test_non_finite_adapter_is_never_exported(tmp_path):
     with pytest.raises(NonFiniteError, match=r"step 7.*plm\.norm_out\.weight"):
         export_adapter(adapter, tmp_path, {"step": 7})
     assert not (tmp_path / "adapter").exists()
+
+
+def test_a_resumed_run_says_from_which_step(run_dir, tiny_sam, task, capsys):
+    line = f"resumed from step 3 (checkpoint {run_dir / 'checkpoints' / 'last.pt'})"
+    assert _train(tiny_sam, task, run_dir, config=_config(steps=6), stop_after=4).steps == 4
+    assert line not in capsys.readouterr().out  # progress=False: quiet
+    train(copy.deepcopy(tiny_sam), task[0], run_dir, config=_config(), progress=True)
+    printed = capsys.readouterr().out
+    assert "resumed from step 4 (checkpoint " in printed and printed.count("resumed from") == 1
+    train(copy.deepcopy(tiny_sam), task[0], run_dir, config=_config(), progress=True, resume=False)
+    assert "resumed from" not in capsys.readouterr().out  # a fresh run

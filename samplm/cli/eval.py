@@ -81,10 +81,11 @@ def run(options: dict[str, Any]) -> int:
         adapters=adapters,
         samf_data=train_part if use_samf else None,
         config=config,
+        base=model.model_type,
         device=workspace.device,
         **settings.protocol(),
     )
-    print(summary_line(result))
+    print(summary_line(result, model.model_type, settings.prompt))
     print(f"results written to {Path(settings.out) / 'results.md'} and results.json")
     return 0
 

@@ -59,7 +59,13 @@ def run(options: dict[str, Any]) -> int:
     for note in notes:
         print(f"samplm: note: {printable(note)}", file=sys.stderr)
     summary = segment_images(
-        engine, tasks, images, settings.out, overlays=not settings.no_overlays, max_pixels=settings.max_pixels
+        engine,
+        tasks,
+        images,
+        settings.out,
+        overlays=not settings.no_overlays,
+        max_pixels=settings.max_pixels,
+        min_score=settings.min_score,
     )
     for reason in summary.failed.values():
         print(f"samplm: skipped an image: {printable(reason)}", file=sys.stderr)

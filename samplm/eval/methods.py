@@ -3,7 +3,9 @@
 ``Method`` is a ``str`` (its table name, so results stay keyed and serialised by name) that also carries
 what it is: ``kind`` (``"top"``: the most confident mask; ``"oracle"``: the best of three against the
 ground truth; ``"samf"``: SAM-F's blend; ``"refined"``: PMM refinement of the top mask) and ``adapter``
-(``None``: plain SAM). Code asks ``method.kind`` / ``method.adapter``; it never parses names.
+(``None``: plain SAM). Code asks ``method.kind`` / ``method.adapter``; it never parses names. The names
+are the keys of ``results.json``; what people read (tables, panels) is :meth:`Method.label`, which names
+plain SAM's rows after the loaded base.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 KINDS = ("top", "oracle", "samf", "refined")
 _BASE_NAMES = {"top": "SAM", "oracle": "SAM (oracle)", "samf": "SAM-F"}
 _ADAPTER_SUFFIX = {"top": " (PLM)", "oracle": " (PLM, oracle)", "refined": " (PLM+PMM refine)"}
+#: What people read for plain SAM's rows, ``{base}`` being the loaded base's name (``samplm_lite``).
+_BASE_LABELS = {"top": "{base} top", "oracle": "{base} oracle (best of 3)", "samf": "SAM-F on {base}"}
 
 
 class Method(str):
@@ -32,6 +36,11 @@ class Method(str):
 
     def __reduce__(self):
         return (Method, (self.kind, self.adapter))
+
+    def label(self, base: str) -> str:
+        """The name people read in tables and panels: plain SAM's rows named after the loaded base
+        (``Method("top").label("vit_b")`` is ``"vit_b top"``); an adapter's rows as their name."""
+        return _BASE_LABELS[self.kind].format(base=base) if self.adapter is None else str(self)
 
     def with_kind(self, kind: str) -> Method:
         """The same model (SAM or this adapter) with another kind, e.g. the top row of a refined row."""

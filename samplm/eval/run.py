@@ -15,7 +15,7 @@ from ..data import InstanceDataset, load_image
 from ..train.training_set import TrainingSet
 from .methods import SAM, SAM_F
 from .protocol import EvalResult, InstancePredictor, evaluate, instances_by_id
-from .report import save_instance_panel, save_sensitivity_png, write_results
+from .report import miou_rows, miou_table, save_instance_panel, save_sensitivity_png, write_results
 from .samf import SamF, train_samf
 from .sensitivity import sensitivity_map
 
@@ -40,6 +40,7 @@ def run_evaluation(
     visuals: int = 3,
     max_instances: int | None = None,
     config: dict[str, Any] | None = None,
+    base: str = "SAM",
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> EvalResult:
@@ -60,6 +61,9 @@ def run_evaluation(
         visuals: number of worst and of best instances to render.
         max_instances: cap on evaluated instances.
         config: run description stored in ``results.json``.
+        base: the loaded base's name (its model type, e.g. ``samplm_lite``): what ``results.md`` and
+            the pictures call plain SAM's rows (``samplm_lite top``); ``results.json`` keeps the
+            method names (``SAM``) as keys.
     """
     out = Path(out)
     adapters = adapters or {}
@@ -78,11 +82,14 @@ def run_evaluation(
     )
     predictor = InstancePredictor(sam, adapters, samf=samf, refine=refine, device=device)
     by_id = instances_by_id(eval_data)
-    files = {**_write_visuals(out, result, predictor, by_id, cache, visuals), "Prompt sensitivity maps": []}
+    files = {
+        **_write_visuals(out, result, predictor, by_id, cache, visuals, base),
+        "Prompt sensitivity maps": [],
+    }
     summaries: dict[str, dict[str, dict[str, float]]] = {}
     if prompt == "point":
         files["Prompt sensitivity maps"], summaries = _write_sensitivity(
-            out, result.instances[:sensitivity], predictor, by_id, cache, sensitivity_grid
+            out, result.instances[:sensitivity], predictor, by_id, cache, sensitivity_grid, base
         )
     run_config = {
         **(config or {}),
@@ -91,7 +98,7 @@ def run_evaluation(
         "sensitivity": summaries,
         "samf": SAM_F in result.methods,
     }
-    write_results(out, result, run_config, files)
+    write_results(out, result, run_config, files, base)
     return result
 
 
@@ -112,7 +119,7 @@ def _fitted_samf(
 
 
 def _write_visuals(
-    out: Path, result: EvalResult, predictor, by_id, cache, count: int
+    out: Path, result: EvalResult, predictor, by_id, cache, count: int, base: str
 ) -> dict[str, list[str]]:
     """Panels of the ``count`` worst and best instances (by the first adapter's PLM, else SAM)."""
     files: dict[str, list[str]] = {"Worst instances": [], "Best instances": []}
@@ -130,14 +137,13 @@ def _write_visuals(
             gt = inst.mask(*entry.original_size)
             preds = predictor.predict(entry, record.prompt, gt)
             name = f"visuals/{tag}_{rank:02d}_{_safe(record.instance_id)}.png"
-            save_instance_panel(
-                out / name, image, gt, {m: (preds[m].mask, record.iou[m]) for m in shown}, record.prompt
-            )
+            masks = {m: (preds[m].mask, record.iou[m]) for m in shown}
+            save_instance_panel(out / name, image, gt, masks, record.prompt, base)
             files[title].append(name)
     return files
 
 
-def _write_sensitivity(out: Path, records, predictor, by_id, cache, grid: int):
+def _write_sensitivity(out: Path, records, predictor, by_id, cache, grid: int, base: str):
     """Prompt sensitivity maps of ``records``; returns the files written and each map's summary."""
     files, summaries = [], {}
     for record in records:
@@ -146,15 +152,16 @@ def _write_sensitivity(out: Path, records, predictor, by_id, cache, grid: int):
         gt = inst.mask(*entry.original_size)
         maps = sensitivity_map(predictor, entry, gt, grid=grid)
         name = f"sensitivity/{_safe(record.instance_id)}.png"
-        save_sensitivity_png(out / name, load_image(inst.image_path, inst.image_size), gt, maps)
+        save_sensitivity_png(out / name, load_image(inst.image_path, inst.image_size), gt, maps, base)
         files.append(name)
         summaries[record.instance_id] = maps.summary()
     return files, summaries
 
 
-def summary_line(result: EvalResult) -> str:
-    """One line per method: mIoU over all instances, in percent."""
-    return "\n".join(f"{m:40} mIoU {100 * result.miou[m]['all']:6.2f}" for m in result.methods)
+def summary_line(result: EvalResult, base: str = "SAM", prompt: str = "point") -> str:
+    """The table ``samplm eval`` prints: mIoU over all instances, in percent, one row per method (plain
+    SAM's rows named after ``base``); the same Markdown as ``samplm demo``'s (:func:`.report.miou_table`)."""
+    return miou_table(miou_rows(result, base), prompt)
 
 
 __all__ = ["run_evaluation", "summary_line"]

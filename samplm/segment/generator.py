@@ -65,6 +65,11 @@ PROMPT_SOURCES = ("auto", "grid", "prior")
 #: prior clicks, which are few and already chosen by similarity (their masks are ranked by ``score``).
 THRESHOLDS = {"grid": (0.88, 0.95), "prior": (0.0, 0.0)}
 
+#: Default least ``score`` of a mask ``samplm segment`` keeps and draws (``segment_images(min_score=...)``):
+#: a mask whose content is not like the target's (similarity <= 0, score 0) is never an instance; the
+#: generator itself keeps every mask (COCO AP ranks them all).
+MIN_SCORE = 0.1
+
 # SamAutomaticMaskGenerator's own settings that change which masks come out.
 _SAM_SETTINGS = (
     "pred_iou_thresh",

@@ -7,7 +7,8 @@ image is encoded once, whatever the number of tasks. Written into ``out``::
     results.json        COCO results: [{image_id, category_id, segmentation (RLE), bbox, score, ...}]
     images.json         COCO "images" and "categories" (ids of results.json)
     summary.json        counts: images, segmented, resumed, no match, failed (with reasons), masks
-    overlays/           one PNG per image: the masks drawn over the photo
+    overlays/           one PNG per image: each mask drawn over the photo in its own colour, with its
+                        category and score
     per_image/          one JSON per finished image (what makes a run resumable)
 
 Image ids are positions (from 1) in the sorted list of the folder's images, so they are stable while
@@ -44,10 +45,22 @@ from ..utils.checks import first_line
 from ..utils.files import atomic_write, atomic_write_text, sha256_file
 from ..utils.fingerprint import update_with_state
 from ..utils.progress import progress_bar
-from .generator import AdapterMaskGenerator
+from .generator import MIN_SCORE, AdapterMaskGenerator
 
-#: Colours (RGB) of the categories in overlays, in order.
-PALETTE = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 40), (200, 80, 255), (0, 220, 220))
+#: Colours (RGB) of the masks in an overlay: the image's masks in category order, best first, take them
+#: in turn.
+PALETTE = (
+    (230, 25, 75),
+    (0, 130, 200),
+    (60, 180, 75),
+    (255, 225, 25),
+    (145, 30, 180),
+    (70, 240, 240),
+    (245, 130, 48),
+    (240, 50, 230),
+    (170, 110, 40),
+    (128, 128, 0),
+)
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ def segment_images(
     overlays: bool = True,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_score: float = MIN_SCORE,
 ) -> SegmentSummary:
     """Find every instance of every task in ``images``; write COCO results, overlays and a summary.
 
@@ -195,6 +209,7 @@ def segment_images(
         progress: show a progress bar.
         max_pixels: skip (and count) images of more pixels than this, read from the header before any
             pixel is decoded; ``None``: no limit but Pillow's decompression-bomb check.
+        min_score: keep (in the results) and draw only masks of at least this ``score``; 0 keeps all.
 
     Returns:
         A :class:`SegmentSummary`.
@@ -202,7 +217,8 @@ def segment_images(
     if not tasks:
         raise ValueError("segment_images needs at least one task")
     out = Path(out)
-    signature = json.loads(json.dumps([task.signature() for task in tasks]))  # as stored (lists, not tuples)
+    signature = [{**task.signature(), "min_score": min_score} for task in tasks]
+    signature = json.loads(json.dumps(signature))  # as stored (lists, not tuples)
     summary = SegmentSummary(images=len(images), prompts={t.name: t.generator.prompts for t in tasks})
     seconds, finished = 0.0, {}  # image id -> its current results (resumed or made now)
     for image_id, path in enumerate(
@@ -215,7 +231,7 @@ def segment_images(
             resumed = entry is not None
             if entry is None:
                 overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
-                entry = _segment_file(predictor, tasks, Path(path), max_pixels, overlay)
+                entry = _segment_file(predictor, tasks, Path(path), max_pixels, overlay, min_score)
                 entry.update(sha256=digest, tasks=signature)
                 atomic_write_text(record_file, json.dumps(entry))
                 seconds += time.perf_counter() - start
@@ -236,9 +252,11 @@ def _segment_file(
     path: Path,
     max_pixels: int | None,
     overlay: Path | None,
+    min_score: float = MIN_SCORE,
 ) -> dict[str, Any]:
     """One image file's per-image entry (``file_name``, ``height``, ``width`` and ``masks``: one list of
-    records per task), its overlay written to ``overlay`` unless ``None``.
+    records per task, those scoring at least ``min_score``), its overlay written to ``overlay`` unless
+    ``None``.
 
     Raises:
         DataError: the image cannot be read, has more than ``max_pixels``, or cannot be resized to SAM's
@@ -246,11 +264,11 @@ def _segment_file(
     """
     image = load_image(path, max_pixels=max_pixels)
     try:
-        found = [_segment_one(predictor, task, image) for task in tasks]
+        found = [_segment_one(predictor, task, image, min_score) for task in tasks]
     except ImageError as exc:
         raise DataError(path, f"cannot be segmented: {first_line(exc)}") from exc
     if overlay is not None:
-        _write_overlay(overlay, image, found)
+        _write_overlay(overlay, image, found, [task.name for task in tasks])
     return {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1], "masks": found}
 
 
@@ -269,10 +287,13 @@ def _overlay_name(image_id: int, path: str | os.PathLike[str]) -> str:
     return f"{image_id:06d}_{stem}.png"
 
 
-def _segment_one(predictor: CustomSamPredictor, task: SegmentTask, image: np.ndarray) -> list[dict[str, Any]]:
-    """The task's masks in one image as JSON-ready records (COCO RLE, best first)."""
+def _segment_one(
+    predictor: CustomSamPredictor, task: SegmentTask, image: np.ndarray, min_score: float = MIN_SCORE
+) -> list[dict[str, Any]]:
+    """The task's masks in one image scoring at least ``min_score``, as JSON-ready records (COCO RLE,
+    best first)."""
     with predictor.use_adapter(task.adapter_name):
-        records = task.generator.generate(image)
+        records = [r for r in task.generator.generate(image) if r["score"] >= min_score]
     return [
         {
             "segmentation": to_coco_rle(r["segmentation"]),
@@ -320,20 +341,49 @@ def _finished(
     return entry if current and entry.get("sha256") == digest and entry.get("tasks") == signature else None
 
 
-def _write_overlay(path: Path, image: np.ndarray, found: list[list[dict[str, Any]]]) -> None:
-    """The image with each category's masks filled (alpha 0.45) and outlined in its colour."""
-    canvas = image.astype(np.float32)
-    outlines = []
-    for index, records in enumerate(found):
-        colour = np.array(PALETTE[index % len(PALETTE)], np.float32)
-        for record in reversed(records):  # best drawn last, on top
-            mask = mask_utils.decode(record["segmentation"]).astype(bool)
-            canvas[mask] = 0.55 * canvas[mask] + 0.45 * colour
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            outlines.append((contours, tuple(int(c) for c in colour)))
+def overlay_image(image: np.ndarray, found: list[list[dict[str, Any]]], names: Sequence[str]) -> np.ndarray:
+    """The image with every mask of ``found`` (one list of records per category, named by ``names``)
+    filled (alpha 0.45) and outlined in its own colour (:data:`PALETTE`, in category order, best first),
+    largest drawn first so that smaller ones stay visible on top, each labelled ``"<category> <score>"``
+    at its box's top-left corner."""
+    instances = [(names[c], r) for c, records in enumerate(found) for r in records]
+    order = sorted(range(len(instances)), key=lambda i: -int(instances[i][1]["area"]))
+    canvas, outlines = image.astype(np.float32), []
+    for i in order:
+        colour = PALETTE[i % len(PALETTE)]
+        mask = mask_utils.decode(instances[i][1]["segmentation"]).astype(bool)
+        canvas[mask] = 0.55 * canvas[mask] + 0.45 * np.array(colour, np.float32)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        outlines.append((contours, colour))
     drawn = np.ascontiguousarray(canvas.clip(0, 255).astype(np.uint8))
     for contours, colour in outlines:
         cv2.drawContours(drawn, contours, -1, colour, max(1, round(max(image.shape[:2]) / 400)))
+    for i in order:
+        name, record = instances[i]
+        _label(drawn, f"{name} {record['score']:.2f}", record["bbox"], PALETTE[i % len(PALETTE)])
+    return drawn
+
+
+def _label(image: np.ndarray, text: str, bbox: Sequence[float], colour: tuple[int, int, int]) -> None:
+    """``text`` on a box of ``colour`` just above the top-left corner of ``bbox`` (XYWH; inside it when
+    there is no room above), kept within the image."""
+    height, width = image.shape[:2]
+    scale = min(1.0, max(0.35, max(height, width) / 1200))
+    thickness = max(1, round(scale * 1.5))
+    (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    x = int(min(max(0, bbox[0]), max(0, width - w - 4)))
+    top = int(bbox[1]) - h - baseline - 4
+    y = top if top >= 0 else int(min(max(0, bbox[1]), max(0, height - h - baseline - 4)))
+    cv2.rectangle(image, (x, y), (x + w + 4, y + h + baseline + 4), colour, -1)
+    ink = (0, 0, 0) if sum(colour) > 400 else (255, 255, 255)
+    cv2.putText(image, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness, cv2.LINE_AA)
+
+
+def _write_overlay(
+    path: Path, image: np.ndarray, found: list[list[dict[str, Any]]], names: Sequence[str]
+) -> None:
+    """:func:`overlay_image` written as a PNG."""
+    drawn = overlay_image(image, found, names)
     ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     if ok:
         atomic_write(path, lambda tmp: tmp.write_bytes(png.tobytes()))

@@ -11,7 +11,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..prompts.location_prior import PriorSettings
 from ..utils.checks import Limit
 from ..utils.settings import about
-from .generator import PROMPT_SOURCES
+from .generator import MIN_SCORE, PROMPT_SOURCES
 
 _PRIOR = PriorSettings()
 _SHARE = Limit(float, 0, 1)
@@ -70,6 +70,14 @@ class SegmentSettings:
     box_nms_thresh: float = field(
         default=0.7,
         metadata=about("box IoU above which duplicates are removed (default 0.7)", limit=_SHARE),
+    )
+    min_score: float = field(
+        default=MIN_SCORE,
+        metadata=about(
+            f"keep and draw only masks scoring at least this (score = predicted IoU x similarity to the "
+            f"target; default {MIN_SCORE}; 0 keeps all)",
+            limit=_SHARE,
+        ),
     )
     min_similarity: float = field(
         default=_PRIOR.min_similarity,

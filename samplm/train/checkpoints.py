@@ -41,11 +41,12 @@ STATE_DEFAULTS: dict[str, Any] = {"judgement": None, "stale": 0, "stopped": Fals
 STATE_KEYS = ("step", "best", "best_metrics", *STATE_DEFAULTS)
 
 
-def resume_run(run: TrainingRun, resume: bool) -> None:
+def resume_run(run: TrainingRun, resume: bool) -> bool:
     """Continue from the checkpoint if ``resume`` and one exists (same optimisation settings only; without
     ``resume`` an existing checkpoint is deleted), then record the settings and keep the ``metrics.jsonl``
-    lines up to the step the run starts from."""
-    if resume and run.checkpoint.is_file():
+    lines up to the step the run starts from. Returns whether the run was resumed from a checkpoint."""
+    resumed = resume and run.checkpoint.is_file()
+    if resumed:
         load_checkpoint(run)
     elif not resume and run.procs.is_main:  # a fresh run: an older checkpoint must never be resumed later
         for stale in (run.checkpoint, checksum_path(run.checkpoint)):
@@ -53,6 +54,12 @@ def resume_run(run: TrainingRun, resume: bool) -> None:
     if run.procs.is_main:
         atomic_write_text(run.out / CONFIG_NAME, run.config.to_json())
         trim_metrics(run.out / METRICS_NAME, run.state["step"])
+    return resumed
+
+
+def resumed_line(run: TrainingRun) -> str:
+    """The line training prints when it resumes: ``resumed from step N (checkpoint PATH)``."""
+    return f"resumed from step {run.state['step']} (checkpoint {run.checkpoint})"
 
 
 def save_checkpoint(run: TrainingRun) -> None:

@@ -1,7 +1,7 @@
 """The training loop: PLM (+ PMM) on a frozen SAM, from cached embeddings.
 
-A run is a few named steps: :func:`~samplm.train.run_setup.setup_run` (adapter, optimiser, processes), the lock
-on the output directory, :func:`~samplm.train.checkpoints.resume_run` (from the last checkpoint), the
+A run is a few named steps: :func:`~samplm.train.run_setup.setup_run` (adapter, optimiser, processes), the
+lock on the output directory, :func:`~samplm.train.checkpoints.resume_run` (from the last checkpoint), the
 candidates judged before training (:mod:`samplm.train.validation`), then per optimiser step
 :func:`_step` (batches from :mod:`samplm.train.batch` through
 :class:`~samplm.train.step_model.StepModel`), its ``metrics.jsonl`` line (:mod:`samplm.train.metrics_log`),
@@ -37,7 +37,7 @@ from ..errors import NonFiniteError
 from ..utils.files import lock_directory
 from ..utils.progress import progress_bar
 from .batch import PromptGroup, build_batch, describe_batch
-from .checkpoints import resume_run, save_checkpoint
+from .checkpoints import resume_run, resumed_line, save_checkpoint
 from .judge import Judgement
 from .metrics_log import metrics_log
 from .outputs import ADAPTER_DIRNAME, finish_run
@@ -101,7 +101,8 @@ def train(
         device: where to train (under a multi-process launch, each process's own device).
         resume: continue from ``out_dir/checkpoints/last.pt`` if present (its checksum verified, with
             the same optimisation settings); ``False`` starts over (``metrics.jsonl`` afresh).
-        progress: show a progress bar.
+        progress: show a progress bar and, when resuming, one line ``resumed from step N (checkpoint
+            PATH)``.
         stop_after: stop (after checkpointing) once this many steps are done in total - for
             splitting a run over several sessions; ``None`` runs to ``config.steps``.
 
@@ -117,7 +118,8 @@ def train(
     with contextlib.ExitStack() as lock:
         if run.procs.is_main:  # one run per output directory; released on any exit
             lock.enter_context(lock_directory(run.out))
-        resume_run(run, resume)
+        if resume_run(run, resume) and progress and run.procs.is_main:
+            print(resumed_line(run), flush=True)
         if val_set is not None and run.state["judgement"] is None:
             judge_candidates(run)
         _train_steps(run, last, progress)
