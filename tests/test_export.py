@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -20,9 +23,11 @@ from samplm.errors import AdapterOutputError, ConfigError
 from samplm.export.onnx import (
     INPUT_NAMES,
     OUTPUT_NAMES,
+    PREPROCESSING_ADVICE,
     WEB_PLAIN_SAM_LABEL,
     export_encoder_onnx,
     export_onnx,
+    quiet_export,
     write_web_bundle,
 )
 from samplm.utils.fingerprint import sam_fingerprint
@@ -345,6 +350,65 @@ def test_export_does_not_warn_about_traced_shape_checks(sam, adapter, out_dir):
         warnings.warn("after the export", torch.jit.TracerWarning, stacklevel=1)
     assert not traced
     assert [str(w.message) for w in caught][-1] == "after the export"
+
+
+#: What an export printed before: torch's notes on tracing and indexing, onnxruntime's advice.
+NOISE = ("aten::index", "TracerWarning", "pre-processing", "Converting a tensor to a Python")
+
+
+def test_export_with_every_option_prints_none_of_its_notes(sam, adapter, out_dir, capfd, caplog):
+    """``return_single_mask`` (torch's ``aten::index`` note), ``quantize`` (onnxruntime's pre-processing
+    advice) and the encoder: no warning, log record or line on the terminal about them."""
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        export_onnx(sam, out_dir / "noisy.onnx", adapter=adapter, return_single_mask=True, quantize=True)
+        export_encoder_onnx(sam, out_dir / "noisy-encoder.onnx")
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    shown += [record.getMessage() for record in caplog.records]
+    shown += capfd.readouterr()
+    assert not [line for line in shown if any(note in line for note in NOISE)], shown
+
+
+def test_quiet_export_drops_only_the_exports_notes(capfd, monkeypatch):
+    """Other warnings and log records still reach the user, an error still propagates, and the filters
+    end with the block; an unconfigured root logger stays unconfigured (onnxruntime logs through it)."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # a script that configured no logging
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="a genuine error"), quiet_export():
+            warnings.warn("traced", torch.jit.TracerWarning, stacklevel=1)
+            warnings.warn("Exporting aten::index operator of advanced indexing", UserWarning, stacklevel=1)
+            warnings.warn("a genuine warning", UserWarning, stacklevel=1)
+            logging.warning(PREPROCESSING_ADVICE + ". Refer to example: https://example.invalid")
+            logging.warning("a genuine log warning")
+            raise RuntimeError("a genuine error")
+        warnings.warn("Exporting aten::index operator after the export", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "a genuine warning",
+        "Exporting aten::index operator after the export",
+    ]
+    err = capfd.readouterr().err
+    assert "a genuine log warning" in err and "pre-processing" not in err
+    assert root.handlers == [] and root.filters == []
+
+
+def test_cli_export_prints_only_what_it_wrote(tmp_path):
+    """``samplm export`` as a user runs it (default warning filters, logging unconfigured)."""
+    out = tmp_path / "model.onnx"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    argv = ["export", "--model-type", "samplm_tiny", "--out", str(out), "--return-single-mask", "--quantize"]
+    result = subprocess.run(
+        [sys.executable, "-m", "samplm.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {out}")
+    assert not any(note in result.stderr for note in (*NOISE, "WARNING")), result.stderr
 
 
 # ---------------------------------------------------------------------------------- web bundle

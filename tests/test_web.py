@@ -1,7 +1,9 @@
-"""The example page (``examples/web``) in a real headless Chromium: load an image, click, read the mask.
+"""samplm's browser page (installed with the package) in a real headless Chromium: load an image, click,
+read the mask.
 
-The page runs the exported encoder and decoder graphs with onnxruntime-web (installed by
-``examples/web/setup.sh``, served from the project). The browser is Debian's ``chromium`` driven by
+The page runs the exported encoder and decoder graphs with onnxruntime-web (installed into
+``examples/web`` by ``examples/web/setup.sh``, i.e. ``samplm web-setup --dir examples/web``, and served
+from there). The browser is Debian's ``chromium`` driven by
 Playwright through ``executable_path``. Without a browser or onnxruntime-web the test skips with the
 reason, unless ``SAMPLM_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 """
@@ -40,7 +42,8 @@ def _missing() -> str | None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, sam, adapter_factory_module):
-    """The page, its models (samplm_tiny: plain SAM and one adapter) and a photo, served on loopback."""
+    """The packaged page, its models (samplm_tiny: plain SAM and one adapter) and a photo, served on
+    loopback."""
     reason = _missing()
     if reason:
         if os.environ.get("SAMPLM_REQUIRE_BROWSER") == "1":
@@ -52,7 +55,8 @@ def site(tmp_path_factory, sam, adapter_factory_module):
     image[:] = (40, 90, 40)
     image[40:110, 50:160] = (230, 200, 30)  # a banner-like block
     Image.fromarray(image).save(models / "photo.png")
-    server = serve_web(WEB, models=models, port=0)  # what `samplm serve-web --models DIR` serves
+    # what `samplm serve-web --models DIR --runtime examples/web` serves: the packaged page
+    server = serve_web(models=models, runtime=WEB, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", image
     server.shutdown()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs onnxruntime-web from the npm registry into examples/web/node_modules (the page loads it from
-# there, never from a CDN). Run once: bash examples/web/setup.sh
+# Installs onnxruntime-web (the version samplm's page pins) from the npm registry into examples/web, the
+# folder the browser test (tests/test_web.py) and CI load it from: samplm web-setup --dir examples/web.
+# The page itself ships in the package (samplm/export/web_page); outside a checkout run samplm web-setup.
+# Run once: bash examples/web/setup.sh
 set -euo pipefail
-cd "$(dirname "$0")"
-npm install --no-audit --no-fund --loglevel=error
+exec "${PYTHON:-python3}" -m samplm.cli web-setup --dir "$(cd "$(dirname "$0")" && pwd)"

@@ -1,14 +1,15 @@
 """The ``samplm`` command: ``embed``, ``train``, ``eval``, ``demo``, ``segment``, ``fit-prototype``,
-``export``, ``push`` and ``serve-web``.
+``export``, ``push``, ``serve-web`` and ``web-setup``.
 
 One module per command (``train.py``, ``eval.py``, ...), each with ``add_parser`` and ``run``. Their
 options are the fields of settings dataclasses (:class:`~samplm.train.settings.TrainConfig`,
 :class:`~samplm.eval.settings.EvalSettings`, :class:`~samplm.demo.DemoSettings`,
 :class:`~samplm.segment.settings.SegmentSettings`, :class:`~samplm.export.settings.ExportSettings`, ...):
-:mod:`.options` makes a flag and a config-file key of each field. Every command but ``push`` and
-``serve-web`` takes ``--config FILE`` (YAML or JSON) with any of its options (long names with ``_`` for
-``-``); flags given on the command line override the file. Which SAM to build and which embedding cache
-to use is decided by :mod:`samplm.workspace`; the commands only parse arguments and call the library.
+:mod:`.options` makes a flag and a config-file key of each field. Every command but ``push``,
+``serve-web`` and ``web-setup`` takes ``--config FILE`` (YAML or JSON) with any of its options (long
+names with ``_`` for ``-``); flags given on the command line override the file. Which SAM to build and
+which embedding cache to use is decided by :mod:`samplm.workspace`; the commands only parse arguments
+and call the library.
 
 Input errors print one line (``samplm: error: ...``) and exit with status 2: argument errors, option
 values out of range (checked before any data is read, for flags and config-file values alike), missing
@@ -40,7 +41,11 @@ _COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "export": export.run,
 }
 # Commands that take their parsed arguments as they are (no --config file).
-_PLAIN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"push": hub.run, "serve-web": web.run}
+_PLAIN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "push": hub.run,
+    "serve-web": web.run,
+    "web-setup": web.run_setup,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     single = [module.add_parser(sub) for module in (demo, segment, export, prototype)]
     for command in single:
         share_config([command])
-    plain = [hub.add_parser(sub), web.add_parser(sub)]
+    plain = [hub.add_parser(sub), web.add_parser(sub), web.add_setup_parser(sub)]
     for command in (*jobs, *single, *plain):  # --debug also after the command: samplm train ... --debug
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS

@@ -1,10 +1,13 @@
-"""``samplm serve-web``: serve the example page (``examples/web``) and its models on this machine."""
+"""``samplm serve-web``: serve samplm's browser page and its models on this machine; ``samplm web-setup``:
+install the onnxruntime-web it loads."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
+from ..export.web import default_runtime
 from ..utils.checks import Limit, shown
 from .options import convert
 
@@ -20,37 +23,88 @@ def port(text: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``samplm serve-web [--page] [--models] [--host] [--port] [--log-requests]`` (no ``--config``)."""
+    """``samplm serve-web [--page] [--models] [--runtime] [--host] [--port] [--log-requests]`` (no
+    ``--config``)."""
     serve = sub.add_parser(
         "serve-web",
-        help="serve the example page (examples/web) with its models on this machine",
-        description="Serve the example page (index.html, app.js, onnxruntime-web from setup.sh, models "
-        "from samplm export --web) on loopback, with the headers onnxruntime-web's threads need. "
-        "Ctrl-C stops it.",
+        help="serve the browser page with exported models on this machine",
+        description="Serve samplm's browser page (installed with the package), onnxruntime-web (from "
+        "samplm web-setup) and the models written by samplm export --web DIR on loopback, with the "
+        "headers onnxruntime-web's threads need. Ctrl-C stops it.",
     )
-    serve.add_argument("--page", default="examples/web", help="the page folder (default examples/web)")
-    serve.add_argument("--models", help="models folder written by samplm export --web (default PAGE/models)")
+    serve.add_argument(
+        "--page", help="serve this page folder (index.html, app.js) instead of samplm's own page"
+    )
+    serve.add_argument(
+        "--models",
+        help="models folder written by samplm export --web (required unless --page DIR holds models/)",
+    )
+    serve.add_argument(
+        "--runtime",
+        help="folder samplm web-setup --dir installed onnxruntime-web into (default: PAGE when it holds "
+        f"node_modules, else {_home(default_runtime())})",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0: any free port)")
     serve.add_argument("--log-requests", action="store_true", help="print one line per request")
     return serve
 
 
+def add_setup_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``samplm web-setup [--dir DIR]`` (no ``--config``)."""
+    setup = sub.add_parser(
+        "web-setup",
+        help="install onnxruntime-web (npm) for samplm serve-web",
+        description="Install the onnxruntime-web version samplm's page pins from the npm registry (npm "
+        "ci; needs Node.js and npm) into a folder of yours; samplm serve-web loads it from there. "
+        "Run once per samplm version.",
+    )
+    setup.add_argument(
+        "--dir",
+        help=f"folder to install into (default {_home(default_runtime())}; another one is passed to "
+        "samplm serve-web --runtime)",
+    )
+    return setup
+
+
+def _home(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (for help texts)."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
-    """``samplm serve-web``: check the page folder, then serve it until Ctrl-C."""
+    """``samplm serve-web``: check the page, onnxruntime-web and the models, then serve until Ctrl-C."""
     from ..export.web import serve_web
 
     server = serve_web(
-        args.page, models=args.models, host=args.host, port=args.port, quiet=not args.log_requests
+        args.page,
+        models=args.models,
+        runtime=args.runtime,
+        host=args.host,
+        port=args.port,
+        quiet=not args.log_requests,
     )
     host, bound = server.server_address[:2]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # an address a browser here opens
     url = f"http://{shown_host}:{bound}/index.html"
-    print(f"serving {Path(args.page).resolve()} at {url} (Ctrl-C stops)", flush=True)
+    print(f"serving {server.page} at {url} (models: {server.models}; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
     finally:
         server.server_close()
+    return 0
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    """``samplm web-setup``: onnxruntime-web into ``--dir`` (default the folder serve-web looks in)."""
+    from ..export.web import install_runtime
+
+    folder = install_runtime(args.dir)
+    hint = "" if args.dir is None else f" --runtime {shlex.quote(str(folder))}"
+    print(f"installed onnxruntime-web into {folder}; serve the page: samplm serve-web{hint} --models DIR")
     return 0

@@ -19,9 +19,12 @@ normalised, padded input -> embedding), so the whole model runs without PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,6 +60,12 @@ WEB_ENCODER_FILE = "encoder.onnx"
 WEB_PLAIN_SAM_FILE = "sam.onnx"
 #: The page's label for plain SAM in ``samplm export --web``: not a task name, so no adapter takes it.
 WEB_PLAIN_SAM_LABEL = "SAM (no adapter)"
+#: torch's note that SAM's best-mask selection (advanced indexing, ``return_single_mask``) becomes
+#: several ONNX operators; its indices are never negative, so the graph is exact.
+ATEN_INDEX_WARNING = r"Exporting aten::index operator"
+#: onnxruntime's advice before dynamic quantisation: its pre-processing (shape inference, graph
+#: optimisation) changes nothing for the int8 MatMul weights :func:`_quantize` writes.
+PREPROCESSING_ADVICE = "Please consider to run pre-processing before quantization"
 
 
 class _AdaptedDecoder(nn.Module):
@@ -243,14 +252,52 @@ def _dummy_inputs(sam: Sam) -> dict[str, Tensor]:
     }
 
 
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Within the block, the export's notes about itself do not reach the user; every other warning and
+    log record does, and the filters end with the block.
+
+    Silenced: torch's ``TracerWarning`` (the models' Python shape checks hold for every input the graph
+    accepts; tracing warns that they become constants, as in segment_anything's own export script),
+    torch's ``aten::index`` note (:data:`ATEN_INDEX_WARNING`) and onnxruntime's pre-processing advice
+    (:data:`PREPROCESSING_ADVICE`). onnxruntime's quantisation logs through Python's root logger, which
+    it configures (``logging.basicConfig``) when it has no handler: here the root logger gets a filter
+    dropping that one message and, if it has no handler, Python's last-resort handler for the block
+    (what an unconfigured logger prints with), so the user's logging is left as it was.
+    """
+    root = logging.getLogger()
+    advice = _DropMessage(PREPROCESSING_ADVICE)
+    borrowed = None if root.handlers or logging.lastResort is None else logging.lastResort
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=ATEN_INDEX_WARNING, category=UserWarning)
+        root.addFilter(advice)
+        if borrowed is not None:
+            root.addHandler(borrowed)
+        try:
+            yield
+        finally:
+            root.removeFilter(advice)
+            if borrowed is not None:
+                root.removeHandler(borrowed)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def _write(model, dummy, out, opset, metadata, quantize, *, dynamic, outputs=OUTPUT_NAMES) -> Path:
     import onnx
 
     def export(tmp: Path) -> None:
-        # the models' Python shape checks hold for every input the graph accepts; tracing them warns
-        # that they become constants, as in segment_anything's own export script
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with torch.no_grad(), quiet_export():
             torch.onnx.export(
                 model,
                 tuple(dummy.values()),
@@ -268,7 +315,8 @@ def _write(model, dummy, out, opset, metadata, quantize, *, dynamic, outputs=OUT
             entry.key, entry.value = key, str(value)
         onnx.save(graph, str(tmp))
         if quantize:
-            _quantize(tmp, graph)
+            with quiet_export():
+                _quantize(tmp, graph)
 
     return atomic_write(out, export)
 
@@ -281,7 +329,7 @@ def write_web_bundle(
     model_type: str | None = None,
     opset: int = 17,
 ) -> Path:
-    """The models of the example page (``examples/web``): ``encoder.onnx``, one decoder graph per
+    """The models of samplm's browser page (``samplm serve-web``): ``encoder.onnx``, one decoder graph per
     adapter and ``models.json`` naming them with the base's preprocessing.
 
     Args:

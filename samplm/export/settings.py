@@ -35,7 +35,7 @@ class ExportSettings:
     web: str | None = field(
         default=None,
         metadata=about(
-            "instead: write the example page's models (encoder, plain SAM and --adapter decoders, "
-            "models.json) into this folder, e.g. examples/web/models"
+            "instead: write the browser page's models (encoder, plain SAM and --adapter decoders, "
+            "models.json) into this folder, e.g. web-models (serve: samplm serve-web --models web-models)"
         ),
     )
