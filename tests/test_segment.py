@@ -183,6 +183,10 @@ def test_segment_images_writes_coco_results_and_resumes(sam, folder, adapters):
     assert (again.images, again.segmented, again.resumed, again.masks) == (4, 0, 3, summary.masks)
     assert list(again.failed) == [broken]  # still reported
     assert (out / "results.json").read_bytes() == before
+    # nothing segmented by the second run: no time to report, and null rather than 0.0 in summary.json
+    assert again.seconds_per_image is None
+    assert json.loads((out / "summary.json").read_text())["seconds_per_image"] is None
+    assert again.line().endswith("no time per image (none segmented by this run)")
 
 
 def test_other_tasks_are_not_resumed_from_an_earlier_run(sam, folder, adapters):
@@ -242,6 +246,7 @@ def test_summary_line():
     assert summary.line().startswith(
         "5 images: 3 segmented, 1 already done, 2 without a match, 1 failed; 7 masks"
     )
+    assert SegmentSummary(images=1, segmented=1, seconds_per_image=0.25).line().endswith("0.250 s per image")
 
 
 # ---------------------------------------------------------------- command line

@@ -104,7 +104,9 @@ class SegmentSummary:
         failed: ``{image path: reason}`` of images skipped: unreadable, above the pixel limit, or of an
             aspect ratio SAM cannot resize.
         masks: masks in ``results.json``.
-        seconds_per_image: mean wall time of the images segmented by this run.
+        seconds_per_image: mean wall time of the images segmented by this run; ``None`` (``null`` in
+            ``summary.json``) when this run segmented none (every image resumed or failed): there is
+            nothing to time, and 0.0 would read as infinitely fast.
         prompts: ``{category: "prior" | "grid"}``.
     """
 
@@ -114,15 +116,19 @@ class SegmentSummary:
     no_match: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     masks: int = 0
-    seconds_per_image: float = 0.0
+    seconds_per_image: float | None = None
     prompts: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line for the terminal."""
+        timing = (
+            "no time per image (none segmented by this run)"
+            if self.seconds_per_image is None
+            else f"{self.seconds_per_image:.3f} s per image"
+        )
         return (
             f"{self.images} images: {self.segmented} segmented, {self.resumed} already done, "
-            f"{self.no_match} without a match, {len(self.failed)} failed; {self.masks} masks; "
-            f"{self.seconds_per_image:.3f} s per image"
+            f"{self.no_match} without a match, {len(self.failed)} failed; {self.masks} masks; {timing}"
         )
 
 
@@ -241,7 +247,7 @@ def segment_images(
         finished[image_id] = entry
         summary.resumed += resumed
         summary.segmented += not resumed
-    summary.seconds_per_image = seconds / max(summary.segmented, 1)
+    summary.seconds_per_image = seconds / summary.segmented if summary.segmented else None
     _write_results(out, finished, tasks, summary)
     return summary
 
