@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from .data import InstanceDataset
 from .errors import ConfigError
 from .utils.checks import first_line, printable
 from .utils.settings import about
+from .utils.threads import AUTO, busy_hint, thread_limit
 
 #: Embedding cache root used when none is given.
 DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
@@ -137,7 +139,10 @@ class Workspace:
         checkpoint: SAM checkpoint (required for ``vit_*``).
         cache_dir: embedding cache root (default :data:`DEFAULT_CACHE_DIR`).
         device: where images are encoded.
-        verbose: show progress bars and print what was embedded / reused.
+        verbose: show progress bars and print what was embedded / reused, and (once, to stderr, when
+            the SAM is loaded) :func:`~samplm.utils.threads.busy_hint`'s line on an oversubscribed machine.
+        threads: at most this many CPU threads when encoding (``None`` / ``"auto"``: every thread torch
+            has; see :mod:`samplm.utils.threads`).
     """
 
     model_type: str
@@ -145,6 +150,8 @@ class Workspace:
     cache_dir: str | os.PathLike[str] | None = None
     device: str = "cpu"
     verbose: bool = True
+    threads: int | str | None = None
+    _hinted: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def cache_root(self) -> Path:
@@ -159,6 +166,7 @@ class Workspace:
         ``sam`` (with its image encoder) is built from ``model_type`` / ``checkpoint`` unless given.
         """
         sam = sam if sam is not None else build_full_sam(self.model_type, self.checkpoint)
+        self.hint_if_busy()
         cache = EmbeddingCache.for_model(self.cache_root, sam)
         for dataset in datasets:
             stats = cache.build(
@@ -167,6 +175,7 @@ class Workspace:
                 expected_sizes=dataset.expected_sizes(),
                 device=self.device,
                 progress=self.verbose,
+                threads=self.threads,
             )
             self.say(
                 f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
@@ -199,7 +208,15 @@ class Workspace:
             return None
         self.say(f"all images cached in {cache.directory}; the image encoder is not loaded")
         with checkpoint_errors(self.model_type, self.checkpoint):
-            return build_sam_without_image_encoder(self.model_type, state_dict=state), cache
+            sam = build_sam_without_image_encoder(self.model_type, state_dict=state)
+        self.hint_if_busy()
+        return sam, cache
+
+    def hint_if_busy(self) -> None:
+        """The first time, when :attr:`verbose`: :func:`~samplm.utils.threads.busy_hint` to stderr."""
+        if self.verbose and not self._hinted:
+            self._hinted = True
+            busy_hint(sys.stderr)
 
     def say(self, message: str) -> None:
         """Print ``message`` when :attr:`verbose` (e.g. only on the main process)."""
@@ -224,6 +241,19 @@ class ModelSettings:
     device: str | None = field(
         default=None, metadata=about("torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     )
+    threads: str = field(
+        default=AUTO,
+        metadata=about(
+            "at most N CPU threads in every stage; default auto: the image encoder uses all, the "
+            "decoder-side stages (training steps, SAM-F, evaluation clicks) one. An OMP_NUM_THREADS you "
+            "set caps both (docs/cli.md#threads)"
+        ),
+    )
+
+    @property
+    def thread_limit(self) -> int | None:
+        """``threads`` as a number (``None``: ``auto``)."""
+        return thread_limit(self.threads)
 
     def workspace(self) -> Workspace:
         """The :class:`Workspace` of these settings on :func:`default_device`; only the main process of a
@@ -234,4 +264,5 @@ class ModelSettings:
             cache_dir=self.cache,
             device=default_device(self.device),
             verbose=is_main_process(),
+            threads=self.thread_limit,
         )

@@ -44,7 +44,10 @@ COMMAND_SETTINGS = {
         (cli_common, ModelSettings, ()),
         (cli.evaluate, EvalSettings, ()),
     ],
-    "demo": [(cli.demo, DemoSettings, ())],
+    "demo": [
+        (cli.demo, DemoSettings, ()),
+        (cli.demo, ModelSettings, ("model_type", "checkpoint", "cache", "device")),  # only --threads
+    ],
     "segment": [(cli.segment, SegmentSettings, ()), (cli_common, ModelSettings, ("cache",))],
     "fit-prototype": [(cli.prototype, FitPrototypeSettings, ()), (cli_common, ModelSettings, ("cache",))],
     "export": [(cli.export, ExportSettings, ()), (cli_common, ModelSettings, ("cache",))],

@@ -33,6 +33,7 @@ from ..errors import DataError, MissingEmbeddingError
 from ..utils.files import atomic_write, atomic_write_text, file_digest
 from ..utils.fingerprint import half_precision, update_with_state, value_bytes
 from ..utils.progress import progress_bar
+from ..utils.threads import encoder_threads, torch_threads
 
 CACHE_FORMAT_VERSION = 1
 _SAMPLED_VALUES = 1 << 16
@@ -183,8 +184,12 @@ class EmbeddingCache:
         expected_sizes: Mapping[str, tuple[int, int]] | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        threads: int | str | None = None,
     ) -> dict[str, int]:
         """Encode every image not yet cached (resumable). Returns ``{"computed": n, "reused": m}``.
+
+        ``threads``: at most this many CPU threads (``None`` / ``"auto"``: every thread torch has, the
+        image encoder's stage in :mod:`samplm.utils.threads`).
 
         Raises:
             ValueError: ``sam`` does not match this cache's key.
@@ -198,30 +203,31 @@ class EmbeddingCache:
         total = len(images) if isinstance(images, Sequence) else None
         bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
         seen: set[str] = set()
-        for item in bar:
-            path = os.fspath(item)
-            if path in seen:
-                continue
-            seen.add(path)
-            expected = (expected_sizes or {}).get(path)
-            entry = self._entry(self.key_for(path, expected))
-            if entry.is_file():
-                stats["reused"] += 1
-                continue
-            image = load_image(path, expected)
-            resized = transform.apply_image(image)
-            tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
-            embedding = sam.image_encoder(sam.preprocess(tensor.to(sam.pixel_mean.dtype)))
-            metadata = {
-                "original_size": json.dumps(list(image.shape[:2])),
-                "input_size": json.dumps(list(resized.shape[:2])),
-                "source": os.path.basename(path),
-            }
-            data = {"embedding": embedding.to("cpu", torch.float16).contiguous()}
-            metadata["sha256"] = tensor_digest(data["embedding"])
-            atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
-            stats["computed"] += 1
-            bar.set_postfix(stats)
+        with torch_threads(encoder_threads(threads)):
+            for item in bar:
+                path = os.fspath(item)
+                if path in seen:
+                    continue
+                seen.add(path)
+                expected = (expected_sizes or {}).get(path)
+                entry = self._entry(self.key_for(path, expected))
+                if entry.is_file():
+                    stats["reused"] += 1
+                    continue
+                image = load_image(path, expected)
+                resized = transform.apply_image(image)
+                tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
+                embedding = sam.image_encoder(sam.preprocess(tensor.to(sam.pixel_mean.dtype)))
+                metadata = {
+                    "original_size": json.dumps(list(image.shape[:2])),
+                    "input_size": json.dumps(list(resized.shape[:2])),
+                    "source": os.path.basename(path),
+                }
+                data = {"embedding": embedding.to("cpu", torch.float16).contiguous()}
+                metadata["sha256"] = tensor_digest(data["embedding"])
+                atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
+                stats["computed"] += 1
+                bar.set_postfix(stats)
         return stats
 
     def _write_manifest(self, sam: Sam) -> None:

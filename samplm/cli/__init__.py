@@ -11,6 +11,11 @@ names with ``_`` for ``-``); flags given on the command line override the file. 
 which embedding cache to use is decided by :mod:`samplm.workspace`; the commands only parse arguments
 and call the library.
 
+Every command that takes ``--config`` also takes ``--threads N`` (at most N CPU threads in any stage;
+default ``auto``, see :mod:`samplm.utils.threads`); ``embed``, ``train``, ``eval`` and ``demo`` print one
+line to stderr when the machine is oversubscribed, once the data and the SAM are loaded
+(:meth:`~samplm.workspace.Workspace.hint_if_busy`).
+
 Input errors print one line (``samplm: error: ...``) and exit with status 2: argument errors, option
 values out of range (checked before any data is read, for flags and config-file values alike), missing
 files, unreadable checkpoints, invalid data. ``--debug`` shows the traceback instead.
@@ -25,6 +30,7 @@ from typing import Any
 
 from ..errors import SamplmError
 from ..utils.checks import printable
+from ..utils.threads import thread_limit, torch_threads
 from ..version import __version__
 from . import demo, embed, export, hub, prototype, segment, train, web
 from . import eval as evaluate
@@ -87,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _PLAIN_COMMANDS:
             return _PLAIN_COMMANDS[args.command](args)
-        return _COMMANDS[args.command](merged_options(args))
+        return _run_command(args.command, merged_options(args))
     except (SamplmError, OSError, ValueError, KeyError) as exc:
         if args.debug:
             raise
@@ -97,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samplm: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def _run_command(command: str, options: dict[str, Any]) -> int:
+    """``command`` with its options under ``--threads``: a cap on torch's threads for the whole command,
+    which the per-stage choice never exceeds."""
+    with torch_threads(thread_limit(options.get("threads"))):
+        return _COMMANDS[command](options)
 
 
 def _escaped_lines(message: object) -> str:

@@ -7,9 +7,11 @@ import dataclasses
 from typing import Any
 
 from ..demo import DemoSettings
-from ..workspace import default_device, require_checkpoint
+from ..workspace import ModelSettings, default_device, require_checkpoint
 from .common import CONFIG_HELP
 from .options import add_settings, settings_from
+
+_MODEL_OPTIONS = [f.name for f in dataclasses.fields(ModelSettings)]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Prints base top-confidence / base oracle / SAM-F / adapter mIoU, writes overlays and the adapter.",
     )
     add_settings(demo, DemoSettings)
+    add_settings(demo, ModelSettings, skip=[name for name in _MODEL_OPTIONS if name != "threads"])
     demo.add_argument("--config", help=CONFIG_HELP)
     return demo
 

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 from ..adapter.config import check_task_name
 from ..errors import ConfigError
 from ..utils.checks import Limit, first_line, shown
+from ..utils.threads import AUTO, thread_limit
 from ..workspace import default_device
 
 T = TypeVar("T")
@@ -187,10 +188,14 @@ def merged_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_places(options: dict[str, Any], labels: dict[str, str]) -> None:
-    """``--device`` names a device this machine has; ``--task`` is a task name; the files and folders to
+    """``--device`` names a device this machine has; ``--threads`` is ``auto`` or a positive integer;
+    ``--task`` is a task name; the files and folders to
     write (``--out``, ``--encoder``, ``--web``) do not lie under a file; ``--out`` is not an existing file."""
     if options.get("device"):
         options["device"] = default_device(str(options["device"]))
+    if options.get("threads") is not None:
+        limit = thread_limit(options["threads"], labels["threads"])
+        options["threads"] = AUTO if limit is None else str(limit)
     if options.get("task") is not None:
         check_task_name(options["task"], labels["task"])
     for key in ("out", "encoder", "web"):

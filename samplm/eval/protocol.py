@@ -28,6 +28,7 @@ from ..data import Instance, InstanceDataset
 from ..decoder.predictor import CustomSamPredictor
 from ..utils.geometry import center_point, mask_to_box
 from ..utils.progress import progress_bar
+from ..utils.threads import decoder_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
@@ -112,6 +113,8 @@ class InstancePredictor:
         samf: fitted SAM-F weights, or ``None``.
         refine: add the PMM refinement row for adapters that carry a PMM.
         device: where to run.
+        threads: at most this many CPU threads per prediction (``None`` / ``"auto"``:
+            :func:`~samplm.utils.threads.decoder_threads`).
     """
 
     def __init__(
@@ -122,7 +125,9 @@ class InstancePredictor:
         samf: SamF | None = None,
         refine: bool = True,
         device: str | torch.device = "cpu",
+        threads: int | str | None = None,
     ) -> None:
+        self.threads = threads
         self.predictor = CustomSamPredictor(sam.to(device).eval())
         for name, adapter in adapters.items():
             self.predictor.load_adapter(adapter, adapter_name=name, activate=False)
@@ -158,6 +163,12 @@ class InstancePredictor:
 
         SAM and every adapter answer the prompt in one :meth:`CustomSamPredictor.predict_many` call.
         """
+        with torch_threads(decoder_threads(self.threads)):
+            return self._predict(entry, prompts, gt)
+
+    def _predict(
+        self, entry: CachedEmbedding, prompts: dict[str, list[float]], gt: np.ndarray | None
+    ) -> dict[Method, Prediction]:
         predictor = self.set_entry(entry)
         if "point" in prompts:
             kwargs: dict[str, Any] = {
@@ -210,6 +221,7 @@ def evaluate(
     max_instances: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    threads: int | str | None = None,
 ) -> EvalResult:
     """Evaluate SAM, SAM-F and adapters on every instance of ``dataset`` (embeddings from ``cache``).
 
@@ -223,11 +235,15 @@ def evaluate(
         refine: add the PMM refinement row for adapters that carry a PMM.
         dilation_ratio: boundary-IoU band as a fraction of the image diagonal.
         max_instances: evaluate at most this many instances (in dataset order).
+        threads: at most this many CPU threads (``None`` / ``"auto"``:
+            :func:`~samplm.utils.threads.decoder_threads`).
     """
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     adapters = {name: a.to(device).eval() for name, a in (adapters or {}).items()}
-    predictor = InstancePredictor(sam.to(device).eval(), adapters, samf=samf, refine=refine, device=device)
+    predictor = InstancePredictor(
+        sam.to(device).eval(), adapters, samf=samf, refine=refine, device=device, threads=threads
+    )
     methods = [m for m in predictor.methods if prompt == "point" or m.kind != "samf"]
     results: list[InstanceResult] = []
     skipped: Counter[str] = Counter()

@@ -36,6 +36,7 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..errors import NonFiniteError
 from ..utils.files import lock_directory
 from ..utils.progress import progress_bar
+from ..utils.threads import decoder_threads, torch_threads
 from .batch import PromptGroup, build_batch, describe_batch
 from .checkpoints import resume_run, resumed_line, save_checkpoint
 from .judge import Judgement
@@ -82,6 +83,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    threads: int | str | None = None,
 ) -> TrainResult:
     """Train an adapter and export the best one to ``out_dir/adapter``.
 
@@ -105,6 +107,8 @@ def train(
             PATH)``.
         stop_after: stop (after checkpointing) once this many steps are done in total - for
             splitting a run over several sessions; ``None`` runs to ``config.steps``.
+        threads: at most this many CPU threads (``None`` / ``"auto"``: the decoder-side stages' count,
+            :func:`samplm.utils.threads.decoder_threads`); the whole run (steps, validation) uses it.
 
     Raises:
         RunLockedError: another run holds ``out_dir`` (the main process locks ``out_dir/.lock``).
@@ -116,6 +120,7 @@ def train(
     run = setup_run(sam, train_set, val_set, Path(out_dir), config, adapter_config, model_type, device)
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
     with contextlib.ExitStack() as lock:
+        lock.enter_context(torch_threads(decoder_threads(threads)))
         if run.procs.is_main:  # one run per output directory; released on any exit
             lock.enter_context(lock_directory(run.out))
         if resume_run(run, resume) and progress and run.procs.is_main:
