@@ -17,7 +17,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     # Small data on CPU in minutes: a large learning rate over few steps, and all three of SAM's masks
     # trained towards the target. lr 1e-3: on real plate photos with samplm_lite it scored 37.05 mIoU
-    # against 34.27 at 3e-3 (banners: 75.48 against 77.68); see docs/training.md.
+    # against 34.27 at 3e-3 when it was chosen (banners: 75.48 against 77.68); see docs/training.md.
     "fast": {
         "steps": 600,
         "batch_size": 8,
