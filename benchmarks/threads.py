@@ -18,7 +18,8 @@ Stages (each through the library's own code, as ``samplm demo`` / ``train`` / ``
 Each is timed with ``torch.set_num_threads(1)`` and ``N`` (``os.cpu_count()``), interleaved, first on
 an idle machine, then with one competing CPU-bound process (a torch matrix-product loop with torch's
 default threads, as another job would run). Printed: median time per unit and the ratio
-``time at N / time at 1`` (> 1: the extra threads slow the stage down).
+``time at N / time at 1`` (> 1: the extra threads slow the stage down). Run it on an otherwise idle
+machine (the "idle" part assumes one).
 """
 
 from __future__ import annotations
@@ -145,12 +146,11 @@ def main() -> None:
     counts = [1, cpus] if cpus > 1 else [1]
     with tempfile.TemporaryDirectory(prefix="samplm-threads-") as workdir:
         stages = build_stages(Path(workdir), args.images)
-        started, loads = time.perf_counter(), {"idle": os.getloadavg()[0]}
+        started = time.perf_counter()
         results = {"idle": measure(stages, counts, args.reps)}
         competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
         try:
             time.sleep(3)  # let it start
-            loads["busy"] = os.getloadavg()[0]
             results["busy"] = measure(stages, counts, args.reps)
         finally:
             competitor.terminate()
@@ -158,8 +158,7 @@ def main() -> None:
     n = counts[-1]
     print(
         f"\n{cpus} CPUs, torch {torch.__version__}, {args.reps} reps, {time.perf_counter() - started:.0f} s; "
-        "busy: one competing process (torch matmul loop, default threads); 1-minute load average when "
-        f"each part started: idle {loads['idle']:.2f}, busy {loads['busy']:.2f}"
+        "busy: one competing process (torch matmul loop, default threads)"
     )
     header = f"1 thread | {{}}, {n} threads | ratio {n}/1"
     print(f"| stage | idle, {header.format('idle')} | busy, {header.format('busy')} |")

@@ -244,9 +244,9 @@ class ModelSettings:
     threads: str = field(
         default=AUTO,
         metadata=about(
-            "at most N CPU threads in every stage; default auto: the image encoder uses all, the "
-            "decoder-side stages (training steps, SAM-F, evaluation clicks) one. An OMP_NUM_THREADS you "
-            "set caps both (docs/cli.md#threads)"
+            "at most N CPU threads in every stage; default auto: all, and one in each stage that starts "
+            "while the machine is oversubscribed (load average above the CPU count). An OMP_NUM_THREADS "
+            "you set caps auto (docs/cli.md#threads)"
         ),
     )
 

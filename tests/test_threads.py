@@ -19,14 +19,7 @@ from samplm.errors import ConfigError
 from samplm.eval import samf
 from samplm.eval.protocol import InstancePredictor, evaluate
 from samplm.train import trainer
-from samplm.utils import threads as threads_module
-from samplm.utils.threads import (
-    busy_hint,
-    decoder_threads,
-    encoder_threads,
-    thread_limit,
-    torch_threads,
-)
+from samplm.utils.threads import busy_hint, machine_busy, stage_threads, thread_limit, torch_threads
 
 
 def test_torch_threads_sets_and_restores_the_count():
@@ -52,14 +45,27 @@ def test_thread_limit_reads_auto_and_positive_integers():
             thread_limit(bad)
 
 
-def test_the_policy_is_per_stage_and_never_exceeds_the_users_count():
+def _load(monkeypatch, load: float, cpus: int = 2) -> None:
+    """A machine of ``cpus`` CPUs with this 1-minute load average."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+
+
+def test_a_stage_uses_all_threads_and_one_on_a_busy_machine(monkeypatch):
     with torch_threads(2):  # torch's count as the process found it (e.g. all cores)
-        assert encoder_threads() == 2 and decoder_threads() == 1  # encoder: all; decoder side: one
-        assert encoder_threads("auto") == 2
-        assert encoder_threads(1) == 1 and decoder_threads(1) == 1  # --threads 1: at most one
-        assert encoder_threads(3) == 3
-    with torch_threads(1):  # the user's OMP_NUM_THREADS=1 / torch.set_num_threads(1)
-        assert encoder_threads() == 1 and decoder_threads() == 1
+        _load(monkeypatch, 1.5)
+        assert not machine_busy()
+        assert stage_threads() == 2 and stage_threads("auto") == 2
+        assert stage_threads(1) == 1 and stage_threads(3) == 3  # --threads N: N
+        _load(monkeypatch, 2.0)  # at the CPU count: not oversubscribed
+        assert stage_threads() == 2
+        _load(monkeypatch, 3.9)  # another job on the cores: one thread
+        assert machine_busy() and stage_threads() == 1 and stage_threads(2) == 1
+        _load(monkeypatch, 1.5)
+        with torch_threads(1):  # the user's OMP_NUM_THREADS=1 / torch.set_num_threads(1)
+            assert stage_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError("no load average")))
+    assert not machine_busy()
 
 
 def _observe(monkeypatch) -> dict[str, set[int]]:
@@ -92,28 +98,36 @@ def _demo(tmp_path, name: str, *flags: str) -> list[str]:
     return (out / "eval" / "results.md").read_text(encoding="utf-8").splitlines()
 
 
-def test_the_stages_of_a_run_use_the_policy_and_threads_1_reaches_them(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # an idle machine: no hint
+def test_each_stage_decides_when_it_starts_and_threads_1_reaches_every_stage(monkeypatch, tmp_path):
+    busy = {"now": False}
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.9,) * 3 if busy["now"] else (0.5,) * 3)
     with torch_threads(2):
         seen = _observe(monkeypatch)
-        auto = _demo(tmp_path, "auto")
-        # encoding with all threads, the decoder-side stages with one (a sensitivity map's batched
-        # clicks run at the command's count)
-        assert {name: seen[name] for name in ("encoder", "train step", "SAM-F", "eval click")} == {
-            "encoder": {2},
-            "train step": {1},
-            "SAM-F": {1},
-            "eval click": {1},
-        }
+        idle = _demo(tmp_path, "idle")
+        assert seen["encoder"] == seen["train step"] == seen["SAM-F"] == seen["eval click"] == {2}
+
+        seen = _observe(monkeypatch)
+        original = TinyImageEncoder.forward  # the machine gets busy once the images are encoded
+
+        def encode_then_get_busy(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            busy["now"] = True
+            return result
+
+        monkeypatch.setattr(TinyImageEncoder, "forward", encode_then_get_busy)
+        _demo(tmp_path, "busy")
+        assert seen["encoder"] == {2}  # the encoding stage started on an idle machine
+        assert seen["train step"] == seen["SAM-F"] == seen["eval click"] == {1}
         assert torch.get_num_threads() == 2  # restored after the command
 
+        busy["now"] = False
         seen = _observe(monkeypatch)
         one = _demo(tmp_path, "one", "--threads", "1")
         assert all(counts == {1} for counts in seen.values()), seen  # every stage, every decoder call
         assert torch.get_num_threads() == 2
-    assert "busy" not in capsys.readouterr().err
     # thread counts change speed, not results: the same table (mIoU, boundary IoU, AP) both ways
-    assert [line for line in auto if "|" in line] == [line for line in one if "|" in line]
+    assert [line for line in idle if "|" in line] == [line for line in one if "|" in line]
 
 
 def test_an_evaluation_gives_the_same_figures_with_one_or_two_threads(monkeypatch, tmp_path, tiny_sam):
@@ -122,11 +136,13 @@ def test_an_evaluation_gives_the_same_figures_with_one_or_two_threads(monkeypatc
     cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
     cache.build(tiny_sam, dataset.image_paths(), progress=False)
     adapters = {"object": make_adapter("object")}
+    _load(monkeypatch, 0.0)  # an idle machine: the stage uses what it is given
+    seen = _observe(monkeypatch)
     figures = []
     for count in (1, 2):
-        monkeypatch.setattr(threads_module, "DECODER_THREADS", count)
         result = evaluate(tiny_sam, dataset, cache, adapters, progress=False, threads=count)
         figures.append((result.miou, result.biou, [r.iou for r in result.instances]))
+    assert seen["eval click"] == {1, 2}
     assert figures[0] == figures[1]
 
 

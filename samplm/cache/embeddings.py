@@ -33,7 +33,7 @@ from ..errors import DataError, MissingEmbeddingError
 from ..utils.files import atomic_write, atomic_write_text, file_digest
 from ..utils.fingerprint import half_precision, update_with_state, value_bytes
 from ..utils.progress import progress_bar
-from ..utils.threads import encoder_threads, torch_threads
+from ..utils.threads import stage_threads, torch_threads
 
 CACHE_FORMAT_VERSION = 1
 _SAMPLED_VALUES = 1 << 16
@@ -188,8 +188,8 @@ class EmbeddingCache:
     ) -> dict[str, int]:
         """Encode every image not yet cached (resumable). Returns ``{"computed": n, "reused": m}``.
 
-        ``threads``: at most this many CPU threads (``None`` / ``"auto"``: every thread torch has, the
-        image encoder's stage in :mod:`samplm.utils.threads`).
+        ``threads``: at most this many CPU threads (``None`` / ``"auto"``: what torch has; one on an
+        oversubscribed machine, :func:`~samplm.utils.threads.stage_threads`).
 
         Raises:
             ValueError: ``sam`` does not match this cache's key.
@@ -203,7 +203,7 @@ class EmbeddingCache:
         total = len(images) if isinstance(images, Sequence) else None
         bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
         seen: set[str] = set()
-        with torch_threads(encoder_threads(threads)):
+        with torch_threads(stage_threads(threads)):
             for item in bar:
                 path = os.fspath(item)
                 if path in seen:

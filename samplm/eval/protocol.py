@@ -28,7 +28,7 @@ from ..data import Instance, InstanceDataset
 from ..decoder.predictor import CustomSamPredictor
 from ..utils.geometry import center_point, mask_to_box
 from ..utils.progress import progress_bar
-from ..utils.threads import decoder_threads, torch_threads
+from ..utils.threads import stage_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
@@ -113,8 +113,8 @@ class InstancePredictor:
         samf: fitted SAM-F weights, or ``None``.
         refine: add the PMM refinement row for adapters that carry a PMM.
         device: where to run.
-        threads: at most this many CPU threads per prediction (``None`` / ``"auto"``:
-            :func:`~samplm.utils.threads.decoder_threads`).
+        threads: at most this many CPU threads per prediction (``None`` / ``"auto"``: what torch has;
+            one while the machine is oversubscribed, :func:`~samplm.utils.threads.stage_threads`).
     """
 
     def __init__(
@@ -163,7 +163,7 @@ class InstancePredictor:
 
         SAM and every adapter answer the prompt in one :meth:`CustomSamPredictor.predict_many` call.
         """
-        with torch_threads(decoder_threads(self.threads)):
+        with torch_threads(stage_threads(self.threads)):
             return self._predict(entry, prompts, gt)
 
     def _predict(
@@ -235,8 +235,8 @@ def evaluate(
         refine: add the PMM refinement row for adapters that carry a PMM.
         dilation_ratio: boundary-IoU band as a fraction of the image diagonal.
         max_instances: evaluate at most this many instances (in dataset order).
-        threads: at most this many CPU threads (``None`` / ``"auto"``:
-            :func:`~samplm.utils.threads.decoder_threads`).
+        threads: at most this many CPU threads per click (``None`` / ``"auto"``: what torch has; one
+            while the machine is oversubscribed, :func:`~samplm.utils.threads.stage_threads`).
     """
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")

@@ -20,7 +20,7 @@ from ..prompts.center_click import decode_center_click
 from ..train.losses import dice_loss, sigmoid_focal_loss
 from ..train.training_set import TrainingSet
 from ..utils.progress import progress_bar
-from ..utils.threads import decoder_threads, torch_threads
+from ..utils.threads import stage_threads, torch_threads
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ def train_samf(
     threads: int | str | None = None,
 ) -> SamF:
     """Fit SAM-F's two weights on ``data`` (centre clicks), starting from 1/3 each (as PerSAM-F), with
-    at most ``threads`` CPU threads (``None`` / ``"auto"``: :func:`~samplm.utils.threads.decoder_threads`)."""
-    with torch_threads(decoder_threads(threads)):
+    at most ``threads`` CPU threads (``None`` / ``"auto"``: what torch has; one on an oversubscribed machine,
+    :func:`~samplm.utils.threads.stage_threads`)."""
+    with torch_threads(stage_threads(threads)):
         logits, targets = _sam_logits(sam, data, max_instances, device)
         return fit_blend(
             logits, targets, steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress

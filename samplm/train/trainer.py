@@ -36,7 +36,7 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..errors import NonFiniteError
 from ..utils.files import lock_directory
 from ..utils.progress import progress_bar
-from ..utils.threads import decoder_threads, torch_threads
+from ..utils.threads import stage_threads, thread_limit, torch_threads
 from .batch import PromptGroup, build_batch, describe_batch
 from .checkpoints import resume_run, resumed_line, save_checkpoint
 from .judge import Judgement
@@ -107,8 +107,9 @@ def train(
             PATH)``.
         stop_after: stop (after checkpointing) once this many steps are done in total - for
             splitting a run over several sessions; ``None`` runs to ``config.steps``.
-        threads: at most this many CPU threads (``None`` / ``"auto"``: the decoder-side stages' count,
-            :func:`samplm.utils.threads.decoder_threads`); the whole run (steps, validation) uses it.
+        threads: at most this many CPU threads (``None`` / ``"auto"``: what torch has); each step
+            decides anew, one thread while the machine is oversubscribed
+            (:func:`samplm.utils.threads.stage_threads`).
 
     Raises:
         RunLockedError: another run holds ``out_dir`` (the main process locks ``out_dir/.lock``).
@@ -119,15 +120,16 @@ def train(
     config = config or TrainConfig()
     run = setup_run(sam, train_set, val_set, Path(out_dir), config, adapter_config, model_type, device)
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
+    cap = thread_limit(threads) or torch.get_num_threads()  # the count before any stage lowers it
     with contextlib.ExitStack() as lock:
-        lock.enter_context(torch_threads(decoder_threads(threads)))
+        lock.enter_context(torch_threads(stage_threads(cap)))
         if run.procs.is_main:  # one run per output directory; released on any exit
             lock.enter_context(lock_directory(run.out))
         if resume_run(run, resume) and progress and run.procs.is_main:
             print(resumed_line(run), flush=True)
         if val_set is not None and run.state["judgement"] is None:
             judge_candidates(run)
-        _train_steps(run, last, progress)
+        _train_steps(run, last, progress, cap)
         if run.procs.is_main and run.finished():
             finish_run(run, progress)
         run.procs.wait()
@@ -137,8 +139,9 @@ def train(
     return TrainResult(best, adapter_dir, metrics, steps, run.adapter, run.state["judgement"])
 
 
-def _train_steps(run: TrainingRun, last: int, progress: bool) -> None:
-    """Steps up to ``last``, with logging, validation and checkpoints (the main process writes)."""
+def _train_steps(run: TrainingRun, last: int, progress: bool, threads: int) -> None:
+    """Steps up to ``last``, with logging, validation and checkpoints (the main process writes); each
+    step with :func:`~samplm.utils.threads.stage_threads` of at most ``threads``."""
     config, main = run.config, run.procs.is_main
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(metrics_log(run.out, tensorboard=True)) if main else None
@@ -153,14 +156,16 @@ def _train_steps(run: TrainingRun, last: int, progress: bool) -> None:
         )
         while run.state["step"] < last and not run.state["stopped"]:
             started = time.perf_counter()
-            totals = _step(run)
+            with torch_threads(stage_threads(threads)):
+                totals = _step(run)
             step = run.state["step"]
             bar.update(1)
             bar.set_postfix(loss=f"{totals['loss']:.4f}", iou=f"{totals['iou']:.3f}")
             if main and (step % config.log_every == 0 or step == last):
                 log.write(_step_record(run, totals, time.perf_counter() - started))
             if run.val_set is not None and (step % config.val_every == 0 or step == config.steps):
-                validate(run, log, bar)
+                with torch_threads(stage_threads(threads)):
+                    validate(run, log, bar)
             if main and (step % config.checkpoint_every == 0 or step == last or run.state["stopped"]):
                 save_checkpoint(run)
 

@@ -1,26 +1,27 @@
 """How many CPU threads torch uses in each stage of a job.
 
-The image encoder is one large network per image: its matrix products speed up with every core. Everything
-after it (a training step of the prompt adapter, SAM-F's blend fitting, an evaluation click) runs SAM's
-small mask decoder or smaller tensors, where torch's threads cost more in start-up and synchronisation
-than they save, and cost far more when other jobs share the cores (``benchmarks/threads.py``,
-docs/benchmarks.md). So each stage sets its own count, passed as data (the ``threads`` setting):
-
-* **encoder stage** (:meth:`~samplm.cache.embeddings.EmbeddingCache.build`): :func:`encoder_threads`,
-  every thread torch has;
-* **decoder-side stages** (the training loop, SAM-F, evaluation clicks): :func:`decoder_threads`,
-  at most :data:`DECODER_THREADS`.
+Measured on 2 cores (``benchmarks/threads.py``, docs/benchmarks.md): on an idle machine every stage is
+faster with all threads (image encoder 0.71x the time of one thread, a training step 0.88x, SAM-F 0.49x,
+an evaluation click 0.65x); with one other CPU-bound job on the cores, every stage is 2x to 5.5x
+*slower* with all threads than with one (the threads wait for each other while the other job holds a
+core). So each stage decides when it starts (:func:`stage_threads`): all of torch's threads, or one
+when the machine is oversubscribed (:func:`machine_busy`: 1-minute load average above the CPU count).
+The stages that decide: encoding images (:meth:`~samplm.cache.embeddings.EmbeddingCache.build`), each
+training step and validation (:func:`~samplm.train.trainer.train`), SAM-F fitting
+(:func:`~samplm.eval.samf.train_samf`) and each evaluation click
+(:class:`~samplm.eval.protocol.InstancePredictor`). The choice is passed as data: their ``threads``
+setting.
 
 Precedence, highest first:
 
-1. ``threads=N`` (``--threads N``): at most ``N`` threads in every stage (the encoder uses ``N``, the
-   decoder-side stages ``min(N, DECODER_THREADS)``);
-2. what the user set for the process, ``OMP_NUM_THREADS=N`` or ``torch.set_num_threads(N)``: the stages
-   never use more threads than ``torch.get_num_threads()`` says when they start;
-3. ``threads=None`` / ``"auto"``: the per-stage choice above.
+1. ``threads=N`` (``--threads N``): at most ``N`` threads in every stage (``N``, or one when busy);
+2. what the user set for the process, ``OMP_NUM_THREADS=N`` or ``torch.set_num_threads(N)``: no stage
+   uses more threads than ``torch.get_num_threads()`` says when it starts;
+3. ``threads=None`` / ``"auto"``: all threads, one when busy.
 
 A stage restores the count it found when it ends (:func:`torch_threads`). Thread counts change speed,
-not results.
+not the figures (sums may round differently in the last bit: ``samplm_lite``'s embeddings by at most one
+float16 step, with the same IoU on every instance).
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ from typing import TextIO
 import torch
 
 from ..errors import ConfigError
-
-#: Threads of the decoder-side stages (training steps, SAM-F, evaluation clicks): one was fastest in each
-#: of them, idle and with a competing job (``benchmarks/threads.py``, docs/benchmarks.md).
-DECODER_THREADS = 1
 
 #: The value of ``threads`` that means the per-stage choice.
 AUTO = "auto"
@@ -60,18 +57,26 @@ def thread_limit(value: int | str | None, label: str = "--threads") -> int | Non
     return number
 
 
-def encoder_threads(threads: int | str | None = None) -> int:
-    """Threads for the image encoder: ``threads`` if given, else what torch has now (all cores unless the
-    user set fewer)."""
-    limit = thread_limit(threads)
-    return limit if limit is not None else torch.get_num_threads()
+def machine_busy() -> bool:
+    """True when the machine is oversubscribed: its 1-minute load average exceeds its CPU count (other
+    jobs want the cores); False where the load average is unknown."""
+    load = _load()
+    return load is not None and load > (os.cpu_count() or 1)
 
 
-def decoder_threads(threads: int | str | None = None) -> int:
-    """Threads for decoder-side work: at most :data:`DECODER_THREADS`, ``threads`` and what torch has now
-    (``threads`` given: at most it)."""
+def stage_threads(threads: int | str | None = None) -> int:
+    """Threads for a stage starting now: ``threads`` (``None`` / ``"auto"``: what torch has, all cores
+    unless the user set fewer), or one when :func:`machine_busy`."""
     limit = thread_limit(threads)
-    return min(DECODER_THREADS, limit if limit is not None else torch.get_num_threads())
+    return 1 if machine_busy() else (limit if limit is not None else torch.get_num_threads())
+
+
+def _load() -> float | None:
+    """The 1-minute load average, or ``None`` where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 @contextlib.contextmanager
@@ -92,15 +97,10 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def busy_hint(stream: TextIO | None = None) -> str | None:
-    """Print (to ``stream``, default stderr) and return one line when the machine is oversubscribed: its
-    1-minute load average exceeds its CPU count; ``None`` (nothing printed) otherwise or where the load
-    average is unknown."""
-    cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on this platform
-        return None
-    if load <= cpus:
+    """Print (to ``stream``, default stderr) and return one line when the machine is oversubscribed (as
+    :func:`machine_busy`); ``None`` (nothing printed) otherwise."""
+    cpus, load = os.cpu_count() or 1, _load()
+    if load is None or load <= cpus:
         return None
     line = (
         f"samplm: this machine is busy (load {load:.1f} on {cpus} CPUs): other jobs slow this one down; "
