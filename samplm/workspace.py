@@ -245,8 +245,8 @@ class ModelSettings:
         default=AUTO,
         metadata=about(
             "at most N CPU threads in every stage; default auto: all, and one in each stage that starts "
-            "while the machine is oversubscribed (load average above the CPU count). An OMP_NUM_THREADS "
-            "you set caps auto (docs/cli.md#threads)"
+            "while the machine is oversubscribed (load average at least the CPU count + 1). An "
+            "OMP_NUM_THREADS you set caps auto (docs/cli.md#threads)"
         ),
     )
 

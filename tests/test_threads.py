@@ -59,6 +59,10 @@ def test_a_stage_uses_all_threads_and_one_on_a_busy_machine(monkeypatch):
         assert stage_threads(1) == 1 and stage_threads(3) == 3  # --threads N: N
         _load(monkeypatch, 2.0)  # at the CPU count: not oversubscribed
         assert stage_threads() == 2
+        _load(monkeypatch, 2.7)  # this job's own two threads plus a little: still not oversubscribed
+        assert not machine_busy() and stage_threads() == 2
+        _load(monkeypatch, 3.0)  # one more runnable job than cores: busy
+        assert machine_busy() and stage_threads() == 1
         _load(monkeypatch, 3.9)  # another job on the cores: one thread
         assert machine_busy() and stage_threads() == 1 and stage_threads(2) == 1
         _load(monkeypatch, 1.5)

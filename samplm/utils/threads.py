@@ -5,7 +5,8 @@ faster with all threads (image encoder 0.71x the time of one thread, a training 
 an evaluation click 0.65x); with one other CPU-bound job on the cores, every stage is 2x to 5.5x
 *slower* with all threads than with one (the threads wait for each other while the other job holds a
 core). So each stage decides when it starts (:func:`stage_threads`): all of torch's threads, or one
-when the machine is oversubscribed (:func:`machine_busy`: 1-minute load average above the CPU count).
+when the machine is oversubscribed (:func:`machine_busy`: a 1-minute load average of at least the CPU
+count + 1, since it counts this job's own threads).
 The stages that decide: encoding images (:meth:`~samplm.cache.embeddings.EmbeddingCache.build`), each
 training step and validation (:func:`~samplm.train.trainer.train`), SAM-F fitting
 (:func:`~samplm.eval.samf.train_samf`) and each evaluation click
@@ -58,10 +59,11 @@ def thread_limit(value: int | str | None, label: str = "--threads") -> int | Non
 
 
 def machine_busy() -> bool:
-    """True when the machine is oversubscribed: its 1-minute load average exceeds its CPU count (other
-    jobs want the cores); False where the load average is unknown."""
+    """True when the machine is oversubscribed: its 1-minute load average is at least one more than its
+    CPU count. The load counts this job's own threads, so a job alone on the machine (load about the
+    CPU count while it runs) is not busy; one more runnable job is. False where the load is unknown."""
     load = _load()
-    return load is not None and load > (os.cpu_count() or 1)
+    return load is not None and load >= (os.cpu_count() or 1) + 1
 
 
 def stage_threads(threads: int | str | None = None) -> int:
@@ -99,9 +101,9 @@ def torch_threads(count: int | None) -> Iterator[None]:
 def busy_hint(stream: TextIO | None = None) -> str | None:
     """Print (to ``stream``, default stderr) and return one line when the machine is oversubscribed (as
     :func:`machine_busy`); ``None`` (nothing printed) otherwise."""
-    cpus, load = os.cpu_count() or 1, _load()
-    if load is None or load <= cpus:
+    if not machine_busy():
         return None
+    cpus, load = os.cpu_count() or 1, _load()
     line = (
         f"samplm: this machine is busy (load {load:.1f} on {cpus} CPUs): other jobs slow this one down; "
         "--threads 1 helps when several run at once"
