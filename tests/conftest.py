@@ -26,6 +26,14 @@ from samplm.base import build_small_vit_sam
 TINY_IMAGE_SIZE = 128
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """Every test sees an idle machine (1-minute load 0): the per-stage thread choice and the busy hint
+    (``samplm.utils.threads``) then do not depend on what else runs on the test machine, and one-line
+    error checks stay one line. ``tests/test_threads.py`` sets its own load figures."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
 @pytest.fixture(scope="session")
 def tiny_sam():
     """Tiny SAM: 128 px input, 8 x 8 x 256 image embedding, 32 x 32 low-res masks."""
