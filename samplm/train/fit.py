@@ -29,9 +29,10 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset
 from ..eval.samf import train_samf
+from ..segment.prototype_fitting import training_prototype
 from .judge import Judgement, candidate_adapter
 from .metrics_log import METRICS_NAME
-from .outputs import ADAPTER_DIRNAME, export_adapter, write_prototype
+from .outputs import ADAPTER_DIRNAME, export_adapter
 from .settings import TrainConfig
 from .trainer import TrainResult, train
 from .training_set import TrainingSet
@@ -187,9 +188,9 @@ def _make_winner(
         adapter = candidate_adapter(template.to(device), samf)
         steps, last = 0, adapter
     metrics = {**judgement.metrics(), "step": steps}
-    export_adapter(adapter, out, metrics, judgement.line())
-    if judgement.selected != "trained":  # a training run writes its own
-        write_prototype(all_set, adapter.task, out / ADAPTER_DIRNAME)
+    # a trained adapter was loaded with the prototype its training run wrote
+    prototype = None if judgement.selected == "trained" else training_prototype(all_set, adapter.task)
+    export_adapter(adapter, out, metrics, judgement.line(), prototype)
     if progress:
         print(judgement.line(), flush=True)
     adapter_dir = out / ADAPTER_DIRNAME

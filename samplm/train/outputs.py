@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..adapter.prompt_adapter import PromptAdapter
+from ..adapter.prototype import TargetPrototype
 from ..errors import NonFiniteError
 from ..segment.prototype_fitting import training_prototype
 from .training_set import TrainingSet
@@ -25,10 +26,15 @@ ADAPTER_DIRNAME = "adapter"
 
 
 def export_adapter(
-    adapter: PromptAdapter, out: Path, metrics: dict[str, Any], selection: str | None = None
+    adapter: PromptAdapter,
+    out: Path,
+    metrics: dict[str, Any],
+    selection: str | None = None,
+    prototype: TargetPrototype | None = None,
 ) -> None:
-    """Save ``adapter`` to ``out/adapter`` with ``metrics`` (and their ``step``) in its config, and
-    ``selection`` (how it was chosen, one line) in its config and card.
+    """Save ``adapter`` to ``out/adapter`` with ``metrics`` (and their ``step``) in its config,
+    ``selection`` (how it was chosen, one line) in its config and card, and ``prototype`` (when given)
+    as its ``prototype.safetensors``.
 
     Raises:
         NonFiniteError: a weight is NaN or infinite; nothing is written.
@@ -46,6 +52,8 @@ def export_adapter(
     adapter.config.metadata = {**adapter.config.metadata, "metrics": dict(metrics)}
     if selection is not None:
         adapter.config.metadata["selection"] = selection
+    if prototype is not None:
+        adapter.prototype = prototype
     adapter.save_pretrained(out / ADAPTER_DIRNAME)
 
 
@@ -64,10 +72,16 @@ def finish_run(run: TrainingRun, progress: bool) -> None:
     judgement = run.state["judgement"]
     if run.val_set is None:
         run.state["best_metrics"] = {"step": run.state["step"]}
-        export_adapter(run.adapter, run.out, run.state["best_metrics"])
+        export_adapter(run.adapter, run.out, run.state["best_metrics"], prototype=_prototype(run))
     elif judgement is not None and adapter_dir.is_dir():
-        export_adapter(PromptAdapter.load(adapter_dir), run.out, run.state["best_metrics"], judgement.line())
+        chosen = PromptAdapter.load(adapter_dir)
+        export_adapter(chosen, run.out, run.state["best_metrics"], judgement.line(), _prototype(run))
         if progress:
             print(judgement.line(), flush=True)
-    if adapter_dir.is_dir():
+    elif adapter_dir.is_dir():
         write_prototype(run.train_set, run.adapter.task, adapter_dir)
+
+
+def _prototype(run: TrainingRun) -> TargetPrototype:
+    """The prototype of ``run``'s training masks, recorded for its task."""
+    return training_prototype(run.train_set, run.adapter.task)
