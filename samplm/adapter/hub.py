@@ -327,18 +327,28 @@ def _metadata_parameters() -> frozenset[str]:
 def _unreachable_errors() -> tuple[type[BaseException], ...]:
     """What the Hub client raises when no answer comes: its HTTP library's connection and timeout
     errors (httpx2/httpx for huggingface_hub >= 1, requests before), and offline mode set at import."""
-    errors: list[type[BaseException]] = [OfflineModeIsEnabled]
-    for module, names in (
-        ("httpx2", ("NetworkError", "TimeoutException")),
-        ("httpx", ("NetworkError", "TimeoutException")),
-        ("requests", ("ConnectionError", "Timeout")),
-    ):
+    return (
+        OfflineModeIsEnabled,
+        *_http_library_errors(
+            {
+                "httpx2": ("NetworkError", "TimeoutException"),
+                "httpx": ("NetworkError", "TimeoutException"),
+                "requests": ("ConnectionError", "Timeout"),
+            }
+        ),
+    )
+
+
+def _http_library_errors(names: dict[str, tuple[str, ...]]) -> list[type[BaseException]]:
+    """The error classes ``names`` lists per HTTP library module, for the modules that are installed."""
+    errors: list[type[BaseException]] = []
+    for module, wanted in names.items():
         try:
             imported = importlib.import_module(module)
         except ImportError:
             continue
-        errors.extend(getattr(imported, name) for name in names if hasattr(imported, name))
-    return tuple(errors)
+        errors.extend(getattr(imported, name) for name in wanted if hasattr(imported, name))
+    return errors
 
 
 def _optional_download(repo_id: str, filename: str, revision: str | None, **kwargs) -> Path | None:
@@ -407,10 +417,9 @@ def upload_adapter_folder(
 def _network_errors() -> tuple[type[BaseException], ...]:
     """What the Hub client raises when the Hub is unreachable or refuses (``OSError`` covers its HTTP
     errors; its HTTP library's transport errors are their own classes)."""
-    errors: list[type[BaseException]] = [OSError]
-    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
+    return (
+        OSError,
+        *_http_library_errors(
+            {"httpx2": ("HTTPError",), "httpx": ("HTTPError",), "requests": ("RequestException",)}
+        ),
+    )
