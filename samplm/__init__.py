@@ -6,8 +6,12 @@ Data flow::
           -> frozen SAM mask decoder -> masks (-> optional PMM polygon refinement)
 
 Public API: :class:`PromptAdapter`, :class:`CustomSamPredictor`, :class:`AdapterConfig`,
-:func:`build_sam`, :class:`AdapterMaskGenerator`.
+:func:`build_sam`, :class:`AdapterMaskGenerator`; with ``samplm[sam2]`` :class:`CustomSam2Predictor` (SAM 2 /
+2.1), with ``samplm[hf]`` :mod:`samplm.hf` (transformers' SAM, SAM 2, SAM 3 tracker). Bases are in
+:mod:`samplm.base`.
 """
+
+from typing import Any
 
 from .adapter.config import AdapterConfig, BaseModelInfo, PLMConfig, PMMConfig
 from .adapter.prompt_adapter import PromptAdapter
@@ -37,6 +41,7 @@ __all__ = [
     "AdapterMaskGenerator",
     "AdapterNotFoundError",
     "BaseModelInfo",
+    "CustomSam2Predictor",
     "CustomSamPredictor",
     "DataError",
     "DecoderOutput",
@@ -54,3 +59,12 @@ __all__ = [
     "decode_prompts",
     "sam_fingerprint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``CustomSam2Predictor`` is imported on first use: it needs the optional ``sam2`` package."""
+    if name == "CustomSam2Predictor":
+        from .decoder.sam2_predictor import CustomSam2Predictor
+
+        return CustomSam2Predictor
+    raise AttributeError(f"module 'samplm' has no attribute {name!r}")

@@ -147,20 +147,24 @@ class PMMConfig:
 
 @dataclass
 class BaseModelInfo:
-    """The SAM an adapter was trained against.
+    """The base model an adapter was trained against.
 
     Attributes:
-        model_type: ``sam_model_registry`` key (``"vit_h"``, ``"vit_b"``, ...), if known.
-        fingerprint: :func:`samplm.utils.fingerprint.sam_fingerprint` of its prompt encoder + mask decoder.
+        model_type: the base's ``--model-type`` (``"vit_h"``, ``"sam2.1_hiera_tiny"``, ``"hf"``, ...).
+        fingerprint: the base's fingerprint (its prompt encoder + mask decoder weights,
+            :func:`samplm.utils.fingerprint.sam_fingerprint` for SAM 1).
         checkpoint: file name of the checkpoint (informational).
+        family: the base family (``"sam"``, ``"sam2"``, ...; see :data:`samplm.base.FAMILY_NAMES`). ``None``
+            in files written before families existed, which were all trained on SAM 1 (``"sam"``).
     """
 
     model_type: str | None = None
     fingerprint: str | None = None
     checkpoint: str | None = None
+    family: str | None = None
 
     def __post_init__(self) -> None:
-        _check_optional_strings(self, "base_model", ("model_type", "fingerprint", "checkpoint"))
+        _check_optional_strings(self, "base_model", ("model_type", "fingerprint", "checkpoint", "family"))
 
 
 @dataclass

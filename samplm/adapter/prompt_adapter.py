@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
+from ..base.bases import as_identity
+from ..base.interface import SAM_FAMILY, family_name
 from ..constants import (
     ADDED_IN_FORMAT,
     CONFIG_NAME,
@@ -39,7 +40,6 @@ from ..constants import (
 from ..errors import AdapterCompatibilityError, AdapterFormatError, FingerprintMismatchWarning
 from ..utils.checks import first_line, printable
 from ..utils.files import atomic_write, atomic_write_text, sha256_file
-from ..utils.fingerprint import sam_fingerprint
 from ..version import __version__
 from .config import AdapterConfig, BaseModelInfo
 from .hub import ResolvedAdapter, resolve_adapter, upload_adapter_folder
@@ -180,45 +180,67 @@ class PromptAdapter(nn.Module):
 
     # ------------------------------------------------------------------ base model
     def bind_base_model(
-        self, sam: Sam, *, model_type: str | None = None, checkpoint: str | None = None
+        self, sam: Any, *, model_type: str | None = None, checkpoint: str | None = None
     ) -> None:
-        """Record the SAM this adapter is trained against (its fingerprint) in the config."""
-        self.check_width(sam)
+        """Record the base this adapter is trained against (family and fingerprint) in the config.
+
+        Args:
+            sam: a ``segment_anything`` ``Sam``, a ``sam2`` model, or any base
+                (:class:`~samplm.base.interface.BaseIdentity`, e.g. :class:`samplm.hf.SamAdapterModel`).
+            model_type: the base's ``--model-type`` (kept if not given).
+            checkpoint: the checkpoint's file name (kept if not given).
+        """
+        base = as_identity(sam)
+        self.check_width(base)
         self.config.base_model = BaseModelInfo(
             model_type=model_type or self.config.base_model.model_type,
-            fingerprint=sam_fingerprint(sam),
+            fingerprint=base.fingerprint(),
             checkpoint=checkpoint or self.config.base_model.checkpoint,
+            family=base.family,
         )
 
-    def check_width(self, sam: Sam) -> None:
-        """Raise :class:`AdapterCompatibilityError` if the PLM width differs from SAM's prompt width."""
-        width = sam.prompt_encoder.embed_dim
+    def check_width(self, sam: Any) -> None:
+        """Raise :class:`AdapterCompatibilityError` if the PLM width differs from the base's prompt width."""
+        width = as_identity(sam).embed_dim
         if width != self.config.plm.embed_dim:
             raise AdapterCompatibilityError(
                 f"adapter {self.task!r} has embed_dim {self.config.plm.embed_dim} but this SAM's "
                 f"prompt encoder produces {width}-d tokens"
             )
 
-    def check_compatible(self, sam: Sam, *, strict: bool = False, fingerprint: str | None = None) -> bool:
-        """Check that this adapter fits ``sam``.
+    def check_family(self, sam: Any) -> None:
+        """Raise :class:`AdapterCompatibilityError` (one line naming both) if the adapter was trained on
+        another base family (a SAM 1 adapter on SAM 2.1, ...). Files without a family are SAM 1's."""
+        trained, given = self.config.base_model.family or SAM_FAMILY, as_identity(sam).family
+        if trained != given:
+            raise AdapterCompatibilityError(
+                f"adapter {self.task!r} was trained on a {family_name(trained)} base and cannot run on this "
+                f"{family_name(given)} base; train one on it (samplm train --model-type ...)"
+            )
+
+    def check_compatible(self, sam: Any, *, strict: bool = False, fingerprint: str | None = None) -> bool:
+        """Check that this adapter fits a base.
 
         Args:
-            sam: the model the adapter will run with.
+            sam: the model the adapter will run with (as :meth:`bind_base_model`).
             strict: raise instead of warn when the fingerprint differs.
-            fingerprint: ``sam_fingerprint(sam)`` if already computed.
+            fingerprint: the base's fingerprint if already computed.
 
         Returns:
             ``True`` if the recorded fingerprint matches; ``False`` if it differs (a
             :class:`FingerprintMismatchWarning` is issued) or none was recorded.
 
         Raises:
-            AdapterCompatibilityError: wrong width, or a fingerprint mismatch with ``strict=True``.
+            AdapterCompatibilityError: another base family, wrong width, or a fingerprint mismatch with
+                ``strict=True``.
         """
-        self.check_width(sam)
+        base = as_identity(sam)
+        self.check_family(base)
+        self.check_width(base)
         expected = self.config.base_model.fingerprint
         if expected is None:
             return False
-        actual = fingerprint or sam_fingerprint(sam)
+        actual = fingerprint or base.fingerprint()
         if actual == expected:
             return True
         message = (

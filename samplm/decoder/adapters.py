@@ -16,24 +16,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.prompt_adapter import PromptAdapter, check_finite
+from ..base.bases import as_identity
 from ..errors import AdapterNameError, AdapterOutputError, UnknownAdapterError
 from ..utils.checks import shown
-from ..utils.fingerprint import sam_fingerprint
 
 
 class AdapterRegistry:
-    """Named :class:`PromptAdapter` copies for one SAM, in load order, with the active one.
+    """Named :class:`PromptAdapter` copies for one base, in load order, with the active one.
 
     Args:
-        sam: the SAM the adapters decode with (its fingerprint is computed once, on the first :meth:`add`;
-            its mask decoder's first parameter gives the device and dtype adapters are kept on).
+        sam: the base the adapters decode with: a ``Sam``, a ``sam2`` model or any
+            :class:`~samplm.base.interface.BaseIdentity` (its fingerprint is computed once, on the first
+            :meth:`add`; its decoder parameter gives the device and dtype adapters are kept on).
     """
 
-    def __init__(self, sam: Sam) -> None:
-        self._sam = sam
+    def __init__(self, sam: Any) -> None:
+        self._base = as_identity(sam)
         self._modules: dict[str, PromptAdapter] = {}
         self._active: str | None = None
         self._disabled_depth = 0
@@ -90,8 +90,8 @@ class AdapterRegistry:
         if name in self._modules and not replace:
             raise ValueError(f"an adapter named {name!r} is already loaded; pass replace=True to replace it")
         if self._fingerprint is None:
-            self._fingerprint = sam_fingerprint(self._sam)
-        module.check_compatible(self._sam, strict=strict, fingerprint=self._fingerprint)
+            self._fingerprint = self._base.fingerprint()
+        module.check_compatible(self._base, strict=strict, fingerprint=self._fingerprint)
         module.eval().requires_grad_(False)
         self._modules[name] = module
         self.place(name)
@@ -139,7 +139,7 @@ class AdapterRegistry:
         """The adapter ``name`` on the SAM's current device and dtype, and whether it had to be moved
         (the SAM was moved or cast since; the adapter's per-image cache is then stale)."""
         adapter = self._modules[name]
-        reference = next(self._sam.mask_decoder.parameters())
+        reference = self._base.decoder_parameter()
         current = next(adapter.parameters())
         if (current.device, current.dtype) == (reference.device, reference.dtype):
             return adapter, False

@@ -27,7 +27,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..adapter import ImageContext
 from ..adapter.prompt_adapter import PromptAdapter
-from ..cache.embeddings import sam_encoder_key
+from ..base.bases import as_base
 from ..errors import ImageError
 from ..utils.fingerprint import value_bytes
 
@@ -36,12 +36,15 @@ class ImageState:
     """The image-state cache of one predictor on one SAM.
 
     Args:
-        sam: the predictor's SAM (its image encoder's weights tell whether an embedding is still valid;
-            its prompt encoder gives the dense positional encoding the adapters' contexts use).
+        sam: the predictor's base (a ``Sam``, a ``sam2`` model or a
+            :class:`~samplm.base.interface.PromptableBase`): its dense positional encoding is what the
+            adapters' contexts use, its :meth:`encoder_key` the encoder key.
+        encoder: its image encoder (whose weights tell whether an embedding is still valid).
     """
 
-    def __init__(self, sam: Sam) -> None:
-        self._sam = sam
+    def __init__(self, sam: Any, encoder: torch.nn.Module) -> None:
+        self._base = as_base(sam)
+        self._encoder = encoder
         # (digest of the pixels, the embedding, its version, the image encoder's state) of the last image
         self._last: tuple[str, weakref.ref[torch.Tensor], int | None, tuple[Any, ...]] | None = None
         self._encoder_key: tuple[tuple[Any, ...], str] | None = None
@@ -68,11 +71,11 @@ class ImageState:
         self._last = None
 
     def encoder_key(self) -> str:
-        """:func:`~samplm.cache.embeddings.sam_encoder_key` of the SAM, recomputed only after the image
-        encoder's weights were moved, cast, replaced or changed in place."""
+        """The base's encoder key (:func:`~samplm.cache.embeddings.sam_encoder_key` for SAM 1),
+        recomputed only after the image encoder's weights were moved, cast, replaced or changed in place."""
         state = self._encoder_state()
         if self._encoder_key is None or self._encoder_key[0] != state:
-            self._encoder_key = (state, sam_encoder_key(self._sam))
+            self._encoder_key = (state, self._base.encoder_key())
         return self._encoder_key[1]
 
     def context(self, name: str, adapter: PromptAdapter, features: torch.Tensor) -> ImageContext:
@@ -87,7 +90,7 @@ class ImageState:
         )
         cached = self._contexts.get(name)
         if cached is None or cached[0] != key:
-            context = adapter.plm.image_context(features, self._sam.prompt_encoder.get_dense_pe())
+            context = adapter.plm.image_context(features, self._base.dense_pe())
             self._contexts[name] = (key, context)
             return context
         return cached[1]
@@ -98,7 +101,7 @@ class ImageState:
 
     def _encoder_state(self) -> tuple[Any, ...]:
         """Where the image encoder's weights are and whether they changed (moved, cast, loaded)."""
-        p = next(self._sam.image_encoder.parameters(), None)
+        p = next(self._encoder.parameters(), None)
         return (None,) if p is None else (p.device, p.dtype, p.data_ptr(), tensor_version(p))
 
 

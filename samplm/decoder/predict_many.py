@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter import ImageContext
 from ..adapter.prompt_adapter import PromptAdapter
+from ..base.bases import as_base
+from ..base.interface import ImageFeatures
 from ..errors import AdapterNameError
 from ..utils.checks import shown
 from .adapters import require_finite_outputs
@@ -72,18 +73,18 @@ def adapter_names(adapters: Any, loaded: Sequence[str]) -> list[str | None]:
         raise AdapterNameError(message) from exc
 
 
-def adapter_chunk(sam: Sam, device: torch.device) -> int | None:
+def adapter_chunk(sam: Any, device: torch.device) -> int | None:
     """Adapters per decoder call: all (``None``) on an accelerator; on a CPU as many as keep the batch's
     image-side activations near :data:`CPU_DECODER_CELLS` cells (2 for SAM's 64 x 64 grid, 8 for 32 x 32)."""
     if device.type != "cpu":
         return None
-    h, w = sam.prompt_encoder.image_embedding_size
+    h, w = as_base(sam).embedding_size
     return max(1, CPU_DECODER_CELLS // (h * w))
 
 
 def answer_rows(
-    sam: Sam,
-    features: torch.Tensor,
+    sam: Any,
+    features: torch.Tensor | ImageFeatures,
     rows: Sequence[AdapterRow],
     prompts: dict[str, torch.Tensor | None],
     *,
@@ -95,8 +96,8 @@ def answer_rows(
     """Decode one prompt through every row's adapter and return each row's answer.
 
     Args:
-        sam: the SAM.
-        features: ``1 x 256 x h x w`` embedding of the current image.
+        sam: the base (a ``Sam``, a ``sam2`` model or a :class:`~samplm.base.interface.PromptableBase`).
+        features: ``1 x 256 x h x w`` embedding of the current image, or its :class:`ImageFeatures`.
         rows: the adapters, in the order of the result.
         prompts: ``point_coords`` ``1 x N x 2``, ``point_labels`` ``1 x N``, ``boxes`` ``1 x 4`` (XY pixels
             in the resized input frame) and ``mask_input`` ``1 x 1 x 4h x 4w``, each possibly ``None``.

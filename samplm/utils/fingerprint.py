@@ -75,13 +75,20 @@ def sam_fingerprint(sam: Sam) -> str:
     Returns:
         ``"sha256:<64 hex digits>"``.
     """
+    return parts_fingerprint({"prompt_encoder": sam.prompt_encoder, "mask_decoder": sam.mask_decoder})
+
+
+def parts_fingerprint(parts: Mapping[str, torch.nn.Module | Mapping[str, torch.Tensor]]) -> str:
+    """A base's fingerprint: the state of each part (a module, or its state dict) in the given order, each
+    entry labelled ``<part>.<name>:<shape>:<dtype>`` and hashed at float16 (:func:`half_precision`).
+
+    Returns:
+        ``"sha256:<64 hex digits>"``.
+    """
     digest = hashlib.sha256()
-    for prefix, module in (("prompt_encoder", sam.prompt_encoder), ("mask_decoder", sam.mask_decoder)):
+    for prefix, part in parts.items():
+        state = part.state_dict() if isinstance(part, torch.nn.Module) else part
         update_with_state(
-            digest,
-            module.state_dict(),
-            prefix=f"{prefix}.",
-            label="{name}:{shape}:{dtype}",
-            values=half_precision,
+            digest, state, prefix=f"{prefix}.", label="{name}:{shape}:{dtype}", values=half_precision
         )
     return "sha256:" + digest.hexdigest()

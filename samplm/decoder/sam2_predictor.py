@@ -1,0 +1,181 @@
+"""``CustomSam2Predictor``: a drop-in ``SAM2ImagePredictor`` with named, hot-swappable adapters.
+
+The adapter enters at one place, ``SAM2ImagePredictor._predict`` (which ``predict`` and ``predict_batch`` both
+call): with no adapter active it is upstream's own method, so outputs are bit-identical to
+``SAM2ImagePredictor``; with one, the prompt goes through :func:`~samplm.decoder.decode.decode_prompts` on a
+:class:`~samplm.base.meta_sam2.Sam2Base` (SAM 2's prompt encoder, the PLM, SAM 2's frozen decoder, the
+adapter's output adjustment) and is post-processed as upstream does it. The image features ``set_image``
+computes are used as they are: switching adapters never re-encodes the image.
+
+Frames: ``predict`` takes XY pixels and XYXY boxes in the original image (or normalised, as upstream with
+``normalize_coords=False``); SAM 2 stretches images to its ``1024 x 1024`` input, and low-res logits are
+``256 x 256`` over that square. What SAM 2 does with the object-score token and the single-mask output is
+in :mod:`samplm.base.meta_sam2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+from ..base.interface import ImageFeatures
+from ..base.meta_sam2 import Sam2Base
+from . import predict_many as many
+from .adapter_methods import AdapterMethods
+from .adapters import AdapterRegistry, require_finite_outputs
+from .decode import decode_prompts
+from .image_state import ImageState
+
+
+class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
+    """``SAM2ImagePredictor`` with per-task prompt-learning adapters.
+
+    Same constructor and method signatures as ``SAM2ImagePredictor``, plus the adapter methods of
+    :class:`~samplm.CustomSamPredictor` (``load_adapter``, ``set_adapter``, ``disable_adapter``,
+    ``use_adapter``, ``delete_adapter``, ``predict_many``). Adapters must be trained on the SAM 2 family.
+
+    Args:
+        sam_model: a ``sam2`` model (``build_sam2(...)`` or :func:`samplm.base.meta_sam2.build_sam2_model`).
+        mask_threshold, max_hole_area, max_sprinkle_area: as ``SAM2ImagePredictor``.
+        strict: default for :meth:`load_adapter`: raise (True) or warn (False) when an adapter's recorded
+            fingerprint differs from ``sam_model``'s.
+
+    Example::
+
+        predictor = CustomSam2Predictor(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt))
+        predictor.load_adapter("./adapters/plate")
+        predictor.set_image(image)
+        masks, scores, logits = predictor.predict(point_coords=[[320, 200]], point_labels=[1])
+    """
+
+    def __init__(
+        self,
+        sam_model: Any,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+        *,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.base = Sam2Base(sam_model)
+        self._adapters = AdapterRegistry(self.base)
+        self._images = ImageState(self.base, sam_model.image_encoder)
+        self.strict = strict
+        super().__init__(sam_model, mask_threshold, max_hole_area, max_sprinkle_area, **kwargs)
+
+    def reset_predictor(self) -> None:
+        """Reset the image and drop the per-image adapter caches."""
+        super().reset_predictor()
+        self._images.clear()
+
+    def image_features(self, img_idx: int = -1) -> ImageFeatures:
+        """The current image's :class:`ImageFeatures` (batch 1): embedding ``1 x 256 x 64 x 64`` and the two
+        high-resolution maps, as ``set_image`` computed them (image ``img_idx`` after ``set_image_batch``)."""
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        embed, high_res = self._features["image_embed"], self._features["high_res_feats"]
+        if embed.shape[0] == 1:  # the stored tensors themselves: the adapters' contexts stay cached
+            return ImageFeatures(embed, tuple(high_res))
+        return ImageFeatures(embed[img_idx][None], tuple(level[img_idx][None] for level in high_res))
+
+    @torch.no_grad()
+    def _predict(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``SAM2ImagePredictor._predict`` with the active adapter (arguments and returns as upstream:
+        prompts in the ``1024 x 1024`` input frame, ``B`` of them)."""
+        name = self.active_adapter
+        if name is None:
+            return super()._predict(
+                point_coords, point_labels, boxes, mask_input, multimask_output, return_logits, img_idx
+            )
+        adapter = self._placed(name)
+        features = self.image_features(img_idx)
+        output = decode_prompts(
+            self.base,
+            features,
+            point_coords=point_coords,
+            point_labels=point_labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+            plm=adapter.plm,
+            context=self._images.context(name, adapter, features.embedding),
+        )
+        require_finite_outputs(name, output.low_res_logits, output.iou_predictions)
+        return self._finish(output.low_res_logits, output.iou_predictions, return_logits, img_idx)
+
+    def _finish(
+        self, low_res: torch.Tensor, iou: torch.Tensor, return_logits: bool, img_idx: int = -1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Upstream's post-processing of ``B x C x 256 x 256`` logits: masks at the original size
+        (thresholded unless ``return_logits``), the scores, the logits clamped to ``[-32, 32]``."""
+        masks = self._transforms.postprocess_masks(low_res, self._orig_hw[img_idx])
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, iou, torch.clamp(low_res, -32.0, 32.0)
+
+    @torch.no_grad()
+    def predict_many(
+        self,
+        adapters: Sequence[str | None] | None = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One prompt answered by several adapters (``None`` in the list: plain SAM 2) in batched decoder
+        calls, equal to a loop of :meth:`set_adapter` + :meth:`predict` within float tolerance.
+
+        Arguments as :meth:`predict`, plus ``adapters`` (default: every loaded adapter, in load order).
+
+        Returns:
+            ``{adapter name: (masks C x H x W, scores C, low_res_logits C x 256 x 256)}`` as :meth:`predict`
+            returns them, in the order of ``adapters``.
+        """
+        names = many.adapter_names(adapters, self.adapters)
+        placed = [self._placed(self._adapters.require(n)) if n is not None else None for n in names]
+        features = self.image_features()
+        mask, coords, labels, boxes = self._prep_prompts(
+            point_coords, point_labels, box, mask_input, normalize_coords
+        )
+        prompts = {"point_coords": coords, "point_labels": labels, "mask_input": mask}
+        prompts["boxes"] = boxes.reshape(-1, 4) if boxes is not None else None
+        rows = [
+            many.AdapterRow(None, None, None)
+            if n is None
+            else many.AdapterRow(n, a, self._images.context(n, a, features.embedding))
+            for n, a in zip(names, placed, strict=True)
+        ]
+        answers = many.answer_rows(
+            self.base,
+            features,
+            rows,
+            prompts,
+            multimask_output=multimask_output,
+            chunk=many.adapter_chunk(self.base, self.device),
+            upscale=lambda low_res: self._finish(low_res, low_res[:, :, 0, 0], return_logits)[0],
+            refine=_no_refinement,
+        )
+        return {n: (m, s, np.clip(low, -32.0, 32.0)) for n, (m, s, low) in answers.items()}
+
+
+def _no_refinement(*_: Any) -> list:
+    """PMM refinement is not offered on SAM 2 (``predict_many`` never asks for it)."""
+    raise NotImplementedError("PMM polygon refinement is not available on SAM 2 bases")
