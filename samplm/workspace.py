@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from segment_anything.modeling import Sam
 
 from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, load_state_dict
-from .base.loading import SAM_IMAGE_SIZE, ImageEncoderPlaceholder
+from .base.loading import HF_MODEL_TYPE, SAM_IMAGE_SIZE, ImageEncoderPlaceholder
 from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .cache.embeddings import EmbeddingCache, encoder_key
 from .data import InstanceDataset
@@ -51,7 +51,7 @@ DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
 
 def require_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | None) -> None:
     """Raise ``ValueError`` if ``model_type`` is one of SAM's own (``vit_*``) and ``checkpoint`` is unset."""
-    if model_type in SAM_MODEL_TYPES and not checkpoint:
+    if (model_type in SAM_MODEL_TYPES or model_type == HF_MODEL_TYPE) and not checkpoint:
         raise ValueError(
             f"--checkpoint is required for --model-type {model_type} (SAM's weights are not bundled)"
         )
@@ -75,6 +75,8 @@ def checkpoint_errors(model_type: str, checkpoint: str | os.PathLike[str] | None
     into one :class:`ConfigError` line naming ``--checkpoint``; a missing file stays FileNotFoundError."""
     try:
         yield
+    except ConfigError:
+        raise  # already one line naming the option
     except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
         if checkpoint is None:
             raise
@@ -230,10 +232,17 @@ class ModelSettings:
 
     model_type: str | None = field(
         default=None,
-        metadata=about("vit_h, vit_l, vit_b (with --checkpoint), or the built-in samplm_lite or samplm_tiny"),
+        metadata=about(
+            "vit_h, vit_l, vit_b (with --checkpoint), the built-in samplm_lite or samplm_tiny, or hf (a "
+            "transformers SamModel folder or Hub id as --checkpoint)"
+        ),
     )
     checkpoint: str | None = field(
-        default=None, metadata=about("SAM checkpoint (.pth or .safetensors); required for vit_*")
+        default=None,
+        metadata=about(
+            "SAM checkpoint (.pth or .safetensors), or with hf a SamModel folder or Hub id; required for "
+            "vit_* and hf"
+        ),
     )
     cache: str | None = field(
         default=None, metadata=about(f"embedding cache directory (default {DEFAULT_CACHE_DIR})")

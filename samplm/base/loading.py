@@ -14,6 +14,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from torch import nn
 
+from ..errors import ConfigError
 from .checkpoint import load_state_dict
 from .lite import build_sam_lite
 from .parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
@@ -21,14 +22,20 @@ from .tiny import build_sam_tiny
 
 SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 SMALL_MODEL_TYPES = ("samplm_lite", "samplm_tiny")
-MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES)
+HF_MODEL_TYPE = "hf"  # a transformers SamModel folder or Hub id (--checkpoint), run as the same Sam
+MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES, HF_MODEL_TYPE)
 _DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 
 
 def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
     """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or one
     of samplm's own bases ``samplm_lite``/``samplm_tiny``, whose packaged weights are used when
-    ``checkpoint`` is ``None``), with ``checkpoint`` loaded strictly if given. Eval mode, on CPU."""
+    ``checkpoint`` is ``None``), with ``checkpoint`` loaded strictly if given. Eval mode, on CPU.
+
+    ``hf``: ``checkpoint`` is a transformers ``SamModel`` folder or Hub id (``facebook/sam-vit-base``); its
+    weights become the ``segment_anything`` ``Sam`` they are (:func:`build_sam_from_transformers`)."""
+    if model_type == HF_MODEL_TYPE:
+        return build_sam_from_transformers(checkpoint)
     if model_type == "samplm_tiny":
         return build_sam_tiny(checkpoint)
     if model_type == "samplm_lite":
@@ -40,6 +47,37 @@ def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None)
     if checkpoint is not None:
         sam.load_state_dict(load_state_dict(checkpoint), strict=True)
     return sam.eval()
+
+
+def build_sam_from_transformers(checkpoint: str | os.PathLike[str] | None) -> Sam:
+    """The ``segment_anything`` ``Sam`` holding the weights of a transformers ``SamModel`` (a folder saved
+    with ``save_pretrained``, or a Hub id), read from safetensors only and converted by samplm's key map
+    (:func:`samplm.hf.key_map.segment_anything_from_hf`): the same masks, the same fingerprint.
+
+    Raises:
+        ConfigError: no ``checkpoint``, or it holds another transformers model (SAM 2, SAM 3 tracker, ...:
+            wrap those with :class:`samplm.hf.SamAdapterModel` instead).
+        ImportError: transformers is not installed (``pip install "samplm[hf]"``).
+    """
+    if checkpoint is None:
+        raise ConfigError(
+            "--checkpoint", "is required for --model-type hf: a transformers SamModel folder or Hub id"
+        )
+    try:
+        from transformers import AutoConfig, SamModel
+    except ImportError as exc:
+        raise ImportError("--model-type hf needs transformers: pip install 'samplm[hf]'") from exc
+    from ..hf.key_map import segment_anything_from_hf
+
+    kind = AutoConfig.from_pretrained(os.fspath(checkpoint)).model_type
+    if kind != "sam":
+        raise ConfigError(
+            f"--checkpoint {os.fspath(checkpoint)}",
+            f"holds a transformers {kind!r} model; --model-type hf takes SamModel (SAM 1) folders: wrap "
+            "other models with samplm.hf.SamAdapterModel",
+        )
+    model = SamModel.from_pretrained(os.fspath(checkpoint), use_safetensors=True)
+    return segment_anything_from_hf(model)
 
 
 class ImageEncoderPlaceholder(nn.Module):
