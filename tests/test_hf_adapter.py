@@ -270,6 +270,30 @@ def test_a_trained_adapter_changes_the_outputs_and_disable_adapter_restores_them
     assert torch.equal(again.pred_masks, adapted.pred_masks)
 
 
+def test_the_context_of_an_image_is_reused_until_the_embedding_changes(models, monkeypatch):
+    model = models["sam2"]
+    inputs = _inputs(model, "points")
+    wrapper = SamAdapterModel(model)
+    wrapper.load_adapter(_adapter(base=wrapper))
+    plm = wrapper.get_adapter("task").plm
+    calls = []
+    original = plm.image_context
+    monkeypatch.setattr(plm, "image_context", lambda *args: calls.append(1) or original(*args))
+    with torch.no_grad():
+        first = wrapper(**inputs)
+        _assert_same(wrapper(**inputs), first)
+        assert len(calls) == 1
+        inputs["image_embeddings"][-1].mul_(2.0)  # in place: the context is computed again
+        changed = wrapper(**inputs)
+        assert len(calls) == 2
+        fresh = SamAdapterModel(model)
+        fresh.load_adapter(_adapter(base=fresh))
+        _assert_same(changed, fresh(**inputs))
+        wrapper(**_inputs(model, "pixels"))  # computed embeddings: a context each call, none kept
+        wrapper(**inputs)
+    assert len(calls) == 3
+
+
 def test_adapters_are_named_switched_and_unloaded(models):
     wrapper = SamAdapterModel(models["sam"])
     inputs = _inputs(models["sam"], "points")

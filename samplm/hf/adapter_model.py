@@ -11,13 +11,18 @@ adapter's PLM between the prompt encoder and the frozen mask decoder::
 and returns the wrapped model's own output class, so the processor's ``post_process_masks`` takes it. The
 wrapped model is not changed: no hook, no patched method; with no adapter active the outputs are exactly
 the wrapped model's.
+
+Called again with the same ``image_embeddings`` tensor (not modified in place since), an adapter reuses its
+per-image context (the PLM's keys and values of the image), as the predictors do per ``set_image``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -60,6 +65,7 @@ class SamAdapterModel(nn.Module):
         self.family: str = self._family.name
         self.strict = strict
         self._adapters = AdapterRegistry(self)
+        self._contexts: dict[str, _CachedContext] = {}
 
     # ------------------------------------------------------------------ base identity
     @property
@@ -124,7 +130,7 @@ class SamAdapterModel(nn.Module):
             AdapterCompatibilityError: another family, another token width, or (``strict``) a
                 fingerprint mismatch.
         """
-        return self._adapters.add(
+        name = self._adapters.add(
             adapter,
             name,
             activate=activate,
@@ -132,6 +138,8 @@ class SamAdapterModel(nn.Module):
             strict=self.strict if strict is None else strict,
             load_kwargs=load_kwargs,
         )
+        self._contexts.pop(name, None)  # (a replaced adapter's)
+        return name
 
     def set_adapter(self, name: str) -> None:
         """Make the loaded adapter ``name`` active."""
@@ -140,6 +148,7 @@ class SamAdapterModel(nn.Module):
     def unload_adapter(self, name: str) -> None:
         """Remove the adapter ``name``; if it was active, no adapter is active afterwards."""
         self._adapters.remove(name)
+        self._contexts.pop(name, None)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -205,9 +214,11 @@ class SamAdapterModel(nn.Module):
         )
         image_pe = self.model.get_image_wide_positional_embeddings()
         name = self._adapters.active
-        plm = None if name is None else self._adapters.place(name)[0].plm
+        plm = None if name is None else self._placed_plm(name)
         if plm is not None and sparse is not None:
-            sparse = _shifted_tokens(plm, sparse, self._family.image_embedding(encoded.embeddings), image_pe)
+            embedding = self._family.image_embedding(encoded.embeddings)
+            context = self._image_context(name, plm, embedding, image_pe, reuse=pixel_values is None)
+            sparse = _shifted_tokens(plm, sparse, context)
         logits, iou, further = self._family.decode(
             self.model,
             encoded,
@@ -223,6 +234,28 @@ class SamAdapterModel(nn.Module):
             logits, iou = _adjusted(plm, logits, iou, multimask_output)
             require_finite_outputs(name, logits, iou)
         return self._family.output(logits, iou, further, encoded)
+
+    def _placed_plm(self, name: str) -> PromptLearningModule:
+        """The PLM of adapter ``name`` on the decoder's current device and dtype (moved there, and its
+        cached context dropped, if the model moved since)."""
+        adapter, moved = self._adapters.place(name)
+        if moved:
+            self._contexts.pop(name, None)
+        return adapter.plm
+
+    def _image_context(
+        self, name: str, plm: PromptLearningModule, embedding: Tensor, image_pe: Tensor, *, reuse: bool
+    ) -> ImageContext:
+        """``plm.image_context`` of the ``b x C x h x w`` embedding, reused while the same tensor comes back
+        unmodified (``reuse``: the caller's own ``image_embeddings``; a tensor that needs gradients is never
+        kept)."""
+        cached = self._contexts.get(name)
+        if cached is not None and cached.matches(plm, embedding):
+            return cached.context
+        context = plm.image_context(embedding, image_pe)
+        if reuse and not embedding.requires_grad:
+            self._contexts[name] = _CachedContext(weakref.ref(embedding), embedding._version, plm, context)
+        return context
 
     def _encoded(
         self,
@@ -256,14 +289,23 @@ def _check_prompt_shapes(points: Tensor | None, boxes: Tensor | None, batch: int
         )
 
 
-def _shifted_tokens(
-    plm: PromptLearningModule, sparse: Tensor, image_embedding: Tensor, image_pe: Tensor
-) -> Tensor:
+@dataclass(frozen=True)
+class _CachedContext:
+    """An adapter's context of one image embedding, and what it was computed from."""
+
+    embedding: weakref.ref[Tensor]
+    version: int  # the embedding's in-place modification counter then
+    plm: PromptLearningModule
+    context: ImageContext
+
+    def matches(self, plm: PromptLearningModule, embedding: Tensor) -> bool:
+        return self.plm is plm and self.embedding() is embedding and embedding._version == self.version
+
+
+def _shifted_tokens(plm: PromptLearningModule, sparse: Tensor, context: ImageContext) -> Tensor:
     """``b x P x N x C`` sparse tokens through the PLM: each image's ``P`` prompts are ``P`` rows of the
-    PLM's ``(b*P) x N x C`` batch, each attending to its image (``image_embedding`` ``b x C x h x w``,
-    ``image_pe`` ``1 x C x h x w``)."""
+    PLM's ``(b*P) x N x C`` batch, each attending to its image (``context``: ``b`` rows, one per image)."""
     b, p, n, c = sparse.shape
-    context = plm.image_context(image_embedding, image_pe)  # b rows, projected once per image
     if b > 1 and p > 1:
         context = ImageContext(context.keys.repeat_interleave(p, 0), context.values.repeat_interleave(p, 0))
     return plm(sparse.reshape(b * p, n, c), context=context).reshape(b, p, n, c)
