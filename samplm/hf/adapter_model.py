@@ -200,17 +200,8 @@ class SamAdapterModel(nn.Module):
         """
         encoded, batch = self._encoded(pixel_values, image_embeddings, kwargs)
         _check_prompt_shapes(input_points, input_boxes, batch)
-        prompts = self._family.prompts(
-            self.model,
-            batch,
-            encoded.embeddings,
-            Prompts(input_points, input_labels, input_boxes, input_masks),
-        )
-        sparse, dense = self.model.prompt_encoder(
-            input_points=prompts.points,
-            input_labels=prompts.labels,
-            input_boxes=prompts.boxes,
-            input_masks=prompts.masks,
+        sparse, dense = self._encode_prompts(
+            encoded, batch, Prompts(input_points, input_labels, input_boxes, input_masks)
         )
         image_pe = self.model.get_image_wide_positional_embeddings()
         name = self._adapters.active
@@ -234,6 +225,17 @@ class SamAdapterModel(nn.Module):
             logits, iou = _adjusted(plm, logits, iou, multimask_output)
             require_finite_outputs(name, logits, iou)
         return self._family.output(logits, iou, further, encoded)
+
+    def _encode_prompts(self, encoded: Encoded, batch: int, prompts: Prompts) -> tuple[Tensor | None, Tensor]:
+        """The wrapped model's prompt encoder on ``prompts`` completed as its ``forward`` completes them:
+        ``(sparse b x P x N x C or None, dense b x C x h x w)``."""
+        prompts = self._family.prompts(self.model, batch, encoded.embeddings, prompts)
+        return self.model.prompt_encoder(
+            input_points=prompts.points,
+            input_labels=prompts.labels,
+            input_boxes=prompts.boxes,
+            input_masks=prompts.masks,
+        )
 
     def _placed_plm(self, name: str) -> PromptLearningModule:
         """The PLM of adapter ``name`` on the decoder's current device and dtype (moved there, and its
