@@ -269,7 +269,8 @@ def test_batch_groups_prompts_by_image_and_shape_as_tensors(task):
     side = train_set.low_res
     for group, twin in zip(batch, again, strict=True):
         b = len(group)
-        assert group.embedding.shape == (1, 256, train_set.grid, train_set.grid)
+        assert group.embedding.embedding.shape == (1, 256, train_set.grid, train_set.grid)
+        assert group.embedding.high_res == ()
         assert group.targets.shape == (b, 1, side, side) and group.targets.dtype == torch.float32
         assert group.point_coords is not None or group.boxes is not None
         if group.point_coords is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from torch import Tensor
+from torch import Tensor, nn
 
 SAM_FAMILY = "sam"
 SAM2_FAMILY = "sam2"
@@ -128,6 +128,13 @@ class PromptableBase(ABC):
 
     family: str
     image_size: int
+    #: logits above this are the mask (``Sam.mask_threshold``, ``SAM2ImagePredictor.mask_threshold``)
+    mask_threshold: float = 0.0
+
+    @property
+    @abstractmethod
+    def module(self) -> nn.Module:
+        """The whole model (to move, cast or freeze it)."""
 
     @property
     @abstractmethod
@@ -207,6 +214,15 @@ class PromptableBase(ABC):
         from segment_anything.utils.transforms import ResizeLongestSide
 
         return tuple(ResizeLongestSide.get_preprocess_shape(*original_size, self.image_size))
+
+    def scale_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``... x 2`` XY pixels of an ``(H, W)`` image in the input frame (float64; for SAM 1 exactly
+        ``ResizeLongestSide.apply_coords``). Boxes: scale ``boxes.reshape(-1, 2, 2)``."""
+        (h, w), (new_h, new_w) = original_size, self.input_size(original_size)
+        scaled = np.array(coords, dtype=float)
+        scaled[..., 0] = scaled[..., 0] * (new_w / w)
+        scaled[..., 1] = scaled[..., 1] * (new_h / h)
+        return scaled
 
 
 def family_name(family: str | None) -> str:

@@ -31,6 +31,11 @@ class SamBase(PromptableBase):
     def __init__(self, sam: Sam) -> None:
         self.sam = sam
         self.image_size = int(sam.image_encoder.img_size)
+        self.mask_threshold = float(sam.mask_threshold)
+
+    @property
+    def module(self) -> Sam:
+        return self.sam
 
     @property
     def embed_dim(self) -> int:

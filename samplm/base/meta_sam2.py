@@ -44,6 +44,7 @@ SAM2_CONFIGS = {
     "sam2_hiera_large": "configs/sam2/sam2_hiera_l.yaml",
 }
 SAM2_MODEL_TYPES = tuple(SAM2_CONFIGS)
+SAM2_PIXEL_MEAN, SAM2_PIXEL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # SAM2Transforms', 0..1 scale
 _BOX_LABELS = (2, 3)  # SAM 2's labels of a box's top-left and bottom-right corner points
 
 
@@ -83,11 +84,22 @@ class Sam2Base(PromptableBase):
     input_frame = "square"
 
     def __init__(self, model: Any) -> None:
-        from sam2.utils.transforms import SAM2Transforms
-
         self.model = model
         self.image_size = int(model.image_size)
-        self.transforms = SAM2Transforms(resolution=self.image_size, mask_threshold=0.0)
+        self._transforms: Any = None
+
+    @property
+    def module(self) -> Any:
+        return self.model
+
+    @property
+    def transforms(self) -> Any:
+        """sam2's ``SAM2Transforms`` at this model's resolution (built on first use)."""
+        if self._transforms is None:
+            from sam2.utils.transforms import SAM2Transforms
+
+            self._transforms = SAM2Transforms(resolution=self.image_size, mask_threshold=self.mask_threshold)
+        return self._transforms
 
     @property
     def embed_dim(self) -> int:
@@ -188,10 +200,7 @@ class Sam2Base(PromptableBase):
         state.update({f"image_encoder.sam_mask_decoder.{k}": v for k, v in _high_res_convs(model).items()})
         state["image_encoder.no_mem_embed"] = model.no_mem_embed
         return encoder_key(
-            state,
-            image_size=self.image_size,
-            pixel_mean=self.transforms.mean,
-            pixel_std=self.transforms.std,
+            state, image_size=self.image_size, pixel_mean=SAM2_PIXEL_MEAN, pixel_std=SAM2_PIXEL_STD
         )
 
 

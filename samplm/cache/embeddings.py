@@ -4,13 +4,15 @@ Layout::
 
     <root>/<encoder key>/model.json             what produced the embeddings
     <root>/<encoder key>/<ab>/<image key>.safetensors
-        "embedding": 1 x 256 x h x w float16; metadata: original_size, input_size, source file,
-        sha256 (of the embedding's bytes, checked on every read with the values' finiteness)
+        "embedding": 1 x 256 x h x w float16 (SAM 2 also "high_res_0", "high_res_1": its decoder's
+        high-resolution maps); metadata: original_size, input_size, source file, sha256 of each tensor's
+        bytes ("sha256" for the embedding, "sha256:<name>" for the others), checked on every read with the
+        values' finiteness
 
 The encoder key hashes the image encoder's weights (a sampled fingerprint, cheap even for ``vit_h``)
-and the preprocessing (input size, pixel mean/std). The image key hashes the file's bytes and the
-orientation used. Entries are written atomically, so an interrupted ``build`` resumes where it stopped,
-and a different model or preprocessing can never read another's embeddings.
+and the preprocessing (input size, pixel mean/std), so each base has its own folder. The image key hashes
+the file's bytes and the orientation used. Entries are written atomically, so an interrupted ``build``
+resumes where it stopped, and a different model or preprocessing can never read another's embeddings.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..base.bases import as_base
+from ..base.interface import ImageFeatures
 from ..data.images import load_image
 from ..errors import DataError, MissingEmbeddingError
 from ..utils.files import atomic_write, atomic_write_text, file_digest
@@ -46,12 +50,20 @@ class CachedEmbedding:
     Attributes:
         embedding: ``1 x 256 x h x w`` (float16 on disk).
         original_size: ``(H, W)`` of the image as loaded.
-        input_size: ``(H', W')`` after ``ResizeLongestSide`` (before padding to a square).
+        input_size: ``(H', W')`` of the image in the base's input frame (SAM 1: after
+            ``ResizeLongestSide``, before padding to a square; SAM 2: the whole square).
+        high_res: the base's further feature maps (SAM 2: two), empty for SAM 1.
     """
 
     embedding: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    high_res: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def features(self) -> ImageFeatures:
+        """The :class:`ImageFeatures` the base's decoder takes (as stored: float16)."""
+        return ImageFeatures(self.embedding, self.high_res)
 
 
 def encoder_key(state: Mapping[str, torch.Tensor] | Sam, *, image_size: int, pixel_mean, pixel_std) -> str:
@@ -112,6 +124,24 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(value_bytes(tensor)).hexdigest()
 
 
+def _checksum_field(name: str) -> str:
+    """The metadata field holding a stored tensor's checksum (``"sha256"`` for the embedding)."""
+    return "sha256" if name == "embedding" else f"sha256:{name}"
+
+
+def _check_entry_tensor(
+    path: str | os.PathLike[str], entry: Path, meta: Mapping[str, str], name: str, tensor: torch.Tensor
+) -> None:
+    """Raise :func:`_corrupted` if a stored tensor does not match its checksum (entries written before
+    checksums have none) or holds NaN or infinite values."""
+    what = "the embedding" if name == "embedding" else f"tensor {name!r}"
+    field = _checksum_field(name)
+    if field in meta and tensor_digest(tensor) != meta[field]:
+        raise _corrupted(path, entry, f"{what} does not match its checksum")
+    if not bool(torch.isfinite(tensor).all()):
+        raise _corrupted(path, entry, f"{what} holds NaN or infinite values")
+
+
 def _corrupted(path: str | os.PathLike[str], entry: Path, problem: str) -> DataError:
     """The error for a bad cache entry: names the image and the entry file, and the fix."""
     return DataError(path, f"corrupted cache entry {entry} ({problem}); delete it and re-run `samplm embed`")
@@ -132,8 +162,9 @@ class EmbeddingCache:
         self._image_keys: dict[tuple[str, tuple[int, int] | None], str] = {}
 
     @classmethod
-    def for_model(cls, root: str | os.PathLike[str], sam: Sam) -> EmbeddingCache:
-        return cls(root, sam_encoder_key(sam))
+    def for_model(cls, root: str | os.PathLike[str], sam: Any) -> EmbeddingCache:
+        """The cache of a base (a ``Sam``, a ``sam2`` model or a base) under ``root``."""
+        return cls(root, as_base(sam).encoder_key())
 
     def _entry(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.safetensors"
@@ -164,21 +195,20 @@ class EmbeddingCache:
         try:
             with safe_open(str(entry), framework="pt", device="cpu") as handle:
                 meta = handle.metadata() or {}
-                embedding = handle.get_tensor("embedding")
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not iterable)
             original = tuple(json.loads(meta["original_size"]))
             resized = tuple(json.loads(meta["input_size"]))
+            features = ImageFeatures.from_named(tensors)
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
             raise _corrupted(path, entry, str(exc)) from exc
-        if "sha256" in meta and tensor_digest(embedding) != meta["sha256"]:
-            raise _corrupted(path, entry, "the embedding does not match its checksum")
-        if not bool(torch.isfinite(embedding).all()):
-            raise _corrupted(path, entry, "the embedding holds NaN or infinite values")
-        return CachedEmbedding(embedding, original, resized)  # type: ignore[arg-type]
+        for name, tensor in tensors.items():
+            _check_entry_tensor(path, entry, meta, name, tensor)
+        return CachedEmbedding(features.embedding, original, resized, features.high_res)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def build(
         self,
-        sam: Sam,
+        sam: Any,
         images: Iterable[str | os.PathLike[str]],
         *,
         expected_sizes: Mapping[str, tuple[int, int]] | None = None,
@@ -191,14 +221,16 @@ class EmbeddingCache:
         ``threads``: at most this many CPU threads (``None`` / ``"auto"``: what torch has; one on an
         oversubscribed machine, :func:`~samplm.utils.threads.stage_threads`).
 
+        ``sam``: the base (a ``Sam``, a ``sam2`` model or a :class:`~samplm.base.interface.PromptableBase`).
+
         Raises:
             ValueError: ``sam`` does not match this cache's key.
         """
-        if sam_encoder_key(sam) != self.key:
+        base = as_base(sam)
+        if base.encoder_key() != self.key:
             raise ValueError("this SAM's image encoder or preprocessing does not match the cache key")
-        self._write_manifest(sam)
-        transform = ResizeLongestSide(sam.image_encoder.img_size)
-        sam = sam.to(device)
+        self._write_manifest(base)
+        base.module.to(device)
         stats = {"computed": 0, "reused": 0}
         total = len(images) if isinstance(images, Sequence) else None
         bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
@@ -215,32 +247,29 @@ class EmbeddingCache:
                     stats["reused"] += 1
                     continue
                 image = load_image(path, expected)
-                resized = transform.apply_image(image)
-                tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
-                embedding = sam.image_encoder(sam.preprocess(tensor.to(sam.pixel_mean.dtype)))
+                pixels, input_size = base.preprocess(image)
+                features = base.encode_image(pixels)
                 metadata = {
                     "original_size": json.dumps(list(image.shape[:2])),
-                    "input_size": json.dumps(list(resized.shape[:2])),
+                    "input_size": json.dumps(list(input_size)),
                     "source": os.path.basename(path),
                 }
-                data = {"embedding": embedding.to("cpu", torch.float16).contiguous()}
-                metadata["sha256"] = tensor_digest(data["embedding"])
+                data = {k: v.to("cpu", torch.float16).contiguous() for k, v in features.named().items()}
+                metadata.update({_checksum_field(k): tensor_digest(v) for k, v in data.items()})
                 atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
                 stats["computed"] += 1
                 bar.set_postfix(stats)
         return stats
 
-    def _write_manifest(self, sam: Sam) -> None:
+    def _write_manifest(self, base: Any) -> None:
         manifest = self.directory / "model.json"
         if manifest.is_file():
             return
-        info = {
-            "format_version": CACHE_FORMAT_VERSION,
-            "image_size": sam.image_encoder.img_size,
-            "pixel_mean": sam.pixel_mean.flatten().tolist(),
-            "pixel_std": sam.pixel_std.flatten().tolist(),
-            "embedding_size": list(sam.prompt_encoder.image_embedding_size),
-        }
+        info = {"format_version": CACHE_FORMAT_VERSION, "family": base.family, "image_size": base.image_size}
+        if isinstance(base.module, Sam):
+            info["pixel_mean"] = base.module.pixel_mean.flatten().tolist()
+            info["pixel_std"] = base.module.pixel_std.flatten().tolist()
+        info["embedding_size"] = list(base.embedding_size)
         atomic_write_text(manifest, json.dumps(info, indent=2) + "\n")
 
     def missing(

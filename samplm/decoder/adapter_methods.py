@@ -3,8 +3,9 @@
 :class:`AdapterMethods` is mixed into :class:`~samplm.decoder.predictor.CustomSamPredictor` (SAM 1) and
 :class:`~samplm.decoder.sam2_predictor.CustomSam2Predictor` (SAM 2): the names, activation and placement of
 adapters are the registry's (:class:`~samplm.decoder.adapters.AdapterRegistry`), the per-image contexts the
-image state's (:class:`~samplm.decoder.image_state.ImageState`); the host sets ``_adapters``, ``_images``
-and ``strict``.
+image state's (:class:`~samplm.decoder.image_state.ImageState`); the host sets ``_adapters``, ``_images``,
+``strict`` and ``base`` (its :class:`~samplm.base.interface.PromptableBase`), and has ``features``,
+``original_size``, ``input_size`` and ``device`` for the current image.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
 
 from ..adapter.prompt_adapter import PromptAdapter
+from ..base.interface import PromptableBase
+from . import predict_many as many
 from .adapters import AdapterRegistry
 from .image_state import ImageState
+
+if TYPE_CHECKING:
+    from ..refine.polygons import RefinedMask
 
 
 class AdapterMethods:
@@ -25,6 +34,7 @@ class AdapterMethods:
     _adapters: AdapterRegistry
     _images: ImageState
     strict: bool
+    base: PromptableBase
 
     @property
     def adapters(self) -> list[str]:
@@ -114,3 +124,32 @@ class AdapterMethods:
         if moved:
             self._images.forget_context(name)
         return adapter
+
+    # ------------------------------------------------------------------ several adapters, refinement
+    def _row(self, name: str | None, adapter: PromptAdapter | None, refine: bool) -> many.AdapterRow:
+        """:meth:`predict_many`'s row of a (placed) adapter on the current image; ``None``: plain SAM."""
+        if name is None or adapter is None:
+            return many.AdapterRow(None, None, None)
+        context = self._images.context(name, adapter, self.features)
+        return many.AdapterRow(name, adapter, context, refine=refine and adapter.pmm is not None)
+
+    def _adapter_chunk(self) -> int | None:
+        """Adapters per decoder call in :meth:`predict_many` on this SAM and device
+        (:func:`samplm.decoder.predict_many.adapter_chunk`)."""
+        return many.adapter_chunk(self.base, self.device)
+
+    def _refine(
+        self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor
+    ) -> list[RefinedMask]:
+        """PMM refinement of one prompt's ``C x H x W`` masks (original frame; ``image_features``: its
+        ``1 x 256 x h x w`` decoder features) -> one :class:`samplm.refine.polygons.RefinedMask` per mask."""
+        from ..refine.polygons import refine_masks
+
+        return refine_masks(
+            adapter.pmm,
+            masks,
+            image_features,
+            original_size=tuple(self.original_size),
+            input_size=tuple(self.input_size),
+            image_size=self.base.image_size,
+        )

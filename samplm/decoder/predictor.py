@@ -26,17 +26,17 @@ from numpy.typing import ArrayLike
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from ..adapter.prompt_adapter import PromptAdapter
+from ..base.meta_sam import SamBase
 from ..errors import ImageError, ImageNotSetError, SamplmError
 from ..prompts.user_prompts import as_rgb_uint8, check_numpy_prompts, check_torch_prompts, require_tensors
 from . import predict_many as many
 from .adapter_methods import AdapterMethods
 from .adapters import AdapterRegistry, require_finite_outputs
-from .decode import DecoderOutput, decode_prompts
+from .decode import DecoderOutput, ImageFeatures, as_features, decode_prompts
 from .image_state import ImageState, check_resizable, checked_embedding, image_digest
 
 if TYPE_CHECKING:
-    from ..refine.polygons import RefinedMask
+    pass
 
 
 class CustomSamPredictor(AdapterMethods, SamPredictor):
@@ -62,9 +62,9 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
 
     def __init__(self, sam_model: Sam, *, strict: bool = False) -> None:
         self._adapters = AdapterRegistry(sam_model)
-        self._images = ImageState(
-            sam_model, sam_model.image_encoder
-        )  # before SamPredictor.__init__, which resets the image
+        self.base = SamBase(sam_model)
+        # before SamPredictor.__init__, which resets the image
+        self._images = ImageState(self.base, sam_model.image_encoder)
         self.strict = strict
         super().__init__(sam_model)
 
@@ -108,7 +108,7 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
 
     def set_embedding(
         self,
-        embedding: torch.Tensor,
+        embedding: torch.Tensor | ImageFeatures,
         original_size: tuple[int, int],
         input_size: tuple[int, int] | None = None,
     ) -> None:
@@ -125,7 +125,7 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
                 ``original_size``; when given it must agree).
         """
         embedding, resized = checked_embedding(
-            self.model, self.transform, embedding, original_size, input_size
+            self.model, self.transform, as_features(embedding).embedding, original_size, input_size
         )
         self.reset_image()
         reference = next(self.model.mask_decoder.parameters())
@@ -321,18 +321,6 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
             refine=self._refine,
         )
 
-    def _row(self, name: str | None, adapter: PromptAdapter | None, refine: bool) -> many.AdapterRow:
-        """:meth:`predict_many`'s row of a (placed) adapter on the current image; ``None``: plain SAM."""
-        if name is None or adapter is None:
-            return many.AdapterRow(None, None, None)
-        context = self._images.context(name, adapter, self.features)
-        return many.AdapterRow(name, adapter, context, refine=refine and adapter.pmm is not None)
-
-    def _adapter_chunk(self) -> int | None:
-        """Adapters per decoder call in :meth:`predict_many` on this SAM and device
-        (:func:`samplm.decoder.predict_many.adapter_chunk`)."""
-        return many.adapter_chunk(self.model, self.device)
-
     def _torch_prompts(
         self,
         point_coords: ArrayLike | None,
@@ -402,22 +390,6 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
         scores = output.iou_predictions[0].cpu().numpy()
         low_res = output.low_res_logits[0].cpu().numpy()
         return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
-
-    def _refine(
-        self, adapter: PromptAdapter, masks: np.ndarray, image_features: torch.Tensor
-    ) -> list[RefinedMask]:
-        """PMM refinement of one prompt's ``C x H x W`` masks (original frame; ``image_features``: its
-        ``1 x 256 x h x w`` decoder features) -> one :class:`samplm.refine.polygons.RefinedMask` per mask."""
-        from ..refine.polygons import refine_masks
-
-        return refine_masks(
-            adapter.pmm,
-            masks,
-            image_features,
-            original_size=tuple(self.original_size),
-            input_size=tuple(self.input_size),
-            image_size=self.model.image_encoder.img_size,
-        )
 
     def _require_image(self) -> None:
         if not self.is_image_set:

@@ -21,14 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from PIL import Image
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from ..base.interface import ImageFeatures
+from ..base.interface import DecoderOutput, ImageFeatures
 from ..base.meta_sam2 import Sam2Base
+from ..errors import SamplmError
+from ..prompts.user_prompts import as_rgb_uint8
 from . import predict_many as many
 from .adapter_methods import AdapterMethods
 from .adapters import AdapterRegistry, require_finite_outputs
-from .decode import decode_prompts
+from .decode import as_features, decode_prompts
 from .image_state import ImageState
 
 
@@ -74,6 +77,77 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
         super().reset_predictor()
         self._images.clear()
 
+    # ------------------------------------------------------------------ the image
+    def set_image(self, image: ArrayLike | Image.Image) -> None:
+        """``SAM2ImagePredictor.set_image``, accepting the images users commonly have: ``H x W x 3`` uint8 RGB
+        (bit-identical to upstream) or a PIL image, and ``H x W`` grayscale, ``H x W x 4`` RGBA or a float
+        image in ``[0, 1]`` (converted as :meth:`samplm.CustomSamPredictor.set_image` converts them).
+
+        Raises:
+            ImageError: another layout, dtype or an empty image (names the shape).
+        """
+        super().set_image(image if isinstance(image, Image.Image) else as_rgb_uint8(image))
+
+    def set_embedding(
+        self,
+        embedding: torch.Tensor | ImageFeatures,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """Start from precomputed features (as the embedding cache stores them) instead of the encoder.
+
+        Args:
+            embedding: the image's :class:`ImageFeatures` (embedding ``1 x 256 x 64 x 64`` and the two
+                high-resolution maps SAM 2's decoder needs).
+            original_size: ``(H, W)`` of the original image.
+            input_size: its size in the input frame; SAM 2's is always the ``1024 x 1024`` square.
+
+        Raises:
+            ValueError: a bare embedding without the high-resolution maps the model uses, or a wrong size.
+        """
+        features = as_features(embedding)
+        needs = 2 if self.model.use_high_res_features_in_sam else 0
+        expected = (1, self.base.embed_dim, *self.base.embedding_size)
+        if tuple(features.embedding.shape) != expected or len(features.high_res) != needs:
+            raise ValueError(
+                f"SAM 2 needs an embedding of {' x '.join(map(str, expected))} and {needs} high-resolution "
+                f"maps, got {tuple(features.embedding.shape)} and {len(features.high_res)}"
+            )
+        if input_size is not None and tuple(input_size) != self.base.input_size(original_size):
+            raise ValueError(
+                f"input_size must be {self.base.input_size(original_size)} on SAM 2, got {input_size}"
+            )
+        self.reset_predictor()
+        reference = self.base.decoder_parameter()
+        features = features.to(device=reference.device, dtype=reference.dtype)
+        self._features = {"image_embed": features.embedding, "high_res_feats": list(features.high_res)}
+        self._orig_hw = [tuple(int(v) for v in original_size)]
+        self._is_image_set = True
+
+    @property
+    def is_image_set(self) -> bool:
+        """Whether an image (or its features) is set."""
+        return self._is_image_set
+
+    @property
+    def features(self) -> torch.Tensor:
+        """The current image's ``1 x 256 x 64 x 64`` embedding (``SamPredictor.features``'s counterpart)."""
+        return self.image_features().embedding
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the current image."""
+        return tuple(self._orig_hw[-1])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The current image's size in SAM 2's input frame: the whole ``1024 x 1024`` square."""
+        return self.base.input_size(self.original_size)
+
+    def encoder_key(self) -> str:
+        """Key of this model's image encoder and preprocessing (the embedding cache's folder)."""
+        return self._images.encoder_key()
+
     def image_features(self, img_idx: int = -1) -> ImageFeatures:
         """The current image's :class:`ImageFeatures` (batch 1): embedding ``1 x 256 x 64 x 64`` and the two
         high-resolution maps, as ``set_image`` computed them (image ``img_idx`` after ``set_image_batch``)."""
@@ -102,21 +176,49 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
             return super()._predict(
                 point_coords, point_labels, boxes, mask_input, multimask_output, return_logits, img_idx
             )
-        adapter = self._placed(name)
-        features = self.image_features(img_idx)
+        output = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx=img_idx)
+        return self._finish(output.low_res_logits, output.iou_predictions, return_logits, img_idx)
+
+    def decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        features: bool = False,
+        img_idx: int = -1,
+    ) -> DecoderOutput:
+        """The active adapter's decoder outputs at low resolution (no upscaling), ``B`` prompts in the
+        ``1024 x 1024`` input frame (``boxes``: ``B x 4`` XYXY); ``features`` also returns the decoder's
+        image features (what the PMM samples). As :meth:`samplm.CustomSamPredictor.decode`.
+
+        Returns:
+            A :class:`DecoderOutput`: logits ``B x C x 256 x 256``, scores ``B x C``.
+        """
+        name = self.active_adapter
+        adapter = self._placed(name) if name is not None else None
+        image = self.image_features(img_idx)
         output = decode_prompts(
             self.base,
-            features,
+            image,
             point_coords=point_coords,
             point_labels=point_labels,
             boxes=boxes,
             mask_input=mask_input,
             multimask_output=multimask_output,
-            plm=adapter.plm,
-            context=self._images.context(name, adapter, features.embedding),
+            plm=adapter.plm if adapter is not None else None,
+            context=self._images.context(name, adapter, image.embedding) if adapter is not None else None,
+            return_image_features=features,
         )
-        require_finite_outputs(name, output.low_res_logits, output.iou_predictions)
-        return self._finish(output.low_res_logits, output.iou_predictions, return_logits, img_idx)
+        if adapter is not None:
+            require_finite_outputs(name, output.low_res_logits, output.iou_predictions)
+        return output
+
+    def upscale_logits(self, low_res_logits: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
+        """``B x C x 256 x 256`` logits of the current image -> ``B x C x H x W`` masks (or logits) at its
+        original size, as upstream post-processes them."""
+        return self._finish(low_res_logits, low_res_logits[:, :, 0, 0], return_logits)[0]
 
     def _finish(
         self, low_res: torch.Tensor, iou: torch.Tensor, return_logits: bool, img_idx: int = -1
@@ -139,11 +241,14 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
         multimask_output: bool = True,
         return_logits: bool = False,
         normalize_coords: bool = True,
+        refine: bool = False,
     ) -> dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """One prompt answered by several adapters (``None`` in the list: plain SAM 2) in batched decoder
         calls, equal to a loop of :meth:`set_adapter` + :meth:`predict` within float tolerance.
 
-        Arguments as :meth:`predict`, plus ``adapters`` (default: every loaded adapter, in load order).
+        Arguments as :meth:`predict`, plus ``adapters`` (default: every loaded adapter, in load order) and
+        ``refine`` (masks of adapters with a Point Matching Module are their PMM polygon refinement, as in
+        :meth:`samplm.CustomSamPredictor.predict_many`).
 
         Returns:
             ``{adapter name: (masks C x H x W, scores C, low_res_logits C x 256 x 256)}`` as :meth:`predict`
@@ -151,31 +256,21 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
         """
         names = many.adapter_names(adapters, self.adapters)
         placed = [self._placed(self._adapters.require(n)) if n is not None else None for n in names]
-        features = self.image_features()
+        if refine and return_logits:
+            raise SamplmError("predict_many: refine=True returns refined masks, not logits")
         mask, coords, labels, boxes = self._prep_prompts(
             point_coords, point_labels, box, mask_input, normalize_coords
         )
         prompts = {"point_coords": coords, "point_labels": labels, "mask_input": mask}
         prompts["boxes"] = boxes.reshape(-1, 4) if boxes is not None else None
-        rows = [
-            many.AdapterRow(None, None, None)
-            if n is None
-            else many.AdapterRow(n, a, self._images.context(n, a, features.embedding))
-            for n, a in zip(names, placed, strict=True)
-        ]
         answers = many.answer_rows(
             self.base,
-            features,
-            rows,
+            self.image_features(),
+            [self._row(n, a, refine) for n, a in zip(names, placed, strict=True)],
             prompts,
             multimask_output=multimask_output,
-            chunk=many.adapter_chunk(self.base, self.device),
-            upscale=lambda low_res: self._finish(low_res, low_res[:, :, 0, 0], return_logits)[0],
-            refine=_no_refinement,
+            chunk=self._adapter_chunk(),
+            upscale=lambda low_res: self.upscale_logits(low_res, return_logits),
+            refine=self._refine,
         )
         return {n: (m, s, np.clip(low, -32.0, 32.0)) for n, (m, s, low) in answers.items()}
-
-
-def _no_refinement(*_: Any) -> list:
-    """PMM refinement is not offered on SAM 2 (``predict_many`` never asks for it)."""
-    raise NotImplementedError("PMM polygon refinement is not available on SAM 2 bases")

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import CachedEmbedding, EmbeddingCache
@@ -119,7 +118,7 @@ class InstancePredictor:
 
     def __init__(
         self,
-        sam: Sam,
+        sam: Any,
         adapters: dict[str, PromptAdapter],
         *,
         samf: SamF | None = None,
@@ -209,7 +208,7 @@ class InstancePredictor:
 
 
 def evaluate(
-    sam: Sam,
+    sam: Any,
     dataset: InstanceDataset,
     cache: EmbeddingCache,
     adapters: dict[str, PromptAdapter] | None = None,

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import EmbeddingCache
@@ -25,7 +24,7 @@ def _safe(name: str) -> str:
 
 
 def run_evaluation(
-    sam: Sam,
+    sam: Any,
     eval_data: InstanceDataset,
     cache: EmbeddingCache,
     out: str | Path,
@@ -103,7 +102,7 @@ def run_evaluation(
 
 
 def _fitted_samf(
-    sam: Sam,
+    sam: Any,
     samf_data: InstanceDataset | None,
     cache: EmbeddingCache,
     steps: int,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 from torch import Tensor
 
 from ..prompts.center_click import decode_center_click
@@ -58,7 +58,7 @@ def blend_outputs(outputs: Tensor, weights: Tensor | Sequence[float]) -> Tensor:
 
 
 @torch.no_grad()
-def _sam_logits(sam: Sam, data: TrainingSet, max_instances: int, device) -> tuple[Tensor, Tensor]:
+def _sam_logits(sam: Any, data: TrainingSet, max_instances: int, device) -> tuple[Tensor, Tensor]:
     logits, targets = [], []
     for item in data.items[:max_instances]:
         out = decode_center_click(sam, data.embedding(item).to(device), item.target.low_res)
@@ -68,7 +68,7 @@ def _sam_logits(sam: Sam, data: TrainingSet, max_instances: int, device) -> tupl
 
 
 def train_samf(
-    sam: Sam,
+    sam: Any,
     data: TrainingSet,
     *,
     steps: int = 300,

@@ -9,13 +9,16 @@ target's deepest low-res pixel (``(x + 0.5) * img_size / L``). Evaluation at the
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 from torch import Tensor
 
 from ..adapter import PromptLearningModule
-from ..decoder.decode import DecoderOutput, decode_prompts
+from ..base.bases import as_base
+from ..base.interface import ImageFeatures
+from ..decoder.decode import DecoderOutput, as_features, decode_prompts
 from ..utils.geometry import center_point
 
 
@@ -27,17 +30,18 @@ def center_click(low_res_mask: np.ndarray, img_size: int) -> tuple[float, float]
 
 
 def decode_center_click(
-    sam: Sam,
-    image_embedding: Tensor,
+    sam: Any,
+    image_embedding: Tensor | ImageFeatures,
     low_res_mask: np.ndarray,
     *,
     plm: PromptLearningModule | None = None,
     multimask_output: bool = True,
 ) -> DecoderOutput:
     """Decode one positive click at the centre of ``low_res_mask`` on ``image_embedding``
-    (``1 x 256 x h x w``): outputs for a batch of one prompt (``1 x C x L x L`` logits)."""
-    x, y = center_click(low_res_mask, int(sam.image_encoder.img_size))
-    device = image_embedding.device
+    (``1 x 256 x h x w``, or the base's :class:`ImageFeatures`) with the base ``sam`` (a ``Sam``, a ``sam2``
+    model or a base): outputs for a batch of one prompt (``1 x C x L x L`` logits)."""
+    x, y = center_click(low_res_mask, as_base(sam).image_size)
+    device = as_features(image_embedding).embedding.device
     return decode_prompts(
         sam,
         image_embedding,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..base.interface import ImageFeatures
 from ..prompts.sampling import Prompt, PromptSampler
 from .training_set import TrainingItem, TrainingSet
 
@@ -29,7 +30,8 @@ class PromptGroup:
     Attributes:
         image_path: the image (named in messages).
         instance_ids: the ``B`` instances prompted.
-        embedding: ``1 x 256 x h x w`` image embedding.
+        embedding: the image's features (:class:`~samplm.base.interface.ImageFeatures`: a
+            ``1 x 256 x h x w`` embedding, plus SAM 2's high-resolution maps).
         point_coords: ``B x N x 2`` clicks, or ``None``; point_labels: ``B x N`` (1 positive, 0 negative).
         boxes: ``B x 4`` XYXY boxes, or ``None``.
         targets: ``B x 1 x L x L`` ground truth in {0, 1} (``L`` = 4 x the embedding side).
@@ -39,7 +41,7 @@ class PromptGroup:
 
     image_path: Path
     instance_ids: tuple[str, ...]
-    embedding: Tensor
+    embedding: ImageFeatures
     point_coords: Tensor | None
     point_labels: Tensor | None
     boxes: Tensor | None

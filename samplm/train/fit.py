@@ -19,10 +19,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.config import AdapterConfig
 from ..adapter.prompt_adapter import PromptAdapter
@@ -83,7 +83,7 @@ def image_folds(dataset: InstanceDataset, folds: int, seed: int) -> list[Instanc
 
 
 def cross_validate(
-    sam: Sam,
+    sam: Any,
     dataset: InstanceDataset,
     cache: EmbeddingCache,
     out: str | os.PathLike[str],
@@ -154,7 +154,7 @@ def _mean_judgement(judgements: list[Judgement], curves: list[dict[int, float]],
 
 
 def _make_winner(
-    sam: Sam,
+    sam: Any,
     all_set: TrainingSet,
     out: Path,
     config: TrainConfig,
@@ -206,7 +206,7 @@ def _first_steps(config: TrainConfig, steps: int) -> TrainConfig:
 
 
 def fit_adapter(
-    sam: Sam,
+    sam: Any,
     train_part: InstanceDataset,
     val_part: InstanceDataset | None,
     cache: EmbeddingCache,

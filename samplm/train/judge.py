@@ -14,8 +14,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-
-from segment_anything.modeling import Sam
+from typing import Any
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..eval.samf import SamF, train_samf
@@ -113,7 +112,7 @@ def candidate_adapter(template: PromptAdapter, samf: SamF | None = None) -> Prom
 
 
 def judge_baselines(
-    sam: Sam,
+    sam: Any,
     template: PromptAdapter,
     train_set: TrainingSet,
     validate,

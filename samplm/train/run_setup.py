@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 from torch import nn
 
 from ..adapter.config import AdapterConfig, PMMConfig
@@ -42,7 +41,7 @@ class TrainingRun:
     loop state (:func:`fresh_state`, or a checkpoint's).
     """
 
-    sam: Sam
+    sam: Any
     train_set: TrainingSet
     val_set: TrainingSet | None
     out: Path
@@ -67,7 +66,7 @@ class TrainingRun:
 
 
 def setup_run(
-    sam: Sam,
+    sam: Any,
     train_set: TrainingSet,
     val_set: TrainingSet | None,
     out: Path,

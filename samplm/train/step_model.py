@@ -7,24 +7,28 @@ whose only parameters are the adapter's, it is what ``accelerate``/DDP wraps to 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
 from ..adapter import sample_point_features
 from ..adapter.prompt_adapter import PromptAdapter
+from ..base.bases import as_base
 from ..decoder.decode import decode_prompts
 from .batch import PromptGroup
 from .losses import point_matching_loss, segmentation_loss
 from .settings import TrainConfig
 
 
-def freeze(sam: Sam) -> Sam:
-    """Put SAM in eval mode with no parameter requiring gradients."""
-    sam.eval()
-    for param in sam.parameters():
+def freeze(sam: Any) -> Any:
+    """Put the base (a ``Sam``, a ``sam2`` model or a base) in eval mode with no parameter requiring
+    gradients; returns its module."""
+    module = as_base(sam).module
+    module.eval()
+    for param in module.parameters():
         param.requires_grad_(False)
-    return sam
+    return module
 
 
 class StepModel(nn.Module):
@@ -34,10 +38,10 @@ class StepModel(nn.Module):
     frozen SAM is held outside the module's parameters so it is never broadcast or all-reduced.
     """
 
-    def __init__(self, adapter: PromptAdapter, sam: Sam, config: TrainConfig) -> None:
+    def __init__(self, adapter: PromptAdapter, sam: Any, config: TrainConfig) -> None:
         super().__init__()
         self.adapter = adapter
-        object.__setattr__(self, "sam", sam)
+        object.__setattr__(self, "sam", as_base(sam))
         self.config = config
 
     def forward(self, batch: list[PromptGroup], cell: float) -> dict[str, Tensor]:
@@ -93,6 +97,6 @@ class StepModel(nn.Module):
             ``B`` losses, one per prompt.
         """
         starts = group.pmm_starts
-        point_features = sample_point_features(features.float(), starts, self.sam.image_encoder.img_size)
+        point_features = sample_point_features(features.float(), starts, self.sam.image_size)
         predicted = starts + self.adapter.pmm(point_features)
         return point_matching_loss(group.contours / cell, predicted / cell)

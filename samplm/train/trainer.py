@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.config import AdapterConfig
 from ..adapter.prompt_adapter import PromptAdapter
@@ -71,7 +70,7 @@ class TrainResult:
 
 
 def train(
-    sam: Sam,
+    sam: Any,
     train_set: TrainingSet,
     out_dir: str | os.PathLike[str],
     *,

@@ -6,10 +6,12 @@ import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
+from ..base.bases import as_base
+from ..base.interface import ImageFeatures
 from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset
 from ..errors import DataError, SkippedDataWarning
@@ -33,7 +35,8 @@ class TrainingSet:
     Args:
         dataset: the instances.
         cache: an embedding cache holding every image of ``dataset`` (see ``samplm embed``).
-        sam: the SAM the cache belongs to (only its sizes are used; the image encoder is not needed).
+        sam: the base the cache belongs to (a ``Sam``, a ``sam2`` model or a base; only its sizes are used,
+            the image encoder is not needed).
         num_points: contour points per instance for the PMM (``None``: no contours).
         memory_images: how many decoded embeddings to keep in memory (LRU).
     """
@@ -42,7 +45,7 @@ class TrainingSet:
         self,
         dataset: InstanceDataset,
         cache: EmbeddingCache,
-        sam: Sam,
+        sam: Any,
         *,
         num_points: int | None = None,
         memory_images: int = 64,
@@ -50,13 +53,14 @@ class TrainingSet:
         description: str = "preparing targets",
     ) -> None:
         self.cache = cache
-        self.img_size = int(sam.image_encoder.img_size)
-        self.grid = int(sam.prompt_encoder.image_embedding_size[0])  # embedding side h (= w)
+        base = as_base(sam)
+        self.img_size = base.image_size
+        self.grid = int(base.embedding_size[0])  # embedding side h (= w)
         self.low_res = 4 * self.grid  # side of the decoder's low-res logits
         self.cell = self.img_size / self.grid  # input-frame pixels per embedding cell
         self.items: list[TrainingItem] = []
         self.skipped: Counter[str] = Counter()
-        self._memory: OrderedDict[tuple[str, tuple[int, int] | None], torch.Tensor] = OrderedDict()
+        self._memory: OrderedDict[tuple[str, tuple[int, int] | None], ImageFeatures] = OrderedDict()
         self._memory_images = memory_images
         groups = dataset.by_image()
         missing = [str(p) for p, insts in groups.items() if not cache.contains(p, insts[0].image_size)]
@@ -90,13 +94,14 @@ class TrainingSet:
     def __len__(self) -> int:
         return len(self.items)
 
-    def embedding(self, item: TrainingItem) -> torch.Tensor:
-        """``1 x 256 x h x w`` float32 embedding of the item's image (LRU-cached in memory)."""
+    def embedding(self, item: TrainingItem) -> ImageFeatures:
+        """The item's image features at float32: the ``1 x 256 x h x w`` embedding (and SAM 2's
+        high-resolution maps), LRU-cached in memory."""
         key = (str(item.image_path), item.expected_size)
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        tensor = self.cache.get(item.image_path, item.expected_size).embedding.float()
+        tensor = self.cache.get(item.image_path, item.expected_size).features.to(torch.float32)
         self._memory[key] = tensor
         if len(self._memory) > self._memory_images:
             self._memory.popitem(last=False)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..prompts.center_click import decode_center_click
@@ -25,7 +24,7 @@ from .training_set import TrainingSet
 
 @torch.no_grad()
 def evaluate_center_miou(
-    sam: Sam, adapter: PromptAdapter, data: TrainingSet, max_instances: int | None = None
+    sam: Any, adapter: PromptAdapter, data: TrainingSet, max_instances: int | None = None
 ) -> float:
     """Mean IoU at low resolution with one click at each mask's centre, top-confidence mask.
 
