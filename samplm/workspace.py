@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from segment_anything.modeling import Sam
 
 from .base import SAM_MODEL_TYPES, build_sam, build_sam_without_image_encoder, load_state_dict
-from .base.loading import HF_MODEL_TYPE, SAM_IMAGE_SIZE, ImageEncoderPlaceholder
+from .base.loading import CHECKPOINT_MODEL_TYPES, SAM_IMAGE_SIZE, ImageEncoderPlaceholder
 from .base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .cache.embeddings import EmbeddingCache, encoder_key
 from .data import InstanceDataset
@@ -50,8 +50,9 @@ DEFAULT_CACHE_DIR = "~/.cache/samplm/embeddings"
 
 
 def require_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | None) -> None:
-    """Raise ``ValueError`` if ``model_type`` is one of SAM's own (``vit_*``) and ``checkpoint`` is unset."""
-    if (model_type in SAM_MODEL_TYPES or model_type == HF_MODEL_TYPE) and not checkpoint:
+    """Raise ``ValueError`` if ``model_type``'s weights are not bundled (``vit_*``, SAM 2, ``hf``) and
+    ``checkpoint`` is unset."""
+    if model_type in CHECKPOINT_MODEL_TYPES and not checkpoint:
         raise ValueError(
             f"--checkpoint is required for --model-type {model_type} (SAM's weights are not bundled)"
         )
@@ -137,8 +138,9 @@ class Workspace:
     """One base model, its checkpoint and an embedding cache root.
 
     Args:
-        model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``samplm_lite`` or ``samplm_tiny``.
-        checkpoint: SAM checkpoint (required for ``vit_*``).
+        model_type: one of :data:`samplm.base.MODEL_TYPES` (``vit_b``, ``samplm_lite``,
+            ``sam2.1_hiera_tiny``, ``hf``, ...).
+        checkpoint: SAM checkpoint (required for ``vit_*``, SAM 2 and ``hf``).
         cache_dir: embedding cache root (default :data:`DEFAULT_CACHE_DIR`).
         device: where images are encoded.
         verbose: show progress bars and print what was embedded / reused, and (once, to stderr, when
@@ -193,7 +195,8 @@ class Workspace:
             if found is not None:
                 return found
             sam, cache = self.embed(datasets)
-        sam.image_encoder = ImageEncoderPlaceholder(sam.image_encoder.img_size)  # only the cache is read
+        if isinstance(sam, Sam):  # only the cache is read: drop SAM 1's encoder
+            sam.image_encoder = ImageEncoderPlaceholder(sam.image_encoder.img_size)
         return sam, cache
 
     def _fully_cached(self, datasets: Sequence[InstanceDataset]) -> tuple[Sam, EmbeddingCache] | None:
@@ -233,15 +236,16 @@ class ModelSettings:
     model_type: str | None = field(
         default=None,
         metadata=about(
-            "vit_h, vit_l, vit_b (with --checkpoint), the built-in samplm_lite or samplm_tiny, or hf (a "
-            "transformers SamModel folder or Hub id as --checkpoint)"
+            "vit_h, vit_l, vit_b (with --checkpoint), the built-in samplm_lite or samplm_tiny, "
+            "sam2.1_hiera_tiny/small/base_plus/large or sam2_hiera_* (with Meta's .pt as --checkpoint), or "
+            "hf (a transformers SamModel folder or Hub id as --checkpoint)"
         ),
     )
     checkpoint: str | None = field(
         default=None,
         metadata=about(
-            "SAM checkpoint (.pth or .safetensors), or with hf a SamModel folder or Hub id; required for "
-            "vit_* and hf"
+            "SAM checkpoint (.pth, .pt or .safetensors), or with hf a SamModel folder or Hub id; required "
+            "for vit_*, sam2* and hf"
         ),
     )
     cache: str | None = field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from segment_anything import sam_model_registry
@@ -17,25 +18,33 @@ from torch import nn
 from ..errors import ConfigError
 from .checkpoint import load_state_dict
 from .lite import build_sam_lite
+from .meta_sam2 import SAM2_MODEL_TYPES, build_sam2_model
 from .parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_mask_decoder, build_prompt_encoder
 from .tiny import build_sam_tiny
 
 SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 SMALL_MODEL_TYPES = ("samplm_lite", "samplm_tiny")
 HF_MODEL_TYPE = "hf"  # a transformers SamModel folder or Hub id (--checkpoint), run as the same Sam
-MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES, HF_MODEL_TYPE)
+MODEL_TYPES = (*SAM_MODEL_TYPES, *SMALL_MODEL_TYPES, *SAM2_MODEL_TYPES, HF_MODEL_TYPE)
+#: Model types whose weights are not bundled: ``--checkpoint`` is required.
+CHECKPOINT_MODEL_TYPES = (*SAM_MODEL_TYPES, *SAM2_MODEL_TYPES, HF_MODEL_TYPE)
 _DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 
 
-def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+def build_sam(model_type: str, checkpoint: str | os.PathLike[str] | None = None) -> Sam | Any:
     """A full SAM of ``model_type`` (``vit_h``/``vit_l``/``vit_b`` via ``sam_model_registry``, or one
     of samplm's own bases ``samplm_lite``/``samplm_tiny``, whose packaged weights are used when
     ``checkpoint`` is ``None``), with ``checkpoint`` loaded strictly if given. Eval mode, on CPU.
+
+    ``sam2.1_hiera_*`` / ``sam2_hiera_*``: a ``sam2`` ``SAM2Base`` from the package's own config with Meta's
+    checkpoint (:func:`samplm.base.meta_sam2.build_sam2_model`; needs ``pip install "samplm[sam2]"``).
 
     ``hf``: ``checkpoint`` is a transformers ``SamModel`` folder or Hub id (``facebook/sam-vit-base``); its
     weights become the ``segment_anything`` ``Sam`` they are (:func:`build_sam_from_transformers`)."""
     if model_type == HF_MODEL_TYPE:
         return build_sam_from_transformers(checkpoint)
+    if model_type in SAM2_MODEL_TYPES:
+        return build_sam2_model(model_type, checkpoint)
     if model_type == "samplm_tiny":
         return build_sam_tiny(checkpoint)
     if model_type == "samplm_lite":

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..adapter.prompt_adapter import PromptAdapter
     from ..data import InstanceDataset
     from ..decoder.predictor import CustomSamPredictor
+    from ..decoder.sam2_predictor import CustomSam2Predictor
 
 CONFIG_HELP = "YAML/JSON file with any of these options"
 
@@ -49,12 +50,13 @@ def split(
     return dataset.split(float(val_fraction), int(seed))
 
 
-def predictor(model: ModelSettings) -> CustomSamPredictor:
-    """A :class:`CustomSamPredictor` on the full SAM named by ``--model-type`` / ``--checkpoint``."""
-    from ..decoder.predictor import CustomSamPredictor
+def predictor(model: ModelSettings) -> CustomSamPredictor | CustomSam2Predictor:
+    """The adapter-aware predictor (:func:`~samplm.decoder.for_base.predictor_for`) on the full base
+    named by ``--model-type`` / ``--checkpoint``."""
+    from ..decoder.for_base import predictor_for
 
     sam = build_full_sam(model.model_type, model.checkpoint)
-    return CustomSamPredictor(sam.to(default_device(model.device)).eval())
+    return predictor_for(sam.to(default_device(model.device)).eval())
 
 
 def load_adapters(specs: Sequence[str]) -> dict[str, PromptAdapter]:

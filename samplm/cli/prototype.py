@@ -95,10 +95,10 @@ def require_same_base(adapter: PromptAdapter, sam: Any, where: str, model: Model
     """``fit-prototype --adapter``: refuse (one line naming ``--adapter`` and both bases) a base whose
     fingerprint differs from the one the adapter records, which would overwrite its trained prototype
     with one of another base's embeddings."""
-    from ..utils.fingerprint import sam_fingerprint
+    from ..base.bases import as_base
 
     base = adapter.config.base_model
-    actual = sam_fingerprint(sam)
+    actual = as_base(sam).fingerprint()
     if base.fingerprint is not None and base.fingerprint != actual:
         raise ConfigError(
             "--adapter",

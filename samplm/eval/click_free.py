@@ -202,17 +202,15 @@ def _reference_logits(
     reference mask on the same grid: ``(K x 3 x L x L, K x 1 x L x L)``; ``None`` without a click."""
     image, mask = reference
     predictor.set_image(image)
-    sam = predictor.model
-    found = location_prior(
-        predictor.features, prototype, tuple(predictor.input_size), sam.image_encoder.img_size, prior
-    )
+    img_size = predictor.base.image_size
+    found = location_prior(predictor.features, prototype, tuple(predictor.input_size), img_size, prior)
     coords, labels = found.prompts()
     if not len(coords):
         return None
     with predictor.use_adapter(None):
         output = predictor.decode(coords.to(predictor.device), labels.to(predictor.device))
     logits = output.low_res_logits.float().cpu()
-    low = to_low_res(mask, tuple(predictor.input_size), sam.image_encoder.img_size, logits.shape[-1])
+    low = to_low_res(mask, tuple(predictor.input_size), img_size, logits.shape[-1])
     target = torch.as_tensor(low, dtype=torch.float32)[None, None].expand(len(logits), -1, -1, -1)
     return logits, target
 

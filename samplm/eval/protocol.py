@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,13 +24,17 @@ import torch
 from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import CachedEmbedding, EmbeddingCache
 from ..data import Instance, InstanceDataset
-from ..decoder.predictor import CustomSamPredictor
+from ..decoder.for_base import predictor_for
 from ..utils.geometry import center_point, mask_to_box
 from ..utils.progress import progress_bar
 from ..utils.threads import stage_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
+
+if TYPE_CHECKING:
+    from ..decoder.predictor import CustomSamPredictor
+    from ..decoder.sam2_predictor import CustomSam2Predictor
 
 PROMPTS = ("point", "box")
 __all__ = ["SAM", "SAM_F", "SAM_ORACLE", "EvalResult", "InstancePredictor", "Method", "evaluate"]
@@ -103,8 +107,9 @@ class EvalResult:
 
 
 class InstancePredictor:
-    """Runs every method for one instance through a :class:`CustomSamPredictor` started from the cached
-    embedding (shared by metrics, visuals and sensitivity maps).
+    """Runs every method for one instance through the base's adapter-aware predictor
+    (:func:`~samplm.decoder.for_base.predictor_for`) started from the cached embedding (shared by metrics,
+    visuals and sensitivity maps).
 
     Args:
         sam: the frozen SAM (its image encoder is not used).
@@ -127,7 +132,7 @@ class InstancePredictor:
         threads: int | str | None = None,
     ) -> None:
         self.threads = threads
-        self.predictor = CustomSamPredictor(sam.to(device).eval())
+        self.predictor = predictor_for(sam.to(device).eval())
         for name, adapter in adapters.items():
             self.predictor.load_adapter(adapter, adapter_name=name, activate=False)
         self.adapters = adapters
@@ -149,9 +154,9 @@ class InstancePredictor:
             return {"box": list(mask_to_box(gt))}
         return {"point": list(center_point(gt))}
 
-    def set_entry(self, entry: CachedEmbedding) -> CustomSamPredictor:
+    def set_entry(self, entry: CachedEmbedding) -> CustomSamPredictor | CustomSam2Predictor:
         """The predictor, set to the cached image ``entry``."""
-        self.predictor.set_embedding(entry.embedding.float(), entry.original_size, entry.input_size)
+        self.predictor.set_embedding(entry.features.to(torch.float32), entry.original_size, entry.input_size)
         return self.predictor
 
     @torch.no_grad()

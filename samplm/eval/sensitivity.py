@@ -69,7 +69,7 @@ def sensitivity_map(
         values = []
         for start in range(0, len(clicks), chunk):
             part = clicks[start : start + chunk]
-            coords = sam_predictor.transform.apply_coords(part.copy(), entry.original_size)
+            coords = sam_predictor.base.scale_coords(part, entry.original_size)
             coords_torch = torch.as_tensor(
                 coords[:, None, :], dtype=torch.float32, device=sam_predictor.device
             )

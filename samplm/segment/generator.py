@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator
+from segment_anything.modeling import Sam
 from segment_anything.utils.amg import (
     MaskData,
     area_from_rle,
@@ -57,6 +59,9 @@ from ..eval.samf import blend_outputs
 from ..prompts.location_prior import PriorSettings, prior_from_similarity
 from ..prompts.user_prompts import as_rgb_uint8
 from ..utils.fingerprint import update_digest
+
+if TYPE_CHECKING:
+    from ..decoder.sam2_predictor import CustomSam2Predictor
 
 #: ``prompts`` choices: ``auto`` is ``prior`` with a prototype, else ``grid``.
 PROMPT_SOURCES = ("auto", "grid", "prior")
@@ -90,8 +95,8 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
     """Every instance in an image, from a grid of clicks or from a location prior, through an adapter.
 
     Args:
-        predictor: the :class:`CustomSamPredictor` to decode with (its active adapter is used; plain
-            SAM when none is active).
+        predictor: the :class:`CustomSamPredictor` or :class:`~samplm.CustomSam2Predictor` to decode with
+            (its active adapter is used; the plain base when none is active).
         prototype: the target's prototype; needed for ``prompts="prior"``, and with any prompts it
             scores masks by their similarity to the target.
         prompts: ``"grid"``, ``"prior"`` or ``"auto"`` (see :data:`PROMPT_SOURCES`).
@@ -138,7 +143,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         source = ("prior" if prototype is not None else "grid") if prompts == "auto" else prompts
         iou_default, stability_default = THRESHOLDS[source]
         super().__init__(
-            predictor.model,
+            _frame_of(predictor),
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
             pred_iou_thresh=iou_default if pred_iou_thresh is None else pred_iou_thresh,
@@ -155,7 +160,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
             min_mask_region_area=min_mask_region_area,
             output_mode=output_mode,
         )
-        self.predictor: CustomSamPredictor = predictor
+        self.predictor: CustomSamPredictor | CustomSam2Predictor = predictor
         self.prompts = source
         if self.prompts == "prior" and prototype is None:
             raise PrototypeError(
@@ -226,7 +231,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         self.predictor.set_image(image[y0:y1, x0:x1, :])  # free if already set
         similarity = None
         if self.prototype is not None:  # h x w, and whether each cell covers the image
-            img_size = int(self.predictor.model.image_encoder.img_size)
+            img_size = self.predictor.base.image_size
             input_size = tuple(self.predictor.input_size)
             cells = self.prototype.similarity(self.predictor.features, input_size, img_size).cpu()
             similarity = (cells, valid_cells(tuple(cells.shape), input_size, img_size))
@@ -256,10 +261,10 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         input_h, input_w = self.predictor.input_size
         if self.prompts == "grid":
             points = self.point_grids[crop_layer_idx] * np.array([[crop_w, crop_h]])
-            coords = self.predictor.transform.apply_coords(points, (crop_h, crop_w))
+            coords = self.predictor.base.scale_coords(points, (crop_h, crop_w))
             coords = torch.as_tensor(coords, dtype=torch.float32)[:, None, :]
             return coords, torch.ones(len(points), 1, dtype=torch.int32), torch.as_tensor(points).float()
-        img_size = int(self.predictor.model.image_encoder.img_size)
+        img_size = self.predictor.base.image_size
         prior = prior_from_similarity(similarity[0], (input_h, input_w), img_size, self.prior)
         coords, labels = prior.prompts()
         points = torch.as_tensor(prior.positives) * torch.tensor([crop_w / input_w, crop_h / input_h])
@@ -295,7 +300,7 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
             iou_preds=iou.flatten(0, 1),
             points=points.repeat_interleave(low.shape[1], dim=0).to(device),
         )
-        threshold = self.predictor.model.mask_threshold
+        threshold = self.predictor.base.mask_threshold
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
         data["stability_score"] = calculate_stability_score(
@@ -318,6 +323,15 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
         data["rles"] = mask_to_rle_pytorch(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
         del data["masks"]
         return _on_cpu(data)
+
+
+def _frame_of(predictor: Any) -> Any:
+    """What ``SamAutomaticMaskGenerator.__init__`` is given as its model: the predictor's ``Sam``, or for
+    another base (SAM 2) an object carrying only its input side. Upstream's constructor uses its model
+    for nothing but a ``SamPredictor``, which :class:`AdapterMaskGenerator` replaces with ``predictor``."""
+    if isinstance(predictor.model, Sam):
+        return predictor.model
+    return SimpleNamespace(image_encoder=SimpleNamespace(img_size=predictor.base.image_size))
 
 
 def mask_similarity(masks: Tensor, similarity: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -11,7 +11,7 @@ from segment_anything import SamPredictor
 from torch import Tensor
 
 from ..adapter.prototype import TargetPrototype
-from ..cache.embeddings import sam_encoder_key
+from ..base.bases import as_base
 from ..errors import PrototypeError
 from ..train.targets import to_padded_grid
 from ..train.training_set import TrainingSet
@@ -26,16 +26,17 @@ def fit_prototype(
     """A prototype from reference images and their target masks (one-shot: a single pair).
 
     Args:
-        predictor: a ``SamPredictor`` (or :class:`~samplm.CustomSamPredictor`) whose image encoder
-            embeds the references; its current image is replaced.
+        predictor: a ``SamPredictor``, :class:`~samplm.CustomSamPredictor` or
+            :class:`~samplm.CustomSam2Predictor` whose image encoder embeds the references; its current
+            image is replaced.
         pairs: ``(image H x W x 3 RGB uint8, mask H x W bool)`` per reference.
         task: recorded in the prototype.
 
     Raises:
         PrototypeError: a mask's size differs from its image's, or no mask covers anything.
     """
-    sam = predictor.model
-    grid, img_size = int(sam.prompt_encoder.image_embedding_size[0]), int(sam.image_encoder.img_size)
+    base = as_base(predictor.model)
+    grid, img_size = base.embedding_size[0], base.image_size
 
     def cells() -> Iterator[tuple[Tensor, np.ndarray, tuple[int, int]]]:  # one embedding in memory at a time
         for index, (image, mask) in enumerate(pairs):
@@ -48,8 +49,7 @@ def fit_prototype(
             weights = to_padded_grid(mask.astype(bool), tuple(predictor.input_size), img_size, grid)
             yield predictor.features.detach(), weights, tuple(predictor.input_size)
 
-    encoder = predictor.encoder_key() if hasattr(predictor, "encoder_key") else sam_encoder_key(sam)
-    return TargetPrototype.from_cells(cells(), img_size=img_size, encoder=encoder, task=task)
+    return TargetPrototype.from_cells(cells(), img_size=img_size, encoder=base.encoder_key(), task=task)
 
 
 def cell_coverage(low_res: np.ndarray, grid: int) -> np.ndarray:
