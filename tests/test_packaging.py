@@ -52,17 +52,42 @@ def _distributions(modules: set[str]) -> dict[str, set[str]]:
     return {m: {d.lower().replace("_", "-") for d in mapping.get(m, [m])} for m in modules}
 
 
+# The extras of other bases: their modules import them at module level, and are imported only when used
+# (``samplm.CustomSam2Predictor``, ``samplm.hf``, a SAM 2 ``--model-type``).
+BASE_EXTRAS = ("sam2", "hf")
+
+
 def test_every_import_of_samplm_is_declared():
     project = _project()
     runtime = _names(project["dependencies"])
     extras = project["optional-dependencies"]
-    user = runtime | _names(extras["train"]) | _names(extras["eval"]) | _names(extras["export"])
+    bases = set().union(*(_names(extras[name]) for name in BASE_EXTRAS))
+    user = runtime | bases | _names(extras["train"]) | _names(extras["eval"]) | _names(extras["export"])
     module_level, anywhere = _imports(ROOT / "samplm")
     assert "PIL" in module_level and "pillow" in runtime
     for module, dists in _distributions(module_level).items():
-        assert dists & runtime, f"samplm imports {module} at module level: declare {dists} in dependencies"
+        assert dists & (runtime | bases), (
+            f"samplm imports {module} at module level: declare {dists} in dependencies"
+        )
     for module, dists in _distributions(anywhere).items():
         assert dists & user, f"samplm imports {module}: declare {dists} in dependencies or an extra"
+
+
+def test_the_base_extras_are_imported_only_when_used():
+    """``import samplm`` and the CLI's parser work without the ``sam2`` / ``hf`` extras: neither loads
+    them (checked in a fresh interpreter)."""
+    import subprocess
+
+    code = (
+        "import sys, samplm, samplm.cli; samplm.cli.build_parser(); "
+        "print(sorted(m for m in ('sam2', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    extras = _project()["optional-dependencies"]
+    assert {"sam2", "transformers"} <= set().union(*(_names(extras[n]) for n in BASE_EXTRAS))
+    own = next(r for r in extras["dev"] if r.startswith("samplm["))  # dev installs samplm's own extras
+    assert set(BASE_EXTRAS) <= set(own[len("samplm[") : -1].split(","))
 
 
 def test_matplotlib_is_only_a_pretraining_requirement():

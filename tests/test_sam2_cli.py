@@ -68,6 +68,7 @@ def test_embed_train_eval_and_segment_on_a_sam2_checkpoint(capsys, checkpoint, d
     out = capsys.readouterr().out
     assert "adapter written to" in out and "4 embedded" not in out  # every image came from the cache
     adapter = PromptAdapter.load(run / "adapter")
+    assert "CustomSam2Predictor(sam)" in (run / "adapter" / "README.md").read_text()
     recorded = adapter.config.base_model
     assert (recorded.family, recorded.model_type) == (SAM2_FAMILY, MODEL_TYPE)
     assert recorded.fingerprint == base.fingerprint()
@@ -79,11 +80,13 @@ def test_embed_train_eval_and_segment_on_a_sam2_checkpoint(capsys, checkpoint, d
     results = json.loads((evaluated / "results.json").read_text())
     assert "run" in json.dumps(results)  # the adapter's row
 
-    fit = ["fit-prototype", "--images", str(data / "images" / "0.png"), "--masks", str(data / "masks" / "0.png")]
+    fit = ["fit-prototype", "--images", str(data / "images" / "0.png")]
+    fit += ["--masks", str(data / "masks" / "0.png")]
     assert main([*fit, "--adapter", str(run / "adapter"), *model[:4], "--device", "cpu"]) == 0
     segmented = tmp_path / "segment"
     segment = ["segment", "--adapter", str(run / "adapter"), "--images", str(data / "images")]
-    segment += ["--out", str(segmented), *model[:4], "--device", "cpu", "--max-images", "2", "--max-clicks", "2"]
+    segment += ["--out", str(segmented), *model[:4], "--device", "cpu", "--max-images", "2"]
+    segment += ["--max-clicks", "2"]
     assert main([*segment, "--no-overlays"]) == 0
     assert "2 images: 2 segmented" in capsys.readouterr().out
     summary = json.loads((segmented / "summary.json").read_text())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base.loading import SMALL_MODEL_TYPES
+from ..base.loading import HF_MODEL_TYPE, SMALL_MODEL_TYPES
+from ..base.meta_sam2 import SAM2_MODEL_TYPES
 from ..constants import LIBRARY_NAME, PIPELINE_TAG
 from .config import AdapterConfig
 
@@ -16,19 +17,32 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def _build_base_lines(model_type: str | None) -> list[str]:
-    """Usage lines that build the base: samplm's own bases ship their weights, SAM needs a checkpoint."""
-    if model_type in SMALL_MODEL_TYPES:
+    """Usage lines that build the base and its predictor: samplm's own bases ship their weights, SAM 1
+    and SAM 2 need Meta's checkpoint, ``hf`` a transformers SamModel folder or Hub id."""
+    if model_type in SAM2_MODEL_TYPES:
+        return [
+            "from samplm import CustomSam2Predictor",
+            "from samplm.base import build_sam",
+            "",
+            f'sam = build_sam("{model_type}", "{model_type}.pt")  # Meta\'s checkpoint',
+            "predictor = CustomSam2Predictor(sam)",
+        ]
+    if model_type in SMALL_MODEL_TYPES or model_type == HF_MODEL_TYPE:
+        weights = "  # weights ship with samplm" if model_type in SMALL_MODEL_TYPES else ""
+        source = ', "facebook/sam-vit-base"' if model_type == HF_MODEL_TYPE else ""
         return [
             "from samplm import CustomSamPredictor",
             "from samplm.base import build_sam",
             "",
-            f'sam = build_sam("{model_type}")  # weights ship with samplm',
+            f'sam = build_sam("{model_type}"{source}){weights}',
+            "predictor = CustomSamPredictor(sam)",
         ]
     return [
         "from segment_anything import sam_model_registry",
         "from samplm import CustomSamPredictor",
         "",
         f'sam = sam_model_registry["{model_type or "vit_h"}"](checkpoint="...")',
+        "predictor = CustomSamPredictor(sam)",
     ]
 
 
@@ -77,7 +91,6 @@ def render_model_card(config: AdapterConfig, num_parameters: int, repo_id: str |
         "",
         "```python",
         *_build_base_lines(base.model_type),
-        "predictor = CustomSamPredictor(sam)",
         f'predictor.load_adapter("{load_name}", adapter_name="{config.task}")',
         "predictor.set_image(image)",
         "masks, scores, logits = predictor.predict(point_coords=points, point_labels=labels)",
