@@ -294,6 +294,28 @@ def test_the_context_of_an_image_is_reused_until_the_embedding_changes(models, m
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_adapter_runs_under_inference_mode_as_under_no_grad(models, family):
+    model = models[family]
+    inputs = _inputs(model, "points")
+    wrapper = SamAdapterModel(model)
+    wrapper.load_adapter(_adapter(base=wrapper), "trained")
+    with torch.no_grad():
+        expected = wrapper(**inputs)
+    with torch.inference_mode():  # inference tensors have no version counter
+        frozen = {k: _cloned(v) for k, v in inputs.items()}
+        first, again = wrapper(**frozen), wrapper(**frozen)
+    _assert_same(first, expected)
+    _assert_same(again, expected)
+
+
+def _cloned(value):
+    """``value`` copied (a tensor, or a list of tensors as SAM 2's embeddings), as tensors made now."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    return [v.clone() for v in value] if isinstance(value, list) else value
+
+
 def test_adapters_are_named_switched_and_unloaded(models):
     wrapper = SamAdapterModel(models["sam"])
     inputs = _inputs(models["sam"], "points")

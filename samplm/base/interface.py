@@ -28,14 +28,16 @@ from torch import Tensor, nn
 
 SAM_FAMILY = "sam"
 SAM2_FAMILY = "sam2"
+SAM3_TRACKER_FAMILY = "sam3_tracker"
+SAM_HQ_FAMILY = "sam_hq"
 # Families of bases an adapter can be trained on, and their names in errors and docs. SAM 1 is
 # segment_anything's Sam, transformers' SamModel and samplm_lite; SAM 2 / 2.1 the sam2 package and
 # transformers' Sam2Model; SAM 3 tracker transformers' Sam3TrackerModel; HQ-SAM its SamHQModel.
 FAMILY_NAMES = {
     SAM_FAMILY: "SAM 1",
     SAM2_FAMILY: "SAM 2 / 2.1",
-    "sam3_tracker": "SAM 3 tracker",
-    "sam_hq": "HQ-SAM",
+    SAM3_TRACKER_FAMILY: "SAM 3 tracker",
+    SAM_HQ_FAMILY: "HQ-SAM",
 }
 
 

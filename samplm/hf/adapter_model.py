@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..adapter import ImageContext, PromptAdapter, PromptLearningModule
 from ..decoder.adapters import AdapterRegistry, require_finite_outputs
+from ..decoder.image_state import tensor_version
 from .families import Encoded, Prompts, family_of
 
 
@@ -256,7 +257,8 @@ class SamAdapterModel(nn.Module):
             return cached.context
         context = plm.image_context(embedding, image_pe)
         if reuse and not embedding.requires_grad:
-            self._contexts[name] = _CachedContext(weakref.ref(embedding), embedding._version, plm, context)
+            version = tensor_version(embedding)
+            self._contexts[name] = _CachedContext(weakref.ref(embedding), version, plm, context)
         return context
 
     def _encoded(
@@ -296,12 +298,12 @@ class _CachedContext:
     """An adapter's context of one image embedding, and what it was computed from."""
 
     embedding: weakref.ref[Tensor]
-    version: int  # the embedding's in-place modification counter then
+    version: int | None  # the embedding's in-place modification counter then (None: an inference tensor)
     plm: PromptLearningModule
     context: ImageContext
 
     def matches(self, plm: PromptLearningModule, embedding: Tensor) -> bool:
-        return self.plm is plm and self.embedding() is embedding and embedding._version == self.version
+        return self.plm is plm and self.embedding() is embedding and tensor_version(embedding) == self.version
 
 
 def _shifted_tokens(plm: PromptLearningModule, sparse: Tensor, context: ImageContext) -> Tensor:

@@ -30,11 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..base.interface import SAM2_FAMILY, SAM_FAMILY
+from ..base.interface import SAM2_FAMILY, SAM3_TRACKER_FAMILY, SAM_FAMILY
 from ..utils.fingerprint import parts_fingerprint
 from .key_map import hf_to_sam_state
-
-SAM3_TRACKER_FAMILY = "sam3_tracker"
 
 
 @dataclass(frozen=True)
