@@ -75,7 +75,7 @@ def test_embed_train_eval_and_segment_on_a_sam2_checkpoint(capsys, checkpoint, d
 
     evaluated = tmp_path / "eval"
     evaluate = ["eval", *common, *model, "--adapter", str(run / "adapter"), "--out", str(evaluated)]
-    assert main([*evaluate, "--no-samf"]) == 0
+    assert main(evaluate) == 0
     assert "| " in capsys.readouterr().out
     results = json.loads((evaluated / "results.json").read_text())
     assert "run" in json.dumps(results)  # the adapter's row
@@ -100,3 +100,11 @@ def test_a_sam2_model_type_needs_its_checkpoint(capsys, data):
     assert main([*argv, "--model-type", MODEL_TYPE]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--checkpoint" in err and MODEL_TYPE in err
+
+
+def test_onnx_export_of_a_sam2_base_is_refused_in_one_line(capsys, checkpoint, tmp_path):
+    argv = ["export", "--model-type", MODEL_TYPE, "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--out", str(tmp_path / "a.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--model-type sam2.1_hiera_tiny" in err and "CustomSam2Predictor" in err
+    assert not (tmp_path / "a.onnx").exists()

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..base.meta_sam2 import SAM2_MODEL_TYPES
 from ..errors import ConfigError
 from ..export.settings import ExportSettings
 from ..workspace import build_full_sam
@@ -36,6 +37,12 @@ def run(options: dict[str, Any]) -> int:
 
     require(options, "model_type")
     settings, model_type = settings_from(ExportSettings, options), options["model_type"]
+    if model_type in SAM2_MODEL_TYPES:
+        raise ConfigError(
+            f"--model-type {model_type}",
+            "has no ONNX export: samplm exports SAM 1 bases (segment_anything's SamOnnxModel path); run "
+            "SAM 2 adapters with CustomSam2Predictor",
+        )
     check_files(settings)
     sam = build_full_sam(model_type, model_settings(options).checkpoint).eval()
     adapter = PromptAdapter.load(settings.adapter) if settings.adapter else None
