@@ -80,6 +80,9 @@ def test_off_and_fresh_are_bit_identical_to_sam2(predictors, sam2_model, prompt,
     custom.load_adapter(fresh, replace=True, activate=True)
     assert custom.active_adapter == "fresh"
     assert equal(custom.predict(**PROMPTS[prompt], multimask_output=multimask), expected)
+    unbound = PromptAdapter(AdapterConfig(task="unbound"))  # records no base: runs on any family
+    custom.load_adapter(unbound, replace=True, activate=True)
+    assert equal(custom.predict(**PROMPTS[prompt], multimask_output=multimask), expected)
     # a mask from the previous answer as input, and logits instead of masks
     mask_input = expected[2][:1]
     again = upstream.predict(**CLICK, mask_input=mask_input, multimask_output=multimask, return_logits=True)
@@ -126,6 +129,10 @@ def test_sam1_adapter_is_refused_in_one_line(sam2_model, sam):
         predictor.load_adapter(adapter)
     message = str(info.value)
     assert "\n" not in message and "SAM 1" in message and "SAM 2" in message
+    legacy = PromptAdapter(AdapterConfig(task="legacy"))  # a file from before families: SAM 1's
+    legacy.config.base_model.model_type = "vit_b"
+    with pytest.raises(AdapterCompatibilityError):
+        predictor.load_adapter(legacy)
 
 
 def test_features_path_keeps_the_masks(sam2_model, predictors):

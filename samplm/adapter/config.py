@@ -155,7 +155,8 @@ class BaseModelInfo:
             :func:`samplm.utils.fingerprint.sam_fingerprint` for SAM 1).
         checkpoint: file name of the checkpoint (informational).
         family: the base family (``"sam"``, ``"sam2"``, ...; see :data:`samplm.base.FAMILY_NAMES`). ``None``
-            in files written before families existed, which were all trained on SAM 1 (``"sam"``).
+            in files written before families existed, which were all trained on SAM 1 (``"sam"``); an
+            adapter that records no base at all (never bound, untrained) runs on any family.
     """
 
     model_type: str | None = None

@@ -210,8 +210,12 @@ class PromptAdapter(nn.Module):
 
     def check_family(self, sam: Any) -> None:
         """Raise :class:`AdapterCompatibilityError` (one line naming both) if the adapter was trained on
-        another base family (a SAM 1 adapter on SAM 2.1, ...). Files without a family are SAM 1's."""
-        trained, given = self.config.base_model.family or SAM_FAMILY, as_identity(sam).family
+        another base family (a SAM 1 adapter on SAM 2.1, ...). Files without a family are SAM 1's; an
+        adapter that records no base at all (a fresh one, never bound) runs on any family."""
+        recorded = self.config.base_model
+        if recorded.family is None and recorded.fingerprint is None and recorded.model_type is None:
+            return
+        trained, given = recorded.family or SAM_FAMILY, as_identity(sam).family
         if trained != given:
             raise AdapterCompatibilityError(
                 f"adapter {self.task!r} was trained on a {family_name(trained)} base and cannot run on this "
