@@ -1,4 +1,4 @@
-"""Every ``bash`` and ``python`` block of README.md and docs/*.md is run, or says why not.
+"""Every ``bash`` and ``python`` block of README.md and docs/**/*.md is run, or says why not.
 
 The line right above each fenced block is a marker (see CONTRIBUTING.md, "Code blocks in the docs"):
 
@@ -36,7 +36,7 @@ import pytest
 from test_readme_examples import demo_run  # noqa: F401 (a fixture: the small demo run)
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LANGUAGES = ("bash", "python")
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _MARKER = re.compile(r"^<!-- docs-check: (?P<kind>run|slow|skip|covered)(?: \((?P<why>[^)]+)\))? -->$")
@@ -123,7 +123,7 @@ def test_readme_offline_variants_are_the_covered_blocks():
     from test_readme_examples import MARK
 
     covered = [b for b in BLOCKS if b.kind == "covered" and b.why == "tests/test_readme_examples.py"]
-    variants = [b for b in BLOCKS if b.file.name == "README.md" and b.body.startswith(MARK + "\n")]
+    variants = [b for b in BLOCKS if b.file == ROOT / "README.md" and b.body.startswith(MARK + "\n")]
     assert covered == variants
 
 
