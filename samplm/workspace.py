@@ -13,8 +13,8 @@ Every job that reads a dataset makes the same decisions, made here once:
   image is cached already, a ``vit_*`` SAM is built without its encoder at all (the cache key is
   computed from the checkpoint's weights), which saves its memory (2.5 GB for ``vit_h``).
 
-Under a multi-process launch (``accelerate launch``, ``torchrun``) the main process embeds first while
-the others wait (:func:`main_process_first`), and only the main process prints.
+Under a multi-process launch (``torchrun``, ``accelerate launch``) each process embeds its shard of the
+missing images (:class:`~samplm.utils.ranks.Ranks`), and only the main process prints.
 
 Example::
 
@@ -42,6 +42,7 @@ from .cache.embeddings import EmbeddingCache, encoder_key
 from .data import InstanceDataset
 from .errors import ConfigError
 from .utils.checks import first_line, printable
+from .utils.ranks import Ranks, current_ranks
 from .utils.settings import about
 from .utils.threads import AUTO, busy_hint, thread_limit
 
@@ -115,24 +116,6 @@ def default_device(device: str | None = None) -> str:
     return device
 
 
-def is_main_process() -> bool:
-    """True unless this is a secondary process of a multi-process launch (``RANK`` > 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Under a multi-process launch, let the main process run the block first (e.g. embedding images)
-    while the others wait, then run it on the others (which find the work done)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        with PartialState().main_process_first():
-            yield
-    else:
-        yield
-
-
 @dataclass
 class Workspace:
     """One base model, its checkpoint and an embedding cache root.
@@ -147,6 +130,7 @@ class Workspace:
             the SAM is loaded) :func:`~samplm.utils.threads.busy_hint`'s line on an oversubscribed machine.
         threads: at most this many CPU threads when encoding (``None`` / ``"auto"``: every thread torch
             has; see :mod:`samplm.utils.threads`).
+        ranks: this process's place in a sharded launch (default: the only process).
     """
 
     model_type: str
@@ -155,6 +139,7 @@ class Workspace:
     device: str = "cpu"
     verbose: bool = True
     threads: int | str | None = None
+    ranks: Ranks = field(default_factory=Ranks)
     _hinted: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
@@ -168,33 +153,41 @@ class Workspace:
         """Embed every image of ``datasets`` not yet cached; returns ``(full SAM, its cache)``.
 
         ``sam`` (with its image encoder) is built from ``model_type`` / ``checkpoint`` unless given.
+        Under a sharded launch (:attr:`ranks`) each process encodes its shard of each dataset's images,
+        then the processes meet: every image is cached when this returns, on every rank.
+
+        Raises:
+            RankFailedError: another rank failed (a bad image, ...): every rank stops, none waits.
         """
         sam = sam if sam is not None else build_full_sam(self.model_type, self.checkpoint)
         self.hint_if_busy()
         cache = EmbeddingCache.for_model(self.cache_root, sam)
-        for dataset in datasets:
-            stats = cache.build(
-                sam,
-                dataset.image_paths(),
-                expected_sizes=dataset.expected_sizes(),
-                device=self.device,
-                progress=self.verbose,
-                threads=self.threads,
-            )
-            self.say(
-                f"{dataset.source}: {stats['computed']} embedded, {stats['reused']} already cached "
-                f"({cache.directory})"
-            )
+        counts = self.ranks.together(lambda: [self._embed_dataset(cache, sam, d) for d in datasets])
+        for dataset, *per_rank in zip(datasets, *self.ranks.gather(counts), strict=True):
+            computed, reused = (sum(stats[key] for stats in per_rank) for key in ("computed", "reused"))
+            self.say(f"{dataset.source}: {computed} embedded, {reused} already cached ({cache.directory})")
         return sam, cache
+
+    def _embed_dataset(self, cache: EmbeddingCache, sam: Sam, dataset: InstanceDataset) -> dict[str, int]:
+        """This rank's share of :meth:`embed` for one dataset."""
+        return cache.build(
+            sam,
+            dataset.image_paths(),
+            expected_sizes=dataset.expected_sizes(),
+            device=self.device,
+            progress=self.verbose,
+            threads=self.threads,
+            ranks=self.ranks,
+        )
 
     def model_and_cache(self, datasets: Sequence[InstanceDataset]) -> tuple[Sam, EmbeddingCache]:
         """The SAM to train or evaluate with, without a usable image encoder, and its cache holding
-        every image of ``datasets`` (missing ones are embedded first, by the main process first)."""
-        with main_process_first():
-            found = self._fully_cached(datasets)
-            if found is not None:
-                return found
-            sam, cache = self.embed(datasets)
+        every image of ``datasets`` (missing ones are embedded first, sharded over the processes of a
+        launch)."""
+        found = self._fully_cached(datasets)
+        if all(self.ranks.gather(found is not None)):  # the ranks decide together
+            return found
+        sam, cache = self.embed(datasets)
         if isinstance(sam, Sam):  # only the cache is read: drop SAM 1's encoder
             sam.image_encoder = ImageEncoderPlaceholder(sam.image_encoder.img_size)
         return sam, cache
@@ -268,14 +261,23 @@ class ModelSettings:
         """``threads`` as a number (``None``: ``auto``)."""
         return thread_limit(self.threads)
 
+    def placement(self) -> tuple[str, Ranks]:
+        """``(device, ranks)``: :func:`default_device`, and this process's place in a multi-process
+        launch (joined here; a bare ``cuda`` becomes this process's GPU)."""
+        device = default_device(self.device)
+        ranks = current_ranks(device)
+        return ranks.device(device), ranks
+
     def workspace(self) -> Workspace:
-        """The :class:`Workspace` of these settings on :func:`default_device`; only the main process of a
-        multi-process launch prints."""
+        """The :class:`Workspace` of these settings (:meth:`placement`; only the main process of a
+        multi-process launch prints)."""
+        device, ranks = self.placement()
         return Workspace(
             self.model_type,
             self.checkpoint,
             cache_dir=self.cache,
-            device=default_device(self.device),
-            verbose=is_main_process(),
+            device=device,
+            verbose=ranks.is_main,
             threads=self.thread_limit,
+            ranks=ranks,
         )

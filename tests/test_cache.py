@@ -48,12 +48,9 @@ def test_cached_embeddings_match_predictor(tmp_path, images, tiny_sam):
 def test_build_resumes_after_interruption(tmp_path, images, tiny_sam):
     cache = EmbeddingCache.for_model(tmp_path / "cache", tiny_sam)
 
-    def interrupted():
-        yield images[0]
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        cache.build(tiny_sam, interrupted(), progress=False)
+    missing = tmp_path / "gone.png"  # the run stops at the second image, as if killed there
+    with pytest.raises(DataError):
+        cache.build(tiny_sam, [images[0], missing, *images[1:]], progress=False)
     assert cache.missing(images) == [str(p) for p in images[1:]]
     assert not list(cache.directory.rglob("*.tmp"))
     assert cache.build(tiny_sam, images, progress=False) == {"computed": 2, "reused": 1}

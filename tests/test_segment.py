@@ -449,7 +449,7 @@ def test_training_writes_the_prototype_of_the_training_masks(tmp_path, tiny_sam)
         weights = torch.nn.functional.avg_pool2d(low_res, low_res.shape[-1] // train_set.grid)[0, 0]
         # 72 x 96 images in a 128 px input: 96 x 128, so the image cells (16 px) are rows 0-5
         assert tuple(cache.get(item.image_path).input_size) == (96, 128)
-        cells = train_set.embedding(item)[0].double()
+        cells = train_set.embedding(item).embedding[0].double()
         centred = cells - cells[:, :6, :].mean(dim=(1, 2))[:, None, None]
         means.append((centred * weights).sum(dim=(1, 2)) / weights.sum())
         raw.append((cells * weights).sum(dim=(1, 2)) / weights.sum())

@@ -18,6 +18,7 @@ import test_train
 import torch
 
 from samplm import AdapterConfig
+from samplm.base import ImageFeatures
 from samplm.errors import (
     CheckpointError,
     NonFiniteError,
@@ -186,8 +187,10 @@ def test_non_finite_loss_stops_naming_the_batch_images(tmp_path, tiny_sam, task,
     clean = train_set.embedding
 
     def embedding(item):
-        tensor = clean(item)
-        return torch.full_like(tensor, float("nan")) if item.image_path == poisoned else tensor
+        features = clean(item)
+        if item.image_path != poisoned:
+            return features
+        return ImageFeatures(torch.full_like(features.embedding, float("nan")), features.high_res)
 
     monkeypatch.setattr(train_set, "embedding", embedding)
     with pytest.raises(NonFiniteError) as info:

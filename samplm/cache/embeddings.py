@@ -34,9 +34,11 @@ from ..base.bases import as_base
 from ..base.interface import ImageFeatures
 from ..data.images import load_image
 from ..errors import DataError, MissingEmbeddingError
+from ..utils.checks import first_line
 from ..utils.files import atomic_write, atomic_write_text, file_digest
 from ..utils.fingerprint import half_precision, update_with_state, value_bytes
 from ..utils.progress import progress_bar
+from ..utils.ranks import Ranks
 from ..utils.threads import stage_threads, torch_threads
 
 CACHE_FORMAT_VERSION = 1
@@ -215,51 +217,60 @@ class EmbeddingCache:
         device: str | torch.device = "cpu",
         progress: bool = True,
         threads: int | str | None = None,
+        ranks: Ranks | None = None,
     ) -> dict[str, int]:
         """Encode every image not yet cached (resumable). Returns ``{"computed": n, "reused": m}``.
 
-        ``threads``: at most this many CPU threads (``None`` / ``"auto"``: what torch has; one on an
-        oversubscribed machine, :func:`~samplm.utils.threads.stage_threads`).
-
         ``sam``: the base (a ``Sam``, a ``sam2`` model or a :class:`~samplm.base.interface.PromptableBase`).
+        ``threads``: at most this many CPU threads (``None`` / ``"auto"``: what torch has; one on an
+        oversubscribed machine, :func:`~samplm.utils.threads.stage_threads`). ``ranks``: under a sharded
+        launch, this process encodes only its shard of the distinct images (:meth:`Ranks.owns`) and only
+        the main process writes ``model.json``; the counts are this rank's. Each entry is written
+        atomically (a rename), so ranks on several machines may share the folder and a killed run resumes.
 
         Raises:
             ValueError: ``sam`` does not match this cache's key.
         """
+        ranks = ranks or Ranks()
         base = as_base(sam)
         if base.encoder_key() != self.key:
             raise ValueError("this SAM's image encoder or preprocessing does not match the cache key")
-        self._write_manifest(base)
+        if ranks.is_main:
+            self._write_manifest(base)
         base.module.to(device)
         stats = {"computed": 0, "reused": 0}
-        total = len(images) if isinstance(images, Sequence) else None
-        bar = progress_bar(images, total=total, desc="embedding images", unit="img", disable=not progress)
-        seen: set[str] = set()
+        mine = ranks.shard(list(dict.fromkeys(os.fspath(item) for item in images)))
+        bar = progress_bar(mine, total=len(mine), desc="embedding images", unit="img", disable=not progress)
         with torch_threads(stage_threads(threads)):
-            for item in bar:
-                path = os.fspath(item)
-                if path in seen:
-                    continue
-                seen.add(path)
-                expected = (expected_sizes or {}).get(path)
-                entry = self._entry(self.key_for(path, expected))
-                if entry.is_file():
-                    stats["reused"] += 1
-                    continue
-                image = load_image(path, expected)
-                pixels, input_size = base.preprocess(image)
-                features = base.encode_image(pixels)
-                metadata = {
-                    "original_size": json.dumps(list(image.shape[:2])),
-                    "input_size": json.dumps(list(input_size)),
-                    "source": os.path.basename(path),
-                }
-                data = {k: v.to("cpu", torch.float16).contiguous() for k, v in features.named().items()}
-                metadata.update({_checksum_field(k): tensor_digest(v) for k, v in data.items()})
-                atomic_write(entry, lambda tmp, d=data, m=metadata: save_file(d, str(tmp), metadata=m))
-                stats["computed"] += 1
+            for path in bar:
+                done = self._embed_one(base, path, (expected_sizes or {}).get(path))
+                stats["computed" if done else "reused"] += 1
                 bar.set_postfix(stats)
         return stats
+
+    def _embed_one(self, base: Any, path: str, expected: tuple[int, int] | None) -> bool:
+        """Encode one image into its entry unless cached; whether it was encoded now."""
+        entry = self._entry(self.key_for(path, expected))
+        if entry.is_file():
+            return False
+        image = load_image(path, expected)
+        try:
+            pixels, input_size = base.preprocess(image)
+        except ValueError as exc:  # e.g. 2 x 3000: the short side resizes to nothing
+            height, width = image.shape[:2]
+            raise DataError(
+                path, f"cannot be resized to the base's input ({width} x {height} px): {first_line(exc)}"
+            ) from exc
+        features = base.encode_image(pixels)
+        metadata = {
+            "original_size": json.dumps(list(image.shape[:2])),
+            "input_size": json.dumps(list(input_size)),
+            "source": os.path.basename(path),
+        }
+        data = {k: v.to("cpu", torch.float16).contiguous() for k, v in features.named().items()}
+        metadata.update({_checksum_field(k): tensor_digest(v) for k, v in data.items()})
+        atomic_write(entry, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+        return True
 
     def _write_manifest(self, base: Any) -> None:
         manifest = self.directory / "model.json"

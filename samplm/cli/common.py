@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..data.settings import DataSettings
-from ..workspace import ModelSettings, build_full_sam, default_device
+from ..workspace import ModelSettings, build_full_sam
 from .options import add_settings, settings_from
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ def predictor(model: ModelSettings) -> CustomSamPredictor | CustomSam2Predictor:
     named by ``--model-type`` / ``--checkpoint``."""
     from ..decoder.for_base import predictor_for
 
+    device, _ = model.placement()
     sam = build_full_sam(model.model_type, model.checkpoint)
-    return predictor_for(sam.to(default_device(model.device)).eval())
+    return predictor_for(sam.to(device).eval())
 
 
 def load_adapters(specs: Sequence[str]) -> dict[str, PromptAdapter]:

@@ -83,8 +83,11 @@ def run(options: dict[str, Any]) -> int:
         config=config,
         base=model.model_type,
         device=workspace.device,
+        ranks=workspace.ranks,
         **settings.protocol(),
     )
+    if not workspace.ranks.is_main:
+        return 0
     print(summary_line(result, model.model_type, settings.prompt))
     print(f"results written to {Path(settings.out) / 'results.md'} and results.json")
     return 0

@@ -44,7 +44,9 @@ def run(options: dict[str, Any]) -> int:
     images = find_images(settings.images)[: settings.max_images]
     if not images:
         raise ValueError(f"no images found in --images {settings.images}")
-    engine = predictor(model_settings(options))
+    model = model_settings(options)
+    engine = predictor(model)
+    _, ranks = model.placement()
     one_shot = None
     if settings.reference_image:
         one_shot = reference(settings.reference_image, settings.reference_mask, engine, None)
@@ -56,7 +58,7 @@ def run(options: dict[str, Any]) -> int:
         prior=settings.prior(),
         **settings.generator_options(),
     )
-    for note in notes:
+    for note in notes if ranks.is_main else ():
         print(f"samplm: note: {printable(note)}", file=sys.stderr)
     summary = segment_images(
         engine,
@@ -66,7 +68,11 @@ def run(options: dict[str, Any]) -> int:
         overlays=not settings.no_overlays,
         max_pixels=settings.max_pixels,
         min_score=settings.min_score,
+        progress=ranks.is_main,
+        ranks=ranks,
     )
+    if not ranks.is_main:
+        return 0
     for reason in summary.failed.values():
         print(f"samplm: skipped an image: {printable(reason)}", file=sys.stderr)
     print(summary.line())

@@ -27,6 +27,7 @@ from ..data import Instance, InstanceDataset
 from ..decoder.for_base import predictor_for
 from ..utils.geometry import center_point, mask_to_box
 from ..utils.progress import progress_bar
+from ..utils.ranks import Ranks
 from ..utils.threads import stage_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
 from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
@@ -226,6 +227,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     threads: int | str | None = None,
+    ranks: Ranks | None = None,
 ) -> EvalResult:
     """Evaluate SAM, SAM-F and adapters on every instance of ``dataset`` (embeddings from ``cache``).
 
@@ -238,62 +240,105 @@ def evaluate(
         samf: fitted SAM-F weights (point prompts only); ``None`` leaves SAM-F out.
         refine: add the PMM refinement row for adapters that carry a PMM.
         dilation_ratio: boundary-IoU band as a fraction of the image diagonal.
-        max_instances: evaluate at most this many instances (in dataset order).
+        max_instances: consider at most this many instances (in dataset order; those with an empty
+            ground-truth mask are counted as skipped).
         threads: at most this many CPU threads per click (``None`` / ``"auto"``: what torch has; one
             while the machine is oversubscribed, :func:`~samplm.utils.threads.stage_threads`).
+        ranks: under a sharded launch, this process scores the instances of its images
+            (:meth:`~samplm.utils.ranks.Ranks.owns`, by image) and every rank gathers every rank's
+            scores: the result, in dataset order, equals a one-process run's on every rank.
     """
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    ranks = ranks or Ranks()
     adapters = {name: a.to(device).eval() for name, a in (adapters or {}).items()}
     predictor = InstancePredictor(
         sam.to(device).eval(), adapters, samf=samf, refine=refine, device=device, threads=threads
     )
     methods = [m for m in predictor.methods if prompt == "point" or m.kind != "samf"]
-    results: list[InstanceResult] = []
-    skipped: Counter[str] = Counter()
-    coco: dict[Method, list[Any]] = defaultdict(list)
-    groups = dataset.by_image()
-    budget = max_instances if max_instances is not None else len(dataset)
-    bar = progress_bar(total=min(budget, len(dataset)), desc="evaluating", unit="inst", disable=not progress)
-    for image_path, instances in groups.items():
-        if len(results) >= budget:
-            break
-        entry = cache.get(image_path, instances[0].image_size)
-        for inst in instances[: budget - len(results)]:
-            gt = inst.mask(*entry.original_size)
-            if not gt.any():
-                skipped["empty ground-truth mask"] += 1
-                continue
-            record = _score_instance(predictor, methods, entry, inst, gt, prompt, dilation_ratio, coco)
-            results.append(record)
+    plan = ranks.shard(_plan(dataset, max_instances))
+    bar = progress_bar(
+        total=sum(len(i) for _, i in plan), desc="evaluating", unit="inst", disable=not progress
+    )
+    scored: list[ScoredInstance] = []
+    for image_path, instances in plan:
+        entry = cache.get(image_path, instances[0].instance.image_size)
+        for numbered in instances:
+            scored.append(_score_instance(predictor, methods, entry, numbered, prompt, dilation_ratio))
             bar.update(1)
     bar.close()
+    everything = sorted((s for part in ranks.gather(scored) for s in part), key=lambda s: s.order)
+    results = [s.record for s in everything if s.record is not None]
+    coco: dict[Method, list[Any]] = defaultdict(list)
+    for s in everything:
+        for method, row in s.coco.items():
+            coco[method].append(row)
+    skipped = Counter("empty ground-truth mask" for s in everything if s.record is None)
     miou = {m: mean_by_class((r.category, r.iou[m]) for r in results) for m in methods}
     biou = {m: mean_by_class((r.category, r.biou[m]) for r in results) for m in methods}
     return EvalResult(methods, results, miou, biou, _coco_ap(coco), dict(skipped), samf)
+
+
+@dataclass(frozen=True)
+class ScoredInstance:
+    """One instance's scores, as a rank sends them to be merged.
+
+    Attributes:
+        order: the instance's position in the dataset (what the merged results are sorted by).
+        record: its per-method IoU and boundary IoU, or ``None`` if its ground-truth mask is empty.
+        coco: ``{method: (gt, mask, score, category)}`` for the AP figures (not the oracles').
+    """
+
+    order: int
+    record: InstanceResult | None
+    coco: dict[Method, tuple[Any, ...]]
+
+
+def _plan(dataset: InstanceDataset, max_instances: int | None) -> list[tuple[Any, list[_Numbered]]]:
+    """``[(image path, its instances)]`` in dataset order, the first ``max_instances`` instances only;
+    each instance with its position in that order (:class:`_Numbered`)."""
+    budget = len(dataset) if max_instances is None else max_instances
+    plan, taken = [], 0
+    for image_path, instances in dataset.by_image().items():
+        chosen = instances[: max(0, budget - taken)]
+        if chosen:
+            plan.append((image_path, [_Numbered(taken + i, inst) for i, inst in enumerate(chosen)]))
+        taken += len(chosen)
+    return plan
 
 
 def _score_instance(
     predictor: InstancePredictor,
     methods: list[Method],
     entry: CachedEmbedding,
-    inst: Instance,
-    gt: np.ndarray,
+    numbered: _Numbered,
     prompt: str,
     dilation_ratio: float,
-    coco: dict[Method, list[Any]],
-) -> InstanceResult:
-    """Every method's IoU and boundary IoU on one instance (``gt``: ``H x W`` bool at the original
-    size); its masks and scores are appended to ``coco`` for the AP figures (not the oracles')."""
+) -> ScoredInstance:
+    """Every method's IoU and boundary IoU on one instance, and its masks and scores for the AP figures
+    (not the oracles')."""
+    inst = numbered.instance
+    gt = inst.mask(*entry.original_size)  # H x W bool at the original size
+    if not gt.any():
+        return ScoredInstance(numbered.order, None, {})
     prompts = predictor.prompt_for(gt, prompt)
     preds = predictor.predict(entry, prompts, gt)
     record = InstanceResult(inst.instance_id, inst.category, str(inst.image_path), prompts)
+    coco = {}
     for method in methods:
         record.iou[method] = iou(preds[method].mask, gt)
         record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
         if method.kind != "oracle":
-            coco[method].append((gt, preds[method].mask, preds[method].score, inst.category))
-    return record
+            coco[method] = (gt, preds[method].mask, preds[method].score, inst.category)
+    return ScoredInstance(numbered.order, record, coco)
+
+
+@dataclass(frozen=True)
+class _Numbered:
+    """An instance and its position in the dataset."""
+
+    order: int
+    instance: Instance
 
 
 def _coco_ap(rows_by_method: dict[Method, list[tuple]]) -> dict[str, dict[str, float]]:

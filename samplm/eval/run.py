@@ -12,6 +12,7 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import EmbeddingCache
 from ..data import InstanceDataset, load_image
 from ..train.training_set import TrainingSet
+from ..utils.ranks import Ranks
 from .methods import SAM, SAM_F
 from .protocol import EvalResult, InstancePredictor, evaluate, instances_by_id
 from .report import miou_rows, miou_table, save_instance_panel, save_sensitivity_png, write_results
@@ -42,6 +43,7 @@ def run_evaluation(
     base: str = "SAM",
     device: str | torch.device = "cpu",
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> EvalResult:
     """Evaluate and write ``results.json``, ``results.md``, ``visuals/*.png``, ``sensitivity/*.png``.
 
@@ -63,10 +65,15 @@ def run_evaluation(
         base: the loaded base's name (its model type, e.g. ``samplm_lite``): what ``results.md`` and
             the pictures call plain SAM's rows (``samplm_lite top``); ``results.json`` keeps the
             method names (``SAM``) as keys.
+        ranks: under a sharded launch, the instances are shared out (:func:`.protocol.evaluate`); the
+            main process fits SAM-F (sent to the others) and alone writes the files and pictures.
     """
-    out = Path(out)
+    out, ranks = Path(out), ranks or Ranks()
     adapters = adapters or {}
-    samf = _fitted_samf(sam, samf_data, cache, samf_steps, prompt, device, progress)
+    samf = (
+        _fitted_samf(sam, samf_data, cache, samf_steps, prompt, device, progress) if ranks.is_main else None
+    )
+    samf = ranks.broadcast(samf)
     result = evaluate(
         sam,
         eval_data,
@@ -78,7 +85,10 @@ def run_evaluation(
         max_instances=max_instances,
         device=device,
         progress=progress,
+        ranks=ranks,
     )
+    if not ranks.is_main:
+        return result
     predictor = InstancePredictor(sam, adapters, samf=samf, refine=refine, device=device)
     by_id = instances_by_id(eval_data)
     files = {

@@ -21,12 +21,13 @@ reported and counted; the run goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,10 @@ from ..utils.checks import first_line
 from ..utils.files import atomic_write, atomic_write_text, sha256_file
 from ..utils.fingerprint import update_with_state
 from ..utils.progress import progress_bar
+from ..utils.ranks import Ranks
 from .generator import MIN_SCORE, AdapterMaskGenerator
+from .reading import ReadImage, read_ahead
+from .summary import SegmentSummary, ShardOutcome, merged_summary
 
 #: Colours (RGB) of the masks in an overlay: the image's masks in category order, best first, take them
 #: in turn.
@@ -90,46 +94,6 @@ class SegmentTask:
             "weights": weights,
             **self.generator.settings(),
         }
-
-
-@dataclass
-class SegmentSummary:
-    """Counts of a :func:`segment_images` run (also written to ``summary.json``).
-
-    Attributes:
-        images: images considered.
-        segmented: images segmented by this run.
-        resumed: images skipped because an earlier run had finished them.
-        no_match: images (of all finished ones) with no mask in any category.
-        failed: ``{image path: reason}`` of images skipped: unreadable, above the pixel limit, or of an
-            aspect ratio SAM cannot resize.
-        masks: masks in ``results.json``.
-        seconds_per_image: mean wall time of the images segmented by this run; ``None`` (``null`` in
-            ``summary.json``) when this run segmented none (every image resumed or failed): there is
-            nothing to time, and 0.0 would read as infinitely fast.
-        prompts: ``{category: "prior" | "grid"}``.
-    """
-
-    images: int = 0
-    segmented: int = 0
-    resumed: int = 0
-    no_match: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    masks: int = 0
-    seconds_per_image: float | None = None
-    prompts: dict[str, str] = field(default_factory=dict)
-
-    def line(self) -> str:
-        """One line for the terminal."""
-        timing = (
-            "no time per image (none segmented by this run)"
-            if self.seconds_per_image is None
-            else f"{self.seconds_per_image:.3f} s per image"
-        )
-        return (
-            f"{self.images} images: {self.segmented} segmented, {self.resumed} already done, "
-            f"{self.no_match} without a match, {len(self.failed)} failed; {self.masks} masks; {timing}"
-        )
 
 
 def make_tasks(
@@ -203,6 +167,7 @@ def segment_images(
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_score: float = MIN_SCORE,
+    ranks: Ranks | None = None,
 ) -> SegmentSummary:
     """Find every instance of every task in ``images``; write COCO results, overlays and a summary.
 
@@ -216,66 +181,95 @@ def segment_images(
         max_pixels: skip (and count) images of more pixels than this, read from the header before any
             pixel is decoded; ``None``: no limit but Pillow's decompression-bomb check.
         min_score: keep (in the results) and draw only masks of at least this ``score``; 0 keeps all.
+        ranks: under a sharded launch, this process segments image ids ``rank + 1, rank + 1 + world, ...``
+            (writing their ``per_image`` files and overlays under its ``out``); the main process gathers
+            every rank's entries through ``torch.distributed`` and writes the merged ``results.json``,
+            ``images.json`` and ``summary.json``, equal to a one-process run's.
 
     Returns:
-        A :class:`SegmentSummary`.
+        The merged :class:`SegmentSummary` (on every rank).
     """
     if not tasks:
         raise ValueError("segment_images needs at least one task")
-    out = Path(out)
+    ranks, out = ranks or Ranks(), Path(out)
     signature = [{**task.signature(), "min_score": min_score} for task in tasks]
     signature = json.loads(json.dumps(signature))  # as stored (lists, not tuples)
-    summary = SegmentSummary(images=len(images), prompts={t.name: t.generator.prompts for t in tasks})
-    seconds, finished = 0.0, {}  # image id -> its current results (resumed or made now)
-    for image_id, path in enumerate(
-        progress_bar(images, desc="segmenting", unit="img", disable=not progress), 1
+    mine = [(image_id, Path(path)) for image_id, path in enumerate(images, 1) if ranks.owns(image_id - 1)]
+    shard = ShardOutcome(rank=ranks.rank)
+    reader = functools.partial(_read, out=out, signature=signature, max_pixels=max_pixels)
+    read = read_ahead(mine, reader)
+    for (image_id, path), image in zip(
+        progress_bar(mine, desc="segmenting", unit="img", disable=not progress), read, strict=True
     ):
-        record_file, start = out / "per_image" / f"{image_id:06d}.json", time.perf_counter()
-        try:
-            digest = _file_digest(path)
-            entry = _finished(record_file, Path(path), digest, signature)
-            resumed = entry is not None
-            if entry is None:
-                overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
-                entry = _segment_file(predictor, tasks, Path(path), max_pixels, overlay, min_score)
-                entry.update(sha256=digest, tasks=signature)
-                atomic_write_text(record_file, json.dumps(entry))
-                seconds += time.perf_counter() - start
-        except DataError as exc:
-            summary.failed[os.fspath(path)] = first_line(exc)
+        if image.resumed is not None:
+            shard.add(image_id, image.resumed)
             continue
-        finished[image_id] = entry
-        summary.resumed += resumed
-        summary.segmented += not resumed
-    summary.seconds_per_image = seconds / summary.segmented if summary.segmented else None
-    _write_results(out, finished, tasks, summary)
+        start = time.perf_counter()
+        try:
+            overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
+            entry = _segment_file(predictor, tasks, image, overlay, min_score)
+        except DataError as exc:
+            shard.failed[image_id] = (os.fspath(path), first_line(exc))
+            continue
+        entry.update(sha256=image.digest, tasks=signature)
+        atomic_write_text(_record_file(out, image_id), json.dumps(entry))
+        shard.add(image_id, entry, time.perf_counter() - start)
+    shards = ranks.gather(shard)
+    summary = merged_summary(shards, len(images), {t.name: t.generator.prompts for t in tasks}, ranks.world)
+    if ranks.is_main:
+        _write_results(out, {i: e for s in shards for i, e in s.entries.items()}, tasks, summary)
     return summary
 
 
 def _segment_file(
     predictor: CustomSamPredictor,
     tasks: Sequence[SegmentTask],
-    path: Path,
-    max_pixels: int | None,
+    image: ReadImage,
     overlay: Path | None,
     min_score: float = MIN_SCORE,
 ) -> dict[str, Any]:
-    """One image file's per-image entry (``file_name``, ``height``, ``width`` and ``masks``: one list of
+    """One image's per-image entry (``file_name``, ``height``, ``width`` and ``masks``: one list of
     records per task, those scoring at least ``min_score``), its overlay written to ``overlay`` unless
     ``None``.
 
     Raises:
-        DataError: the image cannot be read, has more than ``max_pixels``, or cannot be resized to SAM's
-            input (names the file and the image's shape).
+        DataError: the image could not be read (:attr:`ReadImage.pixels` re-raises why), or cannot be
+            resized to SAM's input (names the file and the image's shape).
     """
-    image = load_image(path, max_pixels=max_pixels)
+    pixels = image.require()
     try:
-        found = [_segment_one(predictor, task, image, min_score) for task in tasks]
+        found = [_segment_one(predictor, task, pixels, min_score) for task in tasks]
     except ImageError as exc:
-        raise DataError(path, f"cannot be segmented: {first_line(exc)}") from exc
+        raise DataError(image.path, f"cannot be segmented: {first_line(exc)}") from exc
     if overlay is not None:
-        _write_overlay(overlay, image, found, [task.name for task in tasks])
-    return {"file_name": os.fspath(path), "height": image.shape[0], "width": image.shape[1], "masks": found}
+        _write_overlay(overlay, pixels, found, [task.name for task in tasks])
+    return {
+        "file_name": os.fspath(image.path),
+        "height": pixels.shape[0],
+        "width": pixels.shape[1],
+        "masks": found,
+    }
+
+
+def _record_file(out: Path, image_id: int) -> Path:
+    """Where image ``image_id``'s per-image entry is kept (what makes a run resumable)."""
+    return out / "per_image" / f"{image_id:06d}.json"
+
+
+def _read(
+    item: tuple[int, Path], *, out: Path, signature: list[dict[str, Any]], max_pixels: int | None
+) -> ReadImage:
+    """Read one image for :func:`segment_images` (on the reader thread): its digest, then either the
+    entry an earlier run finished for the same content and settings, or its pixels."""
+    image_id, path = item
+    try:
+        digest = _file_digest(path)
+        resumed = _finished(_record_file(out, image_id), path, digest, signature)
+        if resumed is not None:
+            return ReadImage(path, digest, resumed=resumed)
+        return ReadImage(path, digest, pixels=load_image(path, max_pixels=max_pixels))
+    except DataError as exc:
+        return ReadImage(path, error=exc)
 
 
 def _file_digest(path: str | os.PathLike[str]) -> str:
