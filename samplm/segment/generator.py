@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -236,9 +237,10 @@ class AdapterMaskGenerator(SamAutomaticMaskGenerator):
             cells = self.prototype.similarity(self.predictor.features, input_size, img_size).cpu()
             similarity = (cells, valid_cells(tuple(cells.shape), input_size, img_size))
         coords, labels, points = self._crop_prompts(crop_layer_idx, similarity)
-        data = _empty_crop_data()
-        for batch in batch_iterator(self.points_per_batch, coords, labels, points):
-            data.cat(self._process_prompts(*batch, similarity, crop_box, orig_size))
+        data = _joined(
+            self._process_prompts(*batch, similarity, crop_box, orig_size)
+            for batch in batch_iterator(self.points_per_batch, coords, labels, points)
+        )
         keep = batched_nms(
             data["boxes"].float(), data["score"], torch.zeros(len(data["boxes"])), self.box_nms_thresh
         )
@@ -375,6 +377,17 @@ def _empty_crop_data() -> MaskData:
         boxes=torch.zeros(0, 4, dtype=torch.int),
         rles=[],
     )
+
+
+def _joined(parts: Iterable[MaskData]) -> MaskData:
+    """The rows of ``parts`` in order, in one :class:`MaskData` (columns as :func:`_empty_crop_data`).
+    ``MaskData.cat`` deep-copies list columns (the RLEs); these rows are the crop's own, so they are
+    joined as they are."""
+    data = _empty_crop_data()
+    for part in parts:
+        for key, value in part.items():
+            data[key] = data[key] + value if isinstance(value, list) else torch.cat([data[key], value])
+    return data
 
 
 def _on_cpu(data: MaskData) -> MaskData:
