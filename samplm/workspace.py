@@ -184,7 +184,7 @@ class Workspace:
         """The SAM to train or evaluate with, without a usable image encoder, and its cache holding
         every image of ``datasets`` (missing ones are embedded first, sharded over the processes of a
         launch)."""
-        found = self._fully_cached(datasets)
+        found = self.ranks.together(lambda: self._fully_cached(datasets))
         if all(self.ranks.gather(found is not None)):  # the ranks decide together
             return found
         sam, cache = self.embed(datasets)

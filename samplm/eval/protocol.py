@@ -257,16 +257,9 @@ def evaluate(
     )
     methods = [m for m in predictor.methods if prompt == "point" or m.kind != "samf"]
     plan = ranks.shard(_plan(dataset, max_instances))
-    bar = progress_bar(
-        total=sum(len(i) for _, i in plan), desc="evaluating", unit="inst", disable=not progress
+    scored = ranks.together(
+        lambda: _score_shard(predictor, methods, cache, plan, prompt, dilation_ratio, progress)
     )
-    scored: list[ScoredInstance] = []
-    for image_path, instances in plan:
-        entry = cache.get(image_path, instances[0].instance.image_size)
-        for numbered in instances:
-            scored.append(_score_instance(predictor, methods, entry, numbered, prompt, dilation_ratio))
-            bar.update(1)
-    bar.close()
     everything = sorted((s for part in ranks.gather(scored) for s in part), key=lambda s: s.order)
     results = [s.record for s in everything if s.record is not None]
     coco: dict[Method, list[Any]] = defaultdict(list)
@@ -277,6 +270,29 @@ def evaluate(
     miou = {m: mean_by_class((r.category, r.iou[m]) for r in results) for m in methods}
     biou = {m: mean_by_class((r.category, r.biou[m]) for r in results) for m in methods}
     return EvalResult(methods, results, miou, biou, _coco_ap(coco), dict(skipped), samf)
+
+
+def _score_shard(
+    predictor: InstancePredictor,
+    methods: list[Method],
+    cache: EmbeddingCache,
+    plan: list[tuple[Any, list[_Numbered]]],
+    prompt: str,
+    dilation_ratio: float,
+    progress: bool,
+) -> list[ScoredInstance]:
+    """Score every instance of ``plan`` (this rank's images and their instances)."""
+    bar = progress_bar(
+        total=sum(len(i) for _, i in plan), desc="evaluating", unit="inst", disable=not progress
+    )
+    scored = []
+    for image_path, instances in plan:
+        entry = cache.get(image_path, instances[0].instance.image_size)
+        for numbered in instances:
+            scored.append(_score_instance(predictor, methods, entry, numbered, prompt, dilation_ratio))
+            bar.update(1)
+    bar.close()
+    return scored
 
 
 @dataclass(frozen=True)

@@ -195,30 +195,54 @@ def segment_images(
     signature = [{**task.signature(), "min_score": min_score} for task in tasks]
     signature = json.loads(json.dumps(signature))  # as stored (lists, not tuples)
     mine = [(image_id, Path(path)) for image_id, path in enumerate(images, 1) if ranks.owns(image_id - 1)]
-    shard = ShardOutcome(rank=ranks.rank)
-    reader = functools.partial(_read, out=out, signature=signature, max_pixels=max_pixels)
-    read = read_ahead(mine, reader)
-    for (image_id, path), image in zip(
-        progress_bar(mine, desc="segmenting", unit="img", disable=not progress), read, strict=True
-    ):
-        if image.resumed is not None:
-            shard.add(image_id, image.resumed)
-            continue
-        start = time.perf_counter()
-        try:
-            overlay = out / "overlays" / _overlay_name(image_id, path) if overlays else None
-            entry = _segment_file(predictor, tasks, image, overlay, min_score)
-        except DataError as exc:
-            shard.failed[image_id] = (os.fspath(path), first_line(exc))
-            continue
-        entry.update(sha256=image.digest, tasks=signature)
-        atomic_write_text(_record_file(out, image_id), json.dumps(entry))
-        shard.add(image_id, entry, time.perf_counter() - start)
+    settings = _ShardSettings(out, signature, overlays, max_pixels, min_score, progress)
+    shard = ranks.together(lambda: _segment_shard(predictor, tasks, mine, settings, ranks.rank))
     shards = ranks.gather(shard)
     summary = merged_summary(shards, len(images), {t.name: t.generator.prompts for t in tasks}, ranks.world)
     if ranks.is_main:
         _write_results(out, {i: e for s in shards for i, e in s.entries.items()}, tasks, summary)
     return summary
+
+
+@dataclass(frozen=True)
+class _ShardSettings:
+    """What :func:`_segment_shard` needs of a :func:`segment_images` call besides the images."""
+
+    out: Path
+    signature: list[dict[str, Any]]
+    overlays: bool
+    max_pixels: int | None
+    min_score: float
+    progress: bool
+
+
+def _segment_shard(
+    predictor: CustomSamPredictor,
+    tasks: Sequence[SegmentTask],
+    mine: Sequence[tuple[int, Path]],
+    settings: _ShardSettings,
+    rank: int = 0,
+) -> ShardOutcome:
+    """Segment (or resume) this rank's ``(image id, path)`` pairs, each read ahead on a background
+    thread; per-image entries are written as they finish."""
+    out, shard = settings.out, ShardOutcome(rank=rank)
+    reader = functools.partial(_read, out=out, signature=settings.signature, max_pixels=settings.max_pixels)
+    bar = progress_bar(mine, desc="segmenting", unit="img", disable=not settings.progress)
+    for (image_id, path), image in zip(bar, read_ahead(mine, reader), strict=True):
+        if image.resumed is not None:
+            shard.add(image_id, image.resumed)
+            continue
+        start = time.perf_counter()
+        try:
+            overlay = out / "overlays" / _overlay_name(image_id, path) if settings.overlays else None
+            entry = _segment_file(predictor, tasks, image, overlay, settings.min_score)
+        except DataError as exc:
+            shard.failed[image_id] = (os.fspath(path), first_line(exc))
+            continue
+        entry.update(sha256=image.digest, tasks=settings.signature)
+        atomic_write_text(_record_file(out, image_id), json.dumps(entry))
+        shard.add(image_id, entry, time.perf_counter() - start)
+    return shard
 
 
 def _segment_file(
