@@ -13,9 +13,10 @@ pytest.importorskip("sam2")
 
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from samplm import AdapterCompatibilityError, AdapterConfig, CustomSam2Predictor, PromptAdapter
+from samplm import AdapterCompatibilityError, AdapterConfig, CustomSam2Predictor, PMMConfig, PromptAdapter
 from samplm.base import SAM2_FAMILY, as_base
 from samplm.base.meta_sam2 import Sam2Base, build_sam2_model
+from samplm.errors import SamplmError
 
 # sam2's SAM2Transforms scripts its resize with torch.jit.script, which torch now warns about
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -159,3 +160,21 @@ def test_fingerprint_and_encoder_key_follow_the_weights(sam2_model):
     assert Sam2Base(other).fingerprint() != fingerprint
     assert Sam2Base(other).encoder_key() != key
     assert base.fingerprint() == fingerprint and base.encoder_key() == key
+
+
+def test_predict_refined_refines_the_adapters_masks_as_predict_many_does(sam2_model, image):
+    predictor = CustomSam2Predictor(sam2_model)
+    predictor.set_image(image)
+    adapter = PromptAdapter(AdapterConfig(task="with-pmm", pmm=PMMConfig(num_points=12)))
+    adapter.bind_base_model(sam2_model, model_type="sam2.1_hiera_tiny")
+    predictor.load_adapter(adapter, activate=True)
+    masks, scores, low_res, polygons = predictor.predict_refined(**CLICK)
+    plain_masks, plain_scores, plain_low_res = predictor.predict(**CLICK)
+    assert masks.shape == plain_masks.shape == (3, *image.shape[:2]) and masks.dtype == bool
+    np.testing.assert_allclose(scores, plain_scores, atol=1e-6)
+    np.testing.assert_allclose(low_res, plain_low_res, atol=1e-5)
+    assert len(polygons) == 3 and all(p.shape == (12, 2) for parts in polygons for p in parts)
+    many = predictor.predict_many(["with-pmm"], **CLICK, refine=True)["with-pmm"][0]
+    assert (many != masks).mean() < 1e-3
+    with predictor.disable_adapter(), pytest.raises(SamplmError, match="active adapter"):
+        predictor.predict_refined(**CLICK)

@@ -5,7 +5,8 @@
 adapters are the registry's (:class:`~samplm.decoder.adapters.AdapterRegistry`), the per-image contexts the
 image state's (:class:`~samplm.decoder.image_state.ImageState`); the host sets ``_adapters``, ``_images``,
 ``strict`` and ``base`` (its :class:`~samplm.base.interface.PromptableBase`), and has ``features``,
-``original_size``, ``input_size`` and ``device`` for the current image.
+``original_size``, ``input_size`` and ``device`` for the current image, ``decode``, ``upscale_logits``
+and ``_torch_prompts`` (user prompts in the original frame -> the keyword tensors of ``decode``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..adapter.prompt_adapter import PromptAdapter
 from ..base.interface import PromptableBase
+from ..errors import SamplmError
 from . import predict_many as many
 from .adapters import AdapterRegistry
 from .image_state import ImageState
@@ -124,6 +127,40 @@ class AdapterMethods:
         if moved:
             self._images.forget_context(name)
         return adapter
+
+    @torch.no_grad()
+    def predict_refined(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """:meth:`predict`, then PMM polygon refinement of every returned mask (paper Fig. 5).
+
+        Needs an active adapter that carries PMM weights. Arguments as :meth:`predict` (the original
+        image's XY pixels; boxes XYXY).
+
+        Returns:
+            ``(refined masks C x H x W bool, scores C, low_res_logits C x 256 x 256, polygons)`` where
+            ``polygons[i]`` lists the ``K x 2`` XY refined polygons of mask ``i``'s parts, largest
+            first (original frame; empty for an empty mask).
+        """
+        from ..refine.polygons import require_pmm
+
+        name = self.active_adapter
+        if name is None:
+            raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
+        adapter = self._adapters.get(name)
+        require_pmm(adapter.pmm, f"adapter {name!r}")
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
+        output = self.decode(**prompts, multimask_output=multimask_output, features=True)
+        masks = self.upscale_logits(output.low_res_logits)[0].cpu().numpy()
+        refined = self._refine(adapter, masks, output.image_features)
+        scores = output.iou_predictions[0].cpu().numpy()
+        low_res = output.low_res_logits[0].cpu().numpy()
+        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
 
     # ------------------------------------------------------------------ several adapters, refinement
     def _row(self, name: str | None, adapter: PromptAdapter | None, refine: bool) -> many.AdapterRow:

@@ -358,39 +358,6 @@ class CustomSamPredictor(AdapterMethods, SamPredictor):
             out["mask_input"] = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
         return out
 
-    @torch.no_grad()
-    def predict_refined(
-        self,
-        point_coords: ArrayLike | None = None,
-        point_labels: ArrayLike | None = None,
-        box: ArrayLike | None = None,
-        mask_input: ArrayLike | None = None,
-        multimask_output: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """:meth:`predict`, then PMM polygon refinement of every returned mask (paper Fig. 5).
-
-        Needs an active adapter that carries PMM weights. Arguments as :meth:`predict`.
-
-        Returns:
-            ``(refined masks C x H x W bool, scores C, low_res_logits C x 256 x 256, polygons)`` where
-            ``polygons[i]`` lists the ``K x 2`` XY refined polygons of mask ``i``'s parts, largest
-            first (original frame; empty for an empty mask).
-        """
-        from ..refine.polygons import require_pmm
-
-        name = self.active_adapter
-        if name is None:
-            raise SamplmError("predict_refined needs an active adapter with a Point Matching Module")
-        adapter = self._adapters.get(name)
-        require_pmm(adapter.pmm, f"adapter {name!r}")
-        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input)
-        output = self.decode(**prompts, multimask_output=multimask_output, features=True)
-        masks = self.upscale_logits(output.low_res_logits)[0].cpu().numpy()
-        refined = self._refine(adapter, masks, output.image_features)
-        scores = output.iou_predictions[0].cpu().numpy()
-        low_res = output.low_res_logits[0].cpu().numpy()
-        return np.stack([r.mask for r in refined]), scores, low_res, [r.polygons for r in refined]
-
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise ImageNotSetError("An image must be set with .set_image(...) before mask prediction.")

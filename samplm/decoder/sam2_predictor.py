@@ -215,6 +215,30 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
             require_finite_outputs(name, output.low_res_logits, output.iou_predictions)
         return output
 
+    def _torch_prompts(
+        self,
+        point_coords: ArrayLike | None,
+        point_labels: ArrayLike | None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        normalize_coords: bool = True,
+    ) -> dict[str, torch.Tensor | None]:
+        """One prompt of :meth:`predict`'s arguments (the original image's XY pixels, or normalised with
+        ``normalize_coords=False`` as upstream) as :meth:`decode`'s keywords in the ``1024 x 1024`` input
+        frame: ``point_coords`` ``B x N x 2``, ``point_labels`` ``B x N``, ``boxes`` ``B x 4``, ``mask_input``
+        ``B x 1 x 256 x 256`` (upstream's ``_prep_prompts``)."""
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        mask, coords, labels, boxes = self._prep_prompts(
+            point_coords, point_labels, box, mask_input, normalize_coords
+        )
+        return {
+            "point_coords": coords,
+            "point_labels": labels,
+            "boxes": boxes.reshape(-1, 4) if boxes is not None else None,
+            "mask_input": mask,
+        }
+
     def upscale_logits(self, low_res_logits: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
         """``B x C x 256 x 256`` logits of the current image -> ``B x C x H x W`` masks (or logits) at its
         original size, as upstream post-processes them."""
@@ -258,11 +282,7 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
         placed = [self._placed(self._adapters.require(n)) if n is not None else None for n in names]
         if refine and return_logits:
             raise SamplmError("predict_many: refine=True returns refined masks, not logits")
-        mask, coords, labels, boxes = self._prep_prompts(
-            point_coords, point_labels, box, mask_input, normalize_coords
-        )
-        prompts = {"point_coords": coords, "point_labels": labels, "mask_input": mask}
-        prompts["boxes"] = boxes.reshape(-1, 4) if boxes is not None else None
+        prompts = self._torch_prompts(point_coords, point_labels, box, mask_input, normalize_coords)
         answers = many.answer_rows(
             self.base,
             self.image_features(),
