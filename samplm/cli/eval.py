@@ -84,6 +84,7 @@ def run(options: dict[str, Any]) -> int:
         base=model.model_type,
         device=workspace.device,
         ranks=workspace.ranks,
+        progress=workspace.verbose,
         **settings.protocol(),
     )
     if not workspace.ranks.is_main:

@@ -71,6 +71,7 @@ class CustomSam2Predictor(AdapterMethods, SAM2ImagePredictor):
         self._images = ImageState(self.base, sam_model.image_encoder)
         self.strict = strict
         super().__init__(sam_model, mask_threshold, max_hole_area, max_sprinkle_area, **kwargs)
+        self.base.mask_threshold = float(mask_threshold)  # the generator's stability uses the same
 
     def reset_predictor(self) -> None:
         """Reset the image and drop the per-image adapter caches."""

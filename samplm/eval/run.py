@@ -70,10 +70,14 @@ def run_evaluation(
     """
     out, ranks = Path(out), ranks or Ranks()
     adapters = adapters or {}
-    samf = (
-        _fitted_samf(sam, samf_data, cache, samf_steps, prompt, device, progress) if ranks.is_main else None
+    fitted = ranks.together(  # on the main process; every rank meets so a failure stops them all
+        lambda: (
+            _fitted_samf(sam, samf_data, cache, samf_steps, prompt, device, progress)
+            if ranks.is_main
+            else None
+        )
     )
-    samf = ranks.broadcast(samf)
+    samf = ranks.broadcast(fitted)
     result = evaluate(
         sam,
         eval_data,

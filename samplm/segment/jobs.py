@@ -421,10 +421,8 @@ def _write_results(
     results, entries = [], []
     for image_id, entry in sorted(finished.items()):
         entries.append({"id": image_id, **{k: entry[k] for k in ("file_name", "height", "width")}})
-        summary.no_match += not any(entry["masks"])
         for category_id, records in enumerate(entry["masks"], 1):
             results += [{"image_id": image_id, "category_id": category_id, **r} for r in records]
-    summary.masks = len(results)
     categories = [{"id": i, "name": t.name} for i, t in enumerate(tasks, 1)]
     atomic_write_text(out / "results.json", json.dumps(results))
     atomic_write_text(

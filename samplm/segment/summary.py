@@ -85,13 +85,17 @@ class SegmentSummary:
 def merged_summary(
     shards: Sequence[ShardOutcome], images: int, prompts: dict[str, str], world_size: int = 1
 ) -> SegmentSummary:
-    """The run's summary from every process's outcome (failures in image order, whoever met them)."""
+    """The run's summary from every process's outcome (failures in image order, whoever met them; the
+    counts of images without a match and of masks over every finished image)."""
     segmented = sum(s.segmented for s in shards)
+    entries = [entry for s in shards for entry in s.entries.values()]
     failed = sorted((i, reason) for s in shards for i, reason in s.failed.items())
     return SegmentSummary(
         images=images,
         segmented=segmented,
         resumed=sum(s.resumed for s in shards),
+        no_match=sum(not any(entry["masks"]) for entry in entries),
+        masks=sum(len(records) for entry in entries for records in entry["masks"]),
         failed={path: reason for _, (path, reason) in failed},
         seconds_per_image=sum(s.seconds for s in shards) / segmented if segmented else None,
         prompts=prompts,

@@ -13,6 +13,7 @@ same one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Callable, Sequence
@@ -107,7 +108,9 @@ class Ranks:
         except Exception as exc:
             if not self.sharded:
                 raise
-            self.gather(f"{type(exc).__name__}: {first_line(exc)}")
+            # tell the others; a lost peer or a timeout at the meeting must not hide this rank's own error
+            with contextlib.suppress(Exception):
+                self.gather(f"{type(exc).__name__}: {first_line(exc)}")
             raise
         problems = self.gather(problem)
         failed = [(rank, text) for rank, text in enumerate(problems) if text is not None]
@@ -134,8 +137,8 @@ def current_ranks(device: str = "cpu") -> Ranks:
     if not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.distributed.get_backend() == "nccl":  # NCCL's object collectives use the current GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Ranks(
         rank=torch.distributed.get_rank(),
         world=torch.distributed.get_world_size(),
