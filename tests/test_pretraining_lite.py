@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretraining.lite.corpus import LOW_RES, View
+from pretraining.lite.corpus import LOW_RES, STRIDE, View
 from pretraining.lite.prompts import sample_view_prompts
 from pretraining.lite.regions import build_hierarchy, click_levels
 
@@ -119,3 +119,59 @@ def test_a_training_step_runs_on_the_gpu_from_cpu_features_and_prompts():
     gpu_loss = view_loss(sam.cuda(), embed(sam, [view]), prompts)  # views and prompts stay on the CPU
     assert gpu_loss.device.type == "cuda"
     assert float(gpu_loss) == pytest.approx(float(cpu_loss), rel=1e-3)
+
+
+def test_feature_cut_finds_the_object_whose_features_differ_and_snaps_it_to_leaves():
+    from pretraining.lite.feature_cut import feature_objects, object_at, spectral_embedding
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(0.0, 0.05, (4, 8, 8)).astype(np.float32)
+    features[0, 2:6, 2:6] += 1.0  # an object: cells unlike the background's
+    features[1] += 1.0
+    features[1, 2:6, 2:6] -= 1.0
+    embedding = spectral_embedding(features, 1)
+    inside = np.zeros((8, 8), bool)
+    inside[2:6, 2:6] = True
+    values = embedding[:, 0].reshape(8, 8)
+    assert values[inside].max() < values[~inside].min() or values[inside].min() > values[~inside].max()
+    leaves = np.zeros((32, 32), np.int32)  # leaves at 4x the grid; one leaf is the object, shifted 1 px
+    leaves[9:25, 9:25] = 1
+    objects = feature_objects(features, leaves, k=2)
+    found = object_at(objects, 16, 16)
+    assert found.sum() == 16 * 16 and found[9:25, 9:25].all()  # the leaf's outline, not the grid's
+    assert not object_at(objects, 0, 0)[found].any()
+
+
+def _square(size: int, lo: int, hi: int) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[lo:hi, lo:hi] = True
+    return mask
+
+
+def test_the_feature_cut_object_becomes_the_largest_answer_only_when_it_is_larger():
+    from pretraining.lite.feature_cut import with_object
+
+    small, middle, large = _square(32, 14, 18), _square(32, 10, 22), _square(32, 0, 30)
+    obj = _square(32, 6, 26)
+    answers = with_object([small, middle, large], obj, 4, 900)
+    assert len(answers) == 3 and answers[2] is obj and answers[1] is middle  # the third answer's place
+    assert with_object([small, middle], obj, 4, 900)[2] is obj  # a short chain gains it
+    assert with_object([small, large], obj, 4, 900)[1] is large  # not above the two smallest: unchanged
+    assert with_object([small, middle, large], obj, 4, 300)[2] is large  # outside the area range
+
+
+def test_view_prompts_take_the_cut_object_as_the_large_target_for_clicks_inside_it():
+    image = nested_squares()
+    h = build_hierarchy(image, square_features(), (32, 32), scale=50, min_size=10)
+    cut = _square(32, 6, 26).astype(np.int32)  # object 1: the outer square and a 2 px margin
+    view = View(features=[], size=(32, 32), hierarchy=h, objects=[], cut=cut)
+    prompts = sample_view_prompts(view, np.random.default_rng(0), clicks=12, boxes=0)
+    xy = (prompts.clicks[:, 0] / STRIDE).long()  # low-res pixels
+    inside = torch.from_numpy(_square(32, 8, 24))[xy[:, 1], xy[:, 0]]  # clicks on the outer square
+    assert inside.any()
+    large = prompts.click_targets[inside, 2].bool()
+    assert (large[:, :32, :32] == torch.from_numpy(cut == 1)).all()  # the cut object, whole
+    plain = sample_view_prompts(
+        View(features=[], size=(32, 32), hierarchy=h, objects=[]), np.random.default_rng(0), 12, 0
+    )
+    assert not (plain.click_targets[inside, 2].bool()[:, :32, :32] == torch.from_numpy(cut == 1)).all()

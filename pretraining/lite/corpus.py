@@ -24,6 +24,7 @@ from samplm.data.images import load_image
 from samplm.data.synthetic import PhotoBackgrounds
 
 from ..scenes import make_scene
+from .feature_cut import feature_objects
 from .regions import Hierarchy, build_hierarchy
 
 LOW_RES = 4 * LITE_GRID
@@ -47,12 +48,15 @@ class View:
         size: ``(h, w)`` of the image inside the padded low-res frame.
         hierarchy: pseudo-mask hierarchy (photos), or ``None``.
         objects: exact objects (composites), possibly empty.
+        cut: ``h x w`` object label map of the feature cut (:mod:`.feature_cut`; photos built with
+            ``object_k``), or ``None``.
     """
 
     features: list[torch.Tensor]
     size: tuple[int, int]
     hierarchy: Hierarchy | None
     objects: list[SceneTarget]
+    cut: np.ndarray | None = None
 
 
 def resize_view(image: np.ndarray) -> np.ndarray:
@@ -80,17 +84,24 @@ def trunk_features(trunk: torch.nn.Module, resized: np.ndarray) -> list[torch.Te
     return [f[0].half().cpu() for f in trunk(to_input(resized).to(device))]
 
 
-def _photo_view(trunk: torch.nn.Module, resized: np.ndarray) -> View:
+def image_cells(features: list[torch.Tensor], resized: np.ndarray) -> np.ndarray:
+    """The stride-16 map of :func:`trunk_features` cut to the image (padding dropped): ``C x gh x gw``."""
+    grid = ((resized.shape[0] + 15) // 16, (resized.shape[1] + 15) // 16)
+    return features[1][:, : grid[0], : grid[1]].float().numpy()
+
+
+def to_low_res(mask: np.ndarray, size: tuple[int, int] = (LOW_RES, LOW_RES)) -> np.ndarray:
+    """A bool mask at the decoder's resolution ``size`` (``h, w``): area-averaged, then >= 0.5."""
+    return cv2.resize(mask.astype(np.float32), size[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def _photo_view(trunk: torch.nn.Module, resized: np.ndarray, object_k: int) -> View:
     features = trunk_features(trunk, resized)
     size = low_res_size(resized)
-    grid = ((resized.shape[0] + 15) // 16, (resized.shape[1] + 15) // 16)
-    stride16 = features[1][:, : grid[0], : grid[1]].float().numpy()
+    stride16 = image_cells(features, resized)
     hierarchy = build_hierarchy(resized, stride16, size)
-    return View(features, size, hierarchy, [])
-
-
-def _low(mask: np.ndarray) -> np.ndarray:
-    return cv2.resize(mask.astype(np.float32), (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) >= 0.5
+    cut = feature_objects(stride16, hierarchy.leaves, object_k) if object_k else None
+    return View(features, size, hierarchy, [], cut)
 
 
 def _scene_view(trunk: torch.nn.Module, rng: np.random.Generator, photos: PhotoBackgrounds) -> View:
@@ -98,8 +109,8 @@ def _scene_view(trunk: torch.nn.Module, rng: np.random.Generator, photos: PhotoB
     features = trunk_features(trunk, image)
     objects = []
     for obj in scene:
-        whole = _low(obj.whole)
-        parts = [p for p in (_low(p) for p in obj.parts) if p.sum() >= 4]
+        whole = to_low_res(obj.whole)
+        parts = [p for p in (to_low_res(p) for p in obj.parts) if p.sum() >= 4]
         if whole.sum() >= 16:
             objects.append(SceneTarget(whole, parts))
     return View(features, (LOW_RES, LOW_RES), None, objects)
@@ -129,15 +140,17 @@ def build_corpus(
     seed: int,
     crops: int = 2,
     scenes: int = 150,
+    object_k: int = 0,
     progress: bool = True,
 ) -> list[View]:
-    """Views of every photo (full + ``crops`` zoomed crops) and ``scenes`` synthetic composites."""
+    """Views of every photo (full + ``crops`` zoomed crops) and ``scenes`` synthetic composites; with
+    ``object_k``, each photo view also holds its feature cut into ``object_k`` clusters."""
     rng = np.random.default_rng(seed)
     trunk.eval()
     views = []
     for path in tqdm(photos, desc="photo views", disable=not progress):
         for image in photo_views(load_image(path), rng, crops):
-            views.append(_photo_view(trunk, resize_view(image)))
+            views.append(_photo_view(trunk, resize_view(image), object_k))
     backgrounds = PhotoBackgrounds(photos, LITE_IMAGE_SIZE)
     for _ in tqdm(range(scenes), desc="composites", disable=not progress):
         views.append(_scene_view(trunk, rng, backgrounds))

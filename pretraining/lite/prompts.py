@@ -2,7 +2,9 @@
 
 Clicks: a target region is drawn with its size class balanced (small < 2 %, medium 2-10 %, large >= 10 %
 of the image), the click falls at the region's centre (half the time) or anywhere in it; the click's
-chain of nested regions gives the small / middle / large targets of SAM's three multimask outputs.
+chain of nested regions gives the small / middle / large targets of SAM's three multimask outputs; where
+the view holds a feature cut, the click's object becomes the large target (:func:`.feature_cut.with_object`;
+larger than the others, but not always holding them).
 Boxes: the (jittered) box of a drawn region, answered by the single-mask output.
 """
 
@@ -16,6 +18,7 @@ import torch
 from samplm.utils.geometry import center_point
 
 from .corpus import LOW_RES, STRIDE, View
+from .feature_cut import object_at, with_object
 from .regions import click_levels
 
 SIZE_BINS = (0.02, 0.10)
@@ -90,7 +93,10 @@ def _hierarchy_click(view: View, rng: np.random.Generator) -> tuple[tuple[int, i
     levels = click_levels(h, y, x, MIN_AREA * total, MAX_AREA * total)
     if not levels:
         return None
-    return (y, x), [h.mask(r) for r in levels]
+    masks = [h.mask(r) for r in levels]
+    if view.cut is not None:
+        masks = with_object(masks, object_at(view.cut, y, x), MIN_AREA * total, MAX_AREA * total)
+    return (y, x), masks
 
 
 def _object_click(view: View, rng: np.random.Generator) -> tuple[tuple[int, int], list[np.ndarray]]:

@@ -190,6 +190,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--boxes", type=int, default=3, help="box prompts per view")
     p.add_argument("--crops", type=int, default=2, help="zoomed crops per plate photo")
     p.add_argument("--scenes", type=int, default=150, help="synthetic composites")
+    p.add_argument(
+        "--object-k",
+        type=int,
+        default=0,
+        help="feature-cut clusters per photo view; its objects become the large click targets (0: off)",
+    )
     p.add_argument("--evals", type=int, default=4, help="held-out checks during training")
     p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
     p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
@@ -222,8 +228,17 @@ def main(argv=None) -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
     t0 = time.time()
-    views = build_corpus(sam.image_encoder.trunk, photos, args.seed, crops=args.crops, scenes=args.scenes)
-    extra = build_corpus(sam.image_encoder.trunk, extra_photos(), args.seed + 1, crops=8, scenes=0)
+    views = build_corpus(
+        sam.image_encoder.trunk,
+        photos,
+        args.seed,
+        crops=args.crops,
+        scenes=args.scenes,
+        object_k=args.object_k,
+    )
+    extra = build_corpus(
+        sam.image_encoder.trunk, extra_photos(), args.seed + 1, crops=8, scenes=0, object_k=args.object_k
+    )
     views += extra
     log["corpus"] = {"views": len(views), "seconds": round(time.time() - t0, 1)}
     print(log["corpus"], flush=True)
