@@ -142,6 +142,43 @@ def test_feature_cut_finds_the_object_whose_features_differ_and_snaps_it_to_leav
     assert not object_at(objects, 0, 0)[found].any()
 
 
+def test_cluster_objects_on_a_wider_shared_embedding_matches_the_cut_for_each_k():
+    from pretraining.lite.feature_cut import cluster_objects, feature_objects, spectral_embedding
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(0.0, 0.05, (6, 8, 8)).astype(np.float32)
+    features[0, :4, :4] += 1.0
+    features[1, 4:, 4:] += 1.0
+    features[2, :4, 4:] += 1.0
+    leaves = np.arange(32 * 32, dtype=np.int32).reshape(32, 32) // 4  # one leaf per 4 pixels of a row
+    shared = spectral_embedding(features, 5)
+    for k in (2, 3, 4):
+        alone = feature_objects(features, leaves, k)
+        assert np.array_equal(cluster_objects(shared, (8, 8), leaves, k), alone)
+    assert len(np.unique(feature_objects(features, leaves, 4))) >= 4  # three blocks and the rest
+
+
+def test_package_photos_lists_only_installed_files_with_source_and_licence(tmp_path, monkeypatch):
+    from pretraining.lite import package_photos as pp
+
+    monkeypatch.setattr(pp, "MATE_NATURE", tmp_path / "mate")
+    monkeypatch.setattr(pp, "KDE_WALLPAPERS", tmp_path / "kde")
+    (tmp_path / "mate").mkdir()
+    (tmp_path / "mate" / "LadyBird.jpg").write_bytes(b"x")
+    (tmp_path / "mate" / "Elephants.jpg").write_bytes(b"x")  # not a listed photo
+    python_only = pp.package_photos(debian=False)
+    assert [p.path.name for p in python_only][-1] == "grace_hopper.jpg"  # matplotlib's, after skimage's
+    assert all(p.path.is_file() and p.licence for p in python_only)
+    with_debian = pp.package_photos(debian=True)
+    assert with_debian[: len(python_only)] == python_only
+    assert [p.path.name for p in with_debian[len(python_only) :]] == ["LadyBird.jpg"]
+    assert with_debian[-1].as_log() == {
+        "path": str(tmp_path / "mate" / "LadyBird.jpg"),
+        "package": "mate-backgrounds (Debian)",
+        "licence": "GPL-2+",
+    }
+
+
 def _square(size: int, lo: int, hi: int) -> np.ndarray:
     mask = np.zeros((size, size), bool)
     mask[lo:hi, lo:hi] = True

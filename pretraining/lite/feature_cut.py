@@ -40,9 +40,16 @@ def feature_objects(features: np.ndarray, leaves: np.ndarray, k: int, seed: int 
         k: clusters of the spectral embedding (an object is a connected part of one cluster).
         seed: k-means seed.
     """
-    gh, gw = features.shape[1:]
-    embedding = spectral_embedding(features, max(1, k - 1))
-    _, groups = kmeans2(embedding, k, seed=seed, minit="++")
+    return cluster_objects(spectral_embedding(features, max(1, k - 1)), features.shape[1:], leaves, k, seed)
+
+
+def cluster_objects(
+    embedding: np.ndarray, grid: tuple[int, int], leaves: np.ndarray, k: int, seed: int = 0
+) -> np.ndarray:
+    """:func:`feature_objects` from a view's :func:`spectral_embedding` (``(gh * gw) x d``, ``d >= k - 1``;
+    its first ``k - 1`` columns are clustered), so several ``k`` can share one embedding."""
+    gh, gw = grid
+    _, groups = kmeans2(embedding[:, : max(1, k - 1)], k, seed=seed, minit="++")
     groups = cv2.resize(
         groups.reshape(gh, gw).astype(np.int32), leaves.shape[::-1], interpolation=cv2.INTER_NEAREST
     )

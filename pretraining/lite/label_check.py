@@ -32,7 +32,7 @@ from samplm.utils.geometry import center_point
 
 from .corpus import image_cells, low_res_size, resize_view, to_low_res, trunk_features
 from .evaluate import EvalItem, items_of, perseg_items, plate_split
-from .feature_cut import feature_objects, object_at, with_object
+from .feature_cut import cluster_objects, object_at, spectral_embedding, with_object
 from .regions import build_hierarchy, click_levels
 
 #: Hierarchy answers are regions of 0.2-80 % of the view, as in training.
@@ -82,8 +82,9 @@ def _cut_rows(features, hierarchy, levels, target, click, ks) -> dict[str, float
     answers = [hierarchy.mask(r) for r in levels]
     best = max((iou(m, target) for m in answers), default=0.0)
     row = {}
+    embedding = spectral_embedding(features, max(1, max(ks) - 1))
     for k in ks:
-        obj = object_at(feature_objects(features, hierarchy.leaves, k), *click)
+        obj = object_at(cluster_objects(embedding, features.shape[1:], hierarchy.leaves, k), *click)
         trained = [
             iou(m, target) for m in with_object(answers, obj, AREA_RANGE[0] * area, AREA_RANGE[1] * area)
         ]

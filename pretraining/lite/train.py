@@ -34,6 +34,7 @@ from samplm.utils.files import atomic_write, atomic_write_text
 from .backbone import load_imagenet_trunk
 from .corpus import View, build_corpus
 from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
+from .package_photos import package_photos
 from .prompts import ViewPrompts, sample_view_prompts
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
@@ -138,17 +139,6 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
     log["steps"], log["train_seconds"] = step, round(time.time() - start, 1)
 
 
-def extra_photos() -> list[Path]:
-    """General photos that ship inside installed packages (scikit-image, matplotlib)."""
-    import matplotlib
-    import skimage
-
-    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]
-    out = [Path(skimage.__file__).parent / "data" / n for n in names]
-    out.append(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg")
-    return [p for p in out if p.is_file()]
-
-
 def previous_log(init: Path | None) -> dict | None:
     """The log of the run that made the ``--init`` weights, so a continued run keeps its whole history."""
     path = init.with_suffix(".log.json") if init else None
@@ -196,6 +186,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0,
         help="feature-cut clusters per photo view; its objects become the large click targets (0: off)",
     )
+    p.add_argument(
+        "--object-on",
+        choices=["all", "general"],
+        default="all",
+        help="which photos get the feature cut: all, or only the general photos (not the car photos)",
+    )
+    p.add_argument(
+        "--package-photos",
+        choices=["python", "all"],
+        default="python",
+        help="general photos: those of scikit-image and matplotlib, or also the installed Debian wallpaper "
+        "photos (pretraining/lite/package_photos.py)",
+    )
     p.add_argument("--evals", type=int, default=4, help="held-out checks during training")
     p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
     p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
@@ -228,19 +231,28 @@ def main(argv=None) -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
     t0 = time.time()
+    general = package_photos(debian=args.package_photos == "all")
     views = build_corpus(
         sam.image_encoder.trunk,
         photos,
         args.seed,
         crops=args.crops,
         scenes=args.scenes,
+        object_k=args.object_k if args.object_on == "all" else 0,
+    )
+    views += build_corpus(
+        sam.image_encoder.trunk,
+        [p.path for p in general],
+        args.seed + 1,
+        crops=8,
+        scenes=0,
         object_k=args.object_k,
     )
-    extra = build_corpus(
-        sam.image_encoder.trunk, extra_photos(), args.seed + 1, crops=8, scenes=0, object_k=args.object_k
-    )
-    views += extra
-    log["corpus"] = {"views": len(views), "seconds": round(time.time() - t0, 1)}
+    log["corpus"] = {
+        "views": len(views),
+        "seconds": round(time.time() - t0, 1),
+        "general_photos": [p.as_log() for p in general],
+    }
     print(log["corpus"], flush=True)
     checks = {
         "plates": items_of(held_out, args.eval_plates),
