@@ -159,7 +159,9 @@ class Workspace:
         Raises:
             RankFailedError: another rank failed (a bad image, ...): every rank stops, none waits.
         """
-        sam = sam if sam is not None else build_full_sam(self.model_type, self.checkpoint)
+        self.ranks.agree([[os.fspath(p) for p in d.image_paths()] for d in datasets], "image lists")
+        if sam is None:
+            sam = self.ranks.together(lambda: build_full_sam(self.model_type, self.checkpoint))
         self.hint_if_busy()
         cache = EmbeddingCache.for_model(self.cache_root, sam)
         counts = self.ranks.together(lambda: [self._embed_dataset(cache, sam, d) for d in datasets])

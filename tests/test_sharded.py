@@ -107,6 +107,47 @@ def test_a_rank_that_fails_stops_every_rank(tmp_path, folder):
     assert "3.png" in done.stderr and "rank 1 of 2 failed" in done.stderr
 
 
+#: Runs ``samplm.cli.main`` with ``sys.argv[1:]``, rank 1 replacing the value after ``--max-images`` /
+#: ``--adapter`` by the last argument: two ranks started by one command that see different inputs.
+RANK_DEPENDENT = """
+import os, sys
+from samplm.cli import main
+args, other = sys.argv[1:-1], sys.argv[-1]
+if os.environ["RANK"] == "1":
+    at = next(i for i, a in enumerate(args) if a in ("--max-images", "--adapter")) + 1
+    args[at] = other
+sys.exit(main(args))
+"""
+
+
+def _rank_dependent(tmp_path: Path, args: list[str], other: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "rank_dependent.py"
+    script.write_text(RANK_DEPENDENT)
+    command = _command(2, [])  # ends with "-m samplm.cli": run the script instead
+    command[-2:] = [str(script), *args, other]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(), check=False)
+
+
+def test_ranks_that_see_different_images_stop_together_and_write_nothing(folder, tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = _rank_dependent(tmp_path, [*_segment_args(folder, out), "--max-images", "8"], "7")
+    assert done.returncode != 0 and time.monotonic() - started < 120
+    assert "rank 1 of 2 has 7 images and rank 0 has 8" in done.stderr
+    assert done.stderr.count("every rank must see the same files") == 2  # each rank says it
+    assert not (out / "results.json").exists()
+
+
+def test_a_rank_that_fails_while_loading_its_tasks_stops_every_rank(folder, tmp_path, adapter_factory):
+    adapter = tmp_path / "adapter"
+    adapter_factory("boxes").save_pretrained(adapter)
+    args = ["segment", "--images", str(folder / "images"), "--out", str(tmp_path / "out"), *MODEL]
+    started = time.monotonic()
+    done = _rank_dependent(tmp_path, [*args, "--adapter", str(adapter)], str(tmp_path / "missing"))
+    assert done.returncode != 0 and time.monotonic() - started < 120  # rank 0 did not wait for rank 1
+    assert "rank 1 of 2 failed" in done.stderr and "missing" in done.stderr
+
+
 def _segment_args(folder: Path, out: Path) -> list[str]:
     reference = ["--reference-image", str(folder / "images" / "0.png")]
     reference += ["--reference-mask", str(folder / "masks" / "0.png")]

@@ -55,8 +55,8 @@ def predictor(model: ModelSettings) -> CustomSamPredictor | CustomSam2Predictor:
     named by ``--model-type`` / ``--checkpoint``."""
     from ..decoder.for_base import predictor_for
 
-    device, _ = model.placement()
-    sam = build_full_sam(model.model_type, model.checkpoint)
+    device, ranks = model.placement()
+    sam = ranks.together(lambda: build_full_sam(model.model_type, model.checkpoint))
     return predictor_for(sam.to(device).eval())
 
 

@@ -26,5 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(options: dict[str, Any]) -> int:
     """``samplm embed``: cache the embeddings of every image of ``--data``."""
     require(options, "data", "format", "model_type")
-    model_settings(options).workspace().embed([data_settings(options).read()])
+    workspace = model_settings(options).workspace()
+    workspace.embed([workspace.ranks.together(data_settings(options).read)])
     return 0

@@ -24,6 +24,7 @@ from .options import add_settings, require, settings_from
 
 if TYPE_CHECKING:
     from ..data import InstanceDataset
+    from ..data.settings import DataSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,22 +44,29 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return evaluate
 
 
+def _parts(settings: EvalSettings, data: DataSettings) -> tuple[InstanceDataset, InstanceDataset]:
+    """``(training part, evaluation part)`` of ``--data`` (or ``--val-data``), the latter not empty."""
+    train_part, eval_part = split(data, data.read(), settings.val_data, settings.val_fraction, settings.seed)
+    if not len(eval_part):
+        raise ValueError(
+            "nothing to evaluate: the evaluation split is empty (check --val-fraction / --val-data)"
+        )
+    return train_part, eval_part
+
+
 def run(options: dict[str, Any]) -> int:
     """``samplm eval``: the paper's single-click protocol on the evaluation split."""
     from ..eval import run_evaluation, summary_line
 
     require(options, "data", "format", "model_type", "out")
     settings, data = settings_from(EvalSettings, options), data_settings(options)
-    train_part, eval_part = split(data, data.read(), settings.val_data, settings.val_fraction, settings.seed)
-    if not len(eval_part):
-        raise ValueError(
-            "nothing to evaluate: the evaluation split is empty (check --val-fraction / --val-data)"
-        )
+    model = model_settings(options)
+    _, ranks = model.placement()  # every step below that may fail on one rank fails them all
+    train_part, eval_part = ranks.together(lambda: _parts(settings, data))
     if settings.auto:
         return run_auto(options, settings, eval_part)
-    adapters = load_adapters(settings.adapter or [])
+    adapters = ranks.together(lambda: load_adapters(settings.adapter or []))
     use_samf = not settings.no_samf and len(train_part) > 0
-    model = model_settings(options)
     workspace = model.workspace()
     sam, cache = workspace.model_and_cache([eval_part] + ([train_part] if use_samf else []))
     for adapter in adapters.values():

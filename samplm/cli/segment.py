@@ -6,13 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..segment.settings import SegmentSettings
 from ..utils.checks import printable
 from .common import CONFIG_HELP, add_model_options, model_settings, predictor
 from .options import add_settings, require, settings_from
 from .prototype import reference
+
+if TYPE_CHECKING:
+    from ..decoder.predictor import CustomSamPredictor
+    from ..decoder.sam2_predictor import CustomSam2Predictor
+    from ..segment.jobs import SegmentTask
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,25 +37,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return segment
 
 
-def run(options: dict[str, Any]) -> int:
-    """``samplm segment``: tasks from adapters / a reference, then every image of ``--images``."""
+def _images(settings: SegmentSettings) -> list[Path]:
+    """The image files of ``--images`` (the first ``--max-images``)."""
     from ..data.images import find_images
-    from ..segment.jobs import make_tasks, segment_images
 
-    require(options, "images", "out", "model_type")
-    settings = settings_from(SegmentSettings, options)
-    if bool(settings.reference_image) != bool(settings.reference_mask):
-        raise ValueError("--reference-image and --reference-mask go together")
     images = find_images(settings.images)[: settings.max_images]
     if not images:
         raise ValueError(f"no images found in --images {settings.images}")
-    model = model_settings(options)
-    engine = predictor(model)
-    _, ranks = model.placement()
+    return images
+
+
+def _tasks(
+    engine: CustomSamPredictor | CustomSam2Predictor, settings: SegmentSettings
+) -> tuple[list[SegmentTask], list[str]]:
+    """``make_tasks``'s ``(tasks, notes)`` for ``--adapter`` / ``--reference-*`` and the prompt options."""
+    from ..segment.jobs import make_tasks
+
     one_shot = None
     if settings.reference_image:
         one_shot = reference(settings.reference_image, settings.reference_mask, engine, None)
-    tasks, notes = make_tasks(
+    return make_tasks(
         engine,
         settings.adapter or [],
         reference=one_shot,
@@ -58,6 +64,21 @@ def run(options: dict[str, Any]) -> int:
         prior=settings.prior(),
         **settings.generator_options(),
     )
+
+
+def run(options: dict[str, Any]) -> int:
+    """``samplm segment``: tasks from adapters / a reference, then every image of ``--images``."""
+    from ..segment.jobs import segment_images
+
+    require(options, "images", "out", "model_type")
+    settings = settings_from(SegmentSettings, options)
+    if bool(settings.reference_image) != bool(settings.reference_mask):
+        raise ValueError("--reference-image and --reference-mask go together")
+    model = model_settings(options)
+    _, ranks = model.placement()  # every step below that may fail on one rank fails them all
+    images = ranks.together(lambda: _images(settings))
+    engine = predictor(model)
+    tasks, notes = ranks.together(lambda: _tasks(engine, settings))
     for note in notes if ranks.is_main else ():
         print(f"samplm: note: {printable(note)}", file=sys.stderr)
     summary = segment_images(

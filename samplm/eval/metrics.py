@@ -1,5 +1,5 @@
 """Mask metrics: IoU, boundary IoU (as HQ-SAM: boundary band of 2% of the image diagonal), mean IoU
-per class and overall, and COCO mask AP through pycocotools (optional).
+per class and overall, and COCO mask AP through pycocotools.
 
 Conventions: masks are ``H x W`` bool arrays at the original image resolution. Two empty masks have
 IoU 1 (nothing to find, nothing found); one empty and one non-empty mask have IoU 0.
@@ -63,28 +63,37 @@ def mean_by_class(values: Iterable[tuple[str, float]]) -> dict[str, float]:
     return result
 
 
+def encode_mask(mask: np.ndarray) -> dict:
+    """COCO's compressed RLE of an ``H x W`` bool mask (``{"size": [H, W], "counts": bytes}``): a
+    whole-image mask in a few hundred bytes, for keeping or sending many of them."""
+    import pycocotools.mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+
+
 def coco_mask_ap(
-    gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], scores: Sequence[float], categories: Sequence[str]
+    gts: Sequence[np.ndarray | dict],
+    preds: Sequence[np.ndarray | dict],
+    scores: Sequence[float],
+    categories: Sequence[str],
 ) -> dict[str, float] | None:
     """COCO mask AP (AP, AP50, AP75) with one prediction per ground-truth instance.
 
     Instance ``i`` lives alone in pseudo-image ``i``; ``scores`` rank predictions across instances.
-    Returns ``None`` when pycocotools is not installed.
+    Masks are ``H x W`` bool arrays or their :func:`encode_mask` RLEs. Returns ``None`` for no instance.
     """
-    try:
-        import pycocotools.mask as mask_utils
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        return None
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     names = sorted(set(categories))
     ids = {name: i + 1 for i, name in enumerate(names)}
     images, annotations, detections = [], [], []
     for index, (gt, pred, score, name) in enumerate(zip(gts, preds, scores, categories, strict=True)):
-        h, w = gt.shape
+        gt_rle = gt if isinstance(gt, dict) else encode_mask(gt)
+        h, w = (int(v) for v in gt_rle["size"])
         images.append({"id": index, "height": h, "width": w})
-        annotations.append(coco_annotation(index + 1, index, ids[name], gt))
-        det = mask_utils.encode(np.asfortranarray(pred.astype(np.uint8)))
+        annotations.append(coco_annotation(index + 1, index, ids[name], gt_rle))
+        det = pred if isinstance(pred, dict) else encode_mask(pred)
         detections.append(
             {"image_id": index, "category_id": ids[name], "segmentation": det, "score": float(score)}
         )
@@ -94,11 +103,12 @@ def coco_mask_ap(
         return evaluate_segm(COCO, COCOeval, images, annotations, detections, ids)
 
 
-def coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict:
-    """A COCO ground-truth annotation of an ``H x W`` bool mask (RLE, area, XYWH box, not a crowd)."""
+def coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray | dict) -> dict:
+    """A COCO ground-truth annotation of an ``H x W`` bool mask or its :func:`encode_mask` RLE (RLE,
+    area, XYWH box, not a crowd)."""
     import pycocotools.mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask if isinstance(mask, dict) else encode_mask(mask)
     return {
         "id": ann_id,
         "image_id": image_id,

@@ -30,7 +30,7 @@ from ..utils.progress import progress_bar
 from ..utils.ranks import Ranks
 from ..utils.threads import stage_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
-from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
+from .metrics import boundary_iou, coco_mask_ap, encode_mask, iou, mean_by_class
 from .samf import SamF
 
 if TYPE_CHECKING:
@@ -256,7 +256,11 @@ def evaluate(
         sam.to(device).eval(), adapters, samf=samf, refine=refine, device=device, threads=threads
     )
     methods = [m for m in predictor.methods if prompt == "point" or m.kind != "samf"]
-    plan = ranks.shard(_plan(dataset, max_instances))
+    whole_plan = _plan(dataset, max_instances)
+    ranks.agree(
+        [(str(path), [n.instance.instance_id for n in i]) for path, i in whole_plan], "images to evaluate"
+    )
+    plan = ranks.shard(whole_plan)
     scored = ranks.together(
         lambda: _score_shard(predictor, methods, cache, plan, prompt, dilation_ratio, progress)
     )
@@ -302,7 +306,8 @@ class ScoredInstance:
     Attributes:
         order: the instance's position in the dataset (what the merged results are sorted by).
         record: its per-method IoU and boundary IoU, or ``None`` if its ground-truth mask is empty.
-        coco: ``{method: (gt, mask, score, category)}`` for the AP figures (not the oracles').
+        coco: ``{method: (gt, mask, score, category)}`` for the AP figures (not the oracles'), masks as
+            COCO RLEs (:func:`~samplm.eval.metrics.encode_mask`).
     """
 
     order: int
@@ -340,12 +345,12 @@ def _score_instance(
     prompts = predictor.prompt_for(gt, prompt)
     preds = predictor.predict(entry, prompts, gt)
     record = InstanceResult(inst.instance_id, inst.category, str(inst.image_path), prompts)
-    coco = {}
+    coco, gt_rle = {}, encode_mask(gt)  # RLEs: kept for every instance and sent between ranks
     for method in methods:
         record.iou[method] = iou(preds[method].mask, gt)
         record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
         if method.kind != "oracle":
-            coco[method] = (gt, preds[method].mask, preds[method].score, inst.category)
+            coco[method] = (gt_rle, encode_mask(preds[method].mask), preds[method].score, inst.category)
     return ScoredInstance(numbered.order, record, coco)
 
 
@@ -358,7 +363,7 @@ class _Numbered:
 
 
 def _coco_ap(rows_by_method: dict[Method, list[tuple]]) -> dict[str, dict[str, float]]:
-    """COCO mask AP of each method's ``(gt, mask, score, category)`` rows (empty without pycocotools)."""
+    """COCO mask AP of each method's ``(gt, mask, score, category)`` rows (methods without rows left out)."""
     ap: dict[str, dict[str, float]] = {}
     for method, rows in rows_by_method.items():
         value = coco_mask_ap(*(list(col) for col in zip(*rows, strict=True))) if rows else None

@@ -41,6 +41,7 @@ from ..constants import PROTOTYPE_NAME
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..decoder.predictor import CustomSamPredictor
 from ..errors import DataError, ImageError, PrototypeError
+from ..eval.metrics import encode_mask
 from ..prompts.location_prior import PriorSettings
 from ..utils.checks import first_line
 from ..utils.files import atomic_write, atomic_write_text, sha256_file
@@ -194,6 +195,7 @@ def segment_images(
     ranks, out = ranks or Ranks(), Path(out)
     signature = [{**task.signature(), "min_score": min_score} for task in tasks]
     signature = json.loads(json.dumps(signature))  # as stored (lists, not tuples)
+    ranks.agree([os.fspath(path) for path in images], "images")
     mine = [(image_id, Path(path)) for image_id, path in enumerate(images, 1) if ranks.owns(image_id - 1)]
     settings = _ShardSettings(out, signature, overlays, max_pixels, min_score, progress)
     shard = ranks.together(lambda: _segment_shard(predictor, tasks, mine, settings, ranks.rank))
@@ -348,7 +350,7 @@ def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
         h, w = segmentation["size"]
         rle = mask_utils.frPyObjects(segmentation, h, w)
     else:
-        rle = mask_utils.encode(np.asfortranarray(segmentation.astype(np.uint8)))
+        rle = encode_mask(segmentation)
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,25 @@ class Ranks:
             rank, text = failed[0]
             raise RankFailedError(f"rank {rank} of {self.world} failed ({text}); every rank stopped")
         return value
+
+    def agree(self, items: Sequence[Any], what: str) -> None:
+        """Check that every rank holds the same ``items`` (compared by count and a digest of their
+        ``repr``), before the ranks shard them; a meeting of every rank.
+
+        Raises:
+            RankFailedError: on every rank, naming the first rank whose ``items`` differ from rank 0's.
+        """
+        if not self.sharded:
+            return
+        mine = (len(items), hashlib.sha256(repr(list(items)).encode()).hexdigest())
+        seen = self.gather(mine)
+        for rank, (count, digest) in enumerate(seen):
+            if digest != seen[0][1]:
+                raise RankFailedError(
+                    f"rank {rank} of {self.world} has {count} {what} and rank 0 has {seen[0][0]}, or not "
+                    "the same ones: every rank must see the same files (one shared folder, or identical "
+                    "copies at the same path)"
+                )
 
 
 def current_ranks(device: str = "cpu") -> Ranks:
