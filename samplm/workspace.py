@@ -157,13 +157,14 @@ class Workspace:
         then the processes meet: every image is cached when this returns, on every rank.
 
         Raises:
-            RankFailedError: another rank failed (a bad image, ...): every rank stops, none waits.
+            RankFailedError: another rank failed (a bad image, ...), or the ranks see different images:
+                every rank stops, none waits.
         """
-        self.ranks.agree([[os.fspath(p) for p in d.image_paths()] for d in datasets], "image lists")
+        self.ranks.agree([os.fspath(p) for d in datasets for p in d.image_paths()], "images")
         if sam is None:
             sam = self.ranks.together(lambda: build_full_sam(self.model_type, self.checkpoint))
         self.hint_if_busy()
-        cache = EmbeddingCache.for_model(self.cache_root, sam)
+        cache = self.ranks.together(lambda: EmbeddingCache.for_model(self.cache_root, sam))
         counts = self.ranks.together(lambda: [self._embed_dataset(cache, sam, d) for d in datasets])
         for dataset, *per_rank in zip(datasets, *self.ranks.gather(counts), strict=True):
             computed, reused = (sum(stats[key] for stats in per_rank) for key in ("computed", "reused"))

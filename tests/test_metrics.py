@@ -78,13 +78,15 @@ def test_coco_mask_ap():
 
 
 def test_coco_mask_ap_takes_rles_as_it_takes_masks():
-    from samplm.eval.metrics import encode_mask
+    from samplm.utils.geometry import rle_decode, rle_encode
 
     gt = [_mask((30, 20), np.s_[2:12, 2:12]), _mask((30, 20), np.s_[5:25, 5:15])]
     pred = [_mask((30, 20), np.s_[3:12, 2:12]), _mask((30, 20), np.s_[15:30, 5:15])]
     from_masks = coco_mask_ap(gt, pred, [0.9, 0.8], ["x", "y"])
     from_rles = coco_mask_ap(
-        [encode_mask(m) for m in gt], [encode_mask(m) for m in pred], [0.9, 0.8], ["x", "y"]
+        [rle_encode(m) for m in gt], [rle_encode(m) for m in pred], [0.9, 0.8], ["x", "y"]
     )
     assert from_rles == from_masks and 0.0 < from_masks["AP"] < 1.0
-    assert encode_mask(gt[1])["size"] == [30, 20]
+    assert rle_encode(gt[1])["size"] == [30, 20]
+    for mask in gt + pred:  # the RLE holds the mask itself (decoded by samplm's own reader)
+        np.testing.assert_array_equal(rle_decode(rle_encode(mask), 30, 20), mask)

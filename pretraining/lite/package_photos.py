@@ -19,9 +19,17 @@ MATE_PHOTOS = (
     "LadyBird", "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower",
 )  # fmt: skip
 KDE_PHOTOS = (
-    "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
-    "Grey", "Kite", "OneStandsOut", "Path", "summer_1am",
-)  # fmt: skip
+    "BytheWater",
+    "ColdRipple",
+    "DarkestHour",
+    "EveningGlow",
+    "FallenLeaf",
+    "Grey",
+    "Kite",
+    "OneStandsOut",
+    "Path",
+    "summer_1am",
+)  # fmt: skip  (each read at 1920 x 1080)
 SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
 
 
@@ -58,7 +66,7 @@ def _debian_photos() -> list[PackagePhoto]:
         PackagePhoto(
             KDE_WALLPAPERS / n / "contents" / "images" / "1920x1080.jpg",
             "plasma-workspace-wallpapers (Debian)",
-            "LGPL-3",
+            "LGPL-3 (the wallpaper's metadata.json); GPL-2+ in Debian's copyright file",
         )
         for n in KDE_PHOTOS
     ]

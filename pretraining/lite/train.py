@@ -190,7 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--object-on",
         choices=["all", "general"],
         default="all",
-        help="which photos get the feature cut: all, or only the general photos (not the car photos)",
+        help="with --object-k: which photos get the feature cut, all or only the general photos (not the "
+        "car photos)",
     )
     p.add_argument(
         "--package-photos",

@@ -56,8 +56,8 @@ def predictor(model: ModelSettings) -> CustomSamPredictor | CustomSam2Predictor:
     from ..decoder.for_base import predictor_for
 
     device, ranks = model.placement()
-    sam = ranks.together(lambda: build_full_sam(model.model_type, model.checkpoint))
-    return predictor_for(sam.to(device).eval())
+    sam = ranks.together(lambda: build_full_sam(model.model_type, model.checkpoint).to(device).eval())
+    return predictor_for(sam)
 
 
 def load_adapters(specs: Sequence[str]) -> dict[str, PromptAdapter]:

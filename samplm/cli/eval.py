@@ -63,6 +63,7 @@ def run(options: dict[str, Any]) -> int:
     model = model_settings(options)
     _, ranks = model.placement()  # every step below that may fail on one rank fails them all
     train_part, eval_part = ranks.together(lambda: _parts(settings, data))
+    ranks.agree([i.instance_id for part in (train_part, eval_part) for i in part], "instances")
     if settings.auto:
         return run_auto(options, settings, eval_part)
     adapters = ranks.together(lambda: load_adapters(settings.adapter or []))

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
+from ..utils.geometry import rle_encode
+
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """Intersection over union of two boolean masks of the same shape."""
@@ -63,14 +65,6 @@ def mean_by_class(values: Iterable[tuple[str, float]]) -> dict[str, float]:
     return result
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    """COCO's compressed RLE of an ``H x W`` bool mask (``{"size": [H, W], "counts": bytes}``): a
-    whole-image mask in a few hundred bytes, for keeping or sending many of them."""
-    import pycocotools.mask as mask_utils
-
-    return mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
-
-
 def coco_mask_ap(
     gts: Sequence[np.ndarray | dict],
     preds: Sequence[np.ndarray | dict],
@@ -80,7 +74,8 @@ def coco_mask_ap(
     """COCO mask AP (AP, AP50, AP75) with one prediction per ground-truth instance.
 
     Instance ``i`` lives alone in pseudo-image ``i``; ``scores`` rank predictions across instances.
-    Masks are ``H x W`` bool arrays or their :func:`encode_mask` RLEs. Returns ``None`` for no instance.
+    Masks are ``H x W`` bool arrays or their COCO RLEs (:func:`~samplm.utils.geometry.rle_encode`).
+    Returns ``None`` for no instance.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -89,11 +84,11 @@ def coco_mask_ap(
     ids = {name: i + 1 for i, name in enumerate(names)}
     images, annotations, detections = [], [], []
     for index, (gt, pred, score, name) in enumerate(zip(gts, preds, scores, categories, strict=True)):
-        gt_rle = gt if isinstance(gt, dict) else encode_mask(gt)
+        gt_rle = gt if isinstance(gt, dict) else rle_encode(gt)
         h, w = (int(v) for v in gt_rle["size"])
         images.append({"id": index, "height": h, "width": w})
         annotations.append(coco_annotation(index + 1, index, ids[name], gt_rle))
-        det = pred if isinstance(pred, dict) else encode_mask(pred)
+        det = pred if isinstance(pred, dict) else rle_encode(pred)
         detections.append(
             {"image_id": index, "category_id": ids[name], "segmentation": det, "score": float(score)}
         )
@@ -104,11 +99,11 @@ def coco_mask_ap(
 
 
 def coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray | dict) -> dict:
-    """A COCO ground-truth annotation of an ``H x W`` bool mask or its :func:`encode_mask` RLE (RLE,
-    area, XYWH box, not a crowd)."""
+    """A COCO ground-truth annotation of an ``H x W`` bool mask or its COCO RLE (RLE, area, XYWH box, not
+    a crowd)."""
     import pycocotools.mask as mask_utils
 
-    rle = mask if isinstance(mask, dict) else encode_mask(mask)
+    rle = mask if isinstance(mask, dict) else rle_encode(mask)
     return {
         "id": ann_id,
         "image_id": image_id,

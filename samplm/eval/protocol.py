@@ -25,12 +25,12 @@ from ..adapter.prompt_adapter import PromptAdapter
 from ..cache.embeddings import CachedEmbedding, EmbeddingCache
 from ..data import Instance, InstanceDataset
 from ..decoder.for_base import predictor_for
-from ..utils.geometry import center_point, mask_to_box
+from ..utils.geometry import center_point, mask_to_box, rle_encode
 from ..utils.progress import progress_bar
 from ..utils.ranks import Ranks
 from ..utils.threads import stage_threads, torch_threads
 from .methods import SAM, SAM_F, SAM_ORACLE, Method, oracle_method, plm_method, refined_method
-from .metrics import boundary_iou, coco_mask_ap, encode_mask, iou, mean_by_class
+from .metrics import boundary_iou, coco_mask_ap, iou, mean_by_class
 from .samf import SamF
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class EvalResult:
         methods: the methods in table order (:class:`Method`, a ``str`` of the table name).
         instances: per-instance results.
         miou, biou: ``{method: {category: mean, "all": mean over instances}}``.
-        ap: ``{method: {"AP", "AP50", "AP75"}}`` (empty without pycocotools; oracles excluded).
+        ap: ``{method: {"AP", "AP50", "AP75"}}`` (oracles excluded).
         skipped: instances not evaluated, by reason.
         samf: the SAM-F weights used, if any.
     """
@@ -307,7 +307,7 @@ class ScoredInstance:
         order: the instance's position in the dataset (what the merged results are sorted by).
         record: its per-method IoU and boundary IoU, or ``None`` if its ground-truth mask is empty.
         coco: ``{method: (gt, mask, score, category)}`` for the AP figures (not the oracles'), masks as
-            COCO RLEs (:func:`~samplm.eval.metrics.encode_mask`).
+            COCO RLEs (:func:`~samplm.utils.geometry.rle_encode`).
     """
 
     order: int
@@ -345,12 +345,12 @@ def _score_instance(
     prompts = predictor.prompt_for(gt, prompt)
     preds = predictor.predict(entry, prompts, gt)
     record = InstanceResult(inst.instance_id, inst.category, str(inst.image_path), prompts)
-    coco, gt_rle = {}, encode_mask(gt)  # RLEs: kept for every instance and sent between ranks
+    coco, gt_rle = {}, rle_encode(gt)  # RLEs: kept for every instance and sent between ranks
     for method in methods:
         record.iou[method] = iou(preds[method].mask, gt)
         record.biou[method] = boundary_iou(preds[method].mask, gt, dilation_ratio)
         if method.kind != "oracle":
-            coco[method] = (gt_rle, encode_mask(preds[method].mask), preds[method].score, inst.category)
+            coco[method] = (gt_rle, rle_encode(preds[method].mask), preds[method].score, inst.category)
     return ScoredInstance(numbered.order, record, coco)
 
 

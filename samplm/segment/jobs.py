@@ -41,11 +41,11 @@ from ..constants import PROTOTYPE_NAME
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..decoder.predictor import CustomSamPredictor
 from ..errors import DataError, ImageError, PrototypeError
-from ..eval.metrics import encode_mask
 from ..prompts.location_prior import PriorSettings
 from ..utils.checks import first_line
 from ..utils.files import atomic_write, atomic_write_text, sha256_file
 from ..utils.fingerprint import update_with_state
+from ..utils.geometry import rle_encode
 from ..utils.progress import progress_bar
 from ..utils.ranks import Ranks
 from .generator import MIN_SCORE, AdapterMaskGenerator
@@ -350,7 +350,7 @@ def to_coco_rle(segmentation: np.ndarray | dict[str, Any]) -> dict[str, Any]:
         h, w = segmentation["size"]
         rle = mask_utils.frPyObjects(segmentation, h, w)
     else:
-        rle = encode_mask(segmentation)
+        rle = rle_encode(segmentation)
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 

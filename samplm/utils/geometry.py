@@ -180,6 +180,14 @@ def mask_to_polygon(mask: np.ndarray, num_points: int) -> np.ndarray:
     return resample_closed(outer_contour(mask), num_points)
 
 
+def rle_encode(mask: np.ndarray) -> dict:
+    """COCO's compressed run-length encoding of an ``H x W`` bool mask, through pycocotools
+    (``{"size": [H, W], "counts": bytes}``): a whole-image mask in a few hundred bytes."""
+    import pycocotools.mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+
+
 def rle_decode(rle: dict, height: int | None = None, width: int | None = None) -> np.ndarray:
     """Decode a COCO run-length encoding (``counts`` as a list or a compressed string) to ``H x W`` bool.
 

@@ -121,23 +121,30 @@ class Ranks:
         return value
 
     def agree(self, items: Sequence[Any], what: str) -> None:
-        """Check that every rank holds the same ``items`` (compared by count and a digest of their
-        ``repr``), before the ranks shard them; a meeting of every rank.
+        """Check that every rank holds the same ``items`` in the same order (compared by count and a
+        digest of their ``repr``) before the ranks deal them out; a meeting of every rank.
+
+        Args:
+            items: what is about to be sharded, e.g. image paths.
+            what: their name in the error, plural (``"images"``).
 
         Raises:
             RankFailedError: on every rank, naming the first rank whose ``items`` differ from rank 0's.
         """
         if not self.sharded:
             return
-        mine = (len(items), hashlib.sha256(repr(list(items)).encode()).hexdigest())
-        seen = self.gather(mine)
-        for rank, (count, digest) in enumerate(seen):
-            if digest != seen[0][1]:
-                raise RankFailedError(
-                    f"rank {rank} of {self.world} has {count} {what} and rank 0 has {seen[0][0]}, or not "
-                    "the same ones: every rank must see the same files (one shared folder, or identical "
-                    "copies at the same path)"
-                )
+        seen = self.gather((len(items), hashlib.sha256(repr(list(items)).encode()).hexdigest()))
+        rank = next((r for r, mine in enumerate(seen) if mine[1] != seen[0][1]), None)
+        if rank is None:
+            return
+        (count, _), (first, _) = seen[rank], seen[0]
+        found = f"has {count} {what} and rank 0 has {first}"
+        if count == first:
+            found = f"has other {what} than rank 0"
+        raise RankFailedError(
+            f"rank {rank} of {self.world} {found}: every rank must see the same files in the same order "
+            "(one shared folder, or identical copies at the same path)"
+        )
 
 
 def current_ranks(device: str = "cpu") -> Ranks:
