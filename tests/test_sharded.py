@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,31 +108,31 @@ def test_a_rank_that_fails_stops_every_rank(tmp_path, folder):
     assert "3.png" in done.stderr and "rank 1 of 2 failed" in done.stderr
 
 
-#: Runs ``samplm.cli.main`` with ``sys.argv[1:]``, rank 1 replacing the value after ``--max-images`` /
-#: ``--adapter`` by the last argument: two ranks started by one command that see different inputs.
+#: Runs ``samplm.cli.main`` with ``sys.argv[3:]``; on rank 1 the value of option ``sys.argv[1]`` becomes
+#: ``sys.argv[2]``: two ranks started by one command that see different inputs.
 RANK_DEPENDENT = """
 import os, sys
 from samplm.cli import main
-args, other = sys.argv[1:-1], sys.argv[-1]
+option, other, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 if os.environ["RANK"] == "1":
-    at = next(i for i, a in enumerate(args) if a in ("--max-images", "--adapter")) + 1
-    args[at] = other
+    args[args.index(option) + 1] = other
 sys.exit(main(args))
 """
 
 
-def _rank_dependent(tmp_path: Path, args: list[str], other: str) -> subprocess.CompletedProcess:
+def _rank_dependent(tmp_path: Path, args: list[str], option: str, other: str) -> subprocess.CompletedProcess:
+    """``args`` under ``torchrun`` (2 processes), rank 1 with ``other`` as the value of ``option``."""
     script = tmp_path / "rank_dependent.py"
     script.write_text(RANK_DEPENDENT)
     command = _command(2, [])  # ends with "-m samplm.cli": run the script instead
-    command[-2:] = [str(script), *args, other]
+    command[-2:] = [str(script), option, other, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(), check=False)
 
 
 def test_ranks_that_see_different_images_stop_together_and_write_nothing(folder, tmp_path):
     out = tmp_path / "out"
     started = time.monotonic()
-    done = _rank_dependent(tmp_path, [*_segment_args(folder, out), "--max-images", "8"], "7")
+    done = _rank_dependent(tmp_path, [*_segment_args(folder, out), "--max-images", "8"], "--max-images", "7")
     assert done.returncode != 0 and time.monotonic() - started < 120
     assert "rank 1 of 2 has 7 images and rank 0 has 8" in done.stderr
     assert done.stderr.count("every rank must see the same files") == 2  # each rank says it
@@ -143,9 +144,33 @@ def test_a_rank_that_fails_while_loading_its_tasks_stops_every_rank(folder, tmp_
     adapter_factory("boxes").save_pretrained(adapter)
     args = ["segment", "--images", str(folder / "images"), "--out", str(tmp_path / "out"), *MODEL]
     started = time.monotonic()
-    done = _rank_dependent(tmp_path, [*args, "--adapter", str(adapter)], str(tmp_path / "missing"))
+    done = _rank_dependent(
+        tmp_path, [*args, "--adapter", str(adapter)], "--adapter", str(tmp_path / "missing")
+    )
     assert done.returncode != 0 and time.monotonic() - started < 120  # rank 0 did not wait for rank 1
     assert "rank 1 of 2 failed" in done.stderr and "missing" in done.stderr
+
+
+def test_embed_and_eval_stop_when_the_ranks_read_different_data(folder, tmp_path):
+    fewer = tmp_path / "fewer"
+    shutil.copytree(folder / "images", fewer)
+    (fewer / "6.png").unlink()
+    embed = ["embed", *_data(folder), *MODEL, "--cache", str(tmp_path / "cache")]
+    done = _rank_dependent(tmp_path, embed, "--images", str(fewer))
+    assert done.returncode != 0 and "rank 1 of 2 has 6 images and rank 0 has 7" in done.stderr
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # stopped before encoding
+    evaluate = [
+        "eval",
+        *_data(folder),
+        *MODEL,
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "e"),
+    ]
+    done = _rank_dependent(tmp_path, [*evaluate, "--seed", "0"], "--seed", "1")  # another split
+    assert done.returncode != 0 and "rank 1 of 2 has other instances than rank 0" in done.stderr
+    assert not (tmp_path / "e" / "results.json").exists()
 
 
 def _segment_args(folder: Path, out: Path) -> list[str]:
