@@ -77,10 +77,10 @@ class GeneratorLabels:
         }
 
 
-def _cut_rows(features, hierarchy, levels, target, click, ks) -> dict[str, float]:
+def _cut_rows(features, hierarchy, answers, best, target, click, ks) -> dict[str, float]:
+    """The feature-cut rows for one object: ``answers`` are the hierarchy's masks for ``click``, ``best``
+    their best IoU with ``target``."""
     area = target.size
-    answers = [hierarchy.mask(r) for r in levels]
-    best = max((iou(m, target) for m in answers), default=0.0)
     row = {}
     embedding = spectral_embedding(features, max(1, max(ks) - 1))
     for k in ks:
@@ -110,11 +110,12 @@ def label_ious(
     x, y = (min(int(np.rint(v)), n - 1) for v, n in zip(center_point(target), low[::-1], strict=True))
     area = low[0] * low[1]
     levels = click_levels(hierarchy, y, x, AREA_RANGE[0] * area, AREA_RANGE[1] * area)
-    answers = [iou(hierarchy.mask(r), target) for r in levels] or [0.0]
-    row = {"hierarchy, best of 3": max(answers), "hierarchy, largest": answers[-1]}
-    row |= _cut_rows(features, hierarchy, levels, target, (y, x), ks)
+    masks = [hierarchy.mask(r) for r in levels]
+    scores = [iou(m, target) for m in masks] or [0.0]
+    row = {"hierarchy, best of 3": max(scores), "hierarchy, largest": scores[-1]}
+    row |= _cut_rows(features, hierarchy, masks, max(scores), target, (y, x), ks)
     if generator is not None:
-        row |= generator.row(item.image, target, (y, x), max(answers))
+        row |= generator.row(item.image, target, (y, x), max(scores))
     return row
 
 

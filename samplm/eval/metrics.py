@@ -84,10 +84,9 @@ def coco_mask_ap(
     ids = {name: i + 1 for i, name in enumerate(names)}
     images, annotations, detections = [], [], []
     for index, (gt, pred, score, name) in enumerate(zip(gts, preds, scores, categories, strict=True)):
-        gt_rle = gt if isinstance(gt, dict) else rle_encode(gt)
-        h, w = (int(v) for v in gt_rle["size"])
+        annotations.append(coco_annotation(index + 1, index, ids[name], gt))
+        h, w = (int(v) for v in annotations[-1]["segmentation"]["size"])
         images.append({"id": index, "height": h, "width": w})
-        annotations.append(coco_annotation(index + 1, index, ids[name], gt_rle))
         det = pred if isinstance(pred, dict) else rle_encode(pred)
         detections.append(
             {"image_id": index, "category_id": ids[name], "segmentation": det, "score": float(score)}
