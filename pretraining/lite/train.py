@@ -207,6 +207,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[list[View], dict]:
+    """The corpus of a run: ``photos`` (the car photos) with composites, then the general photos of
+    ``--package-photos``; and its log entry (view count, seconds, every general photo with its licence)."""
+    start = time.time()
+    general = package_photos(debian=args.package_photos == "all")
+    car_object_k = args.object_k if args.object_on == "all" else 0
+    views = build_corpus(
+        trunk, photos, args.seed, crops=args.crops, scenes=args.scenes, object_k=car_object_k
+    )
+    views += build_corpus(
+        trunk, [p.path for p in general], args.seed + 1, crops=8, scenes=0, object_k=args.object_k
+    )
+    entry = {
+        "views": len(views),
+        "seconds": round(time.time() - start, 1),
+        "general_photos": [p.as_log() for p in general],
+    }
+    return views, entry
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -231,29 +251,7 @@ def main(argv=None) -> None:
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
-    t0 = time.time()
-    general = package_photos(debian=args.package_photos == "all")
-    views = build_corpus(
-        sam.image_encoder.trunk,
-        photos,
-        args.seed,
-        crops=args.crops,
-        scenes=args.scenes,
-        object_k=args.object_k if args.object_on == "all" else 0,
-    )
-    views += build_corpus(
-        sam.image_encoder.trunk,
-        [p.path for p in general],
-        args.seed + 1,
-        crops=8,
-        scenes=0,
-        object_k=args.object_k,
-    )
-    log["corpus"] = {
-        "views": len(views),
-        "seconds": round(time.time() - t0, 1),
-        "general_photos": [p.as_log() for p in general],
-    }
+    views, log["corpus"] = training_views(sam.image_encoder.trunk, photos, args)
     print(log["corpus"], flush=True)
     checks = {
         "plates": items_of(held_out, args.eval_plates),
