@@ -212,3 +212,84 @@ def test_view_prompts_take_the_cut_object_as_the_large_target_for_clicks_inside_
         View(features=[], size=(32, 32), hierarchy=h, objects=[]), np.random.default_rng(0), 12, 0
     )
     assert not (plain.click_targets[inside, 2].bool()[:, :32, :32] == torch.from_numpy(cut == 1)).all()
+
+
+def test_the_last_stages_recompute_the_stride_32_map_and_train_alone_at_their_scaled_rate():
+    from pretraining.lite.backbone import last_stages
+    from pretraining.lite.corpus import trunk_features
+    from pretraining.lite.train import embed, param_groups, view_loss
+    from samplm.base import build_sam_lite_architecture
+
+    torch.manual_seed(0)
+    sam = build_sam_lite_architecture().eval()
+    trunk = sam.image_encoder.trunk
+    image = np.repeat(np.repeat(nested_squares(), 4, 0), 4, 1)  # 512 x 512
+    with torch.no_grad():
+        features = trunk_features(trunk, image)
+        view = View(features=features, size=(128, 128), hierarchy=None, objects=[])
+        cached, recomputed = embed(sam, [view]), embed(sam, [view], train_last_stages=True)
+    assert torch.allclose(cached, recomputed, atol=0.05)  # same map (the cache holds float16)
+    assert not torch.equal(cached, recomputed)  # but recomputed, not read
+
+    groups = param_groups(sam, train_last_stages=True, trunk_lr_scale=0.1)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    stage_ids = {id(p) for p in last_stages(trunk).parameters()}
+    assert {id(p) for p in groups[1]["params"]} == stage_ids
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
+    view.hierarchy, view.size = h, (32, 32)
+    sam.train()
+    trunk.eval()
+    loss = view_loss(sam, embed(sam, [view], True), sample_view_prompts(view, np.random.default_rng(1), 4, 2))
+    loss.backward()
+    opt.step()
+    after = trunk.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("blocks.5.", "blocks.6.")) for k in changed)
+    assert not any("running_" in k for k in changed)  # batch-norm statistics stay
+
+
+def test_pseudo_labels_built_in_worker_processes_equal_those_built_in_one(tmp_path):
+    from PIL import Image
+
+    from pretraining.lite.corpus import build_corpus
+    from samplm.base.lite_encoder import build_trunk
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        photo = np.repeat(np.repeat(nested_squares(), 2, 0), 3, 1)
+        photo = np.clip(photo.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(photo).save(paths[-1])
+    torch.manual_seed(0)
+    trunk = build_trunk()
+    one = build_corpus(trunk, paths, seed=0, crops=1, scenes=0, object_k=2, progress=False)
+    two = build_corpus(trunk, paths, seed=0, crops=1, scenes=0, object_k=2, progress=False, workers=2)
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two, strict=True):
+        assert a.size == b.size
+        assert all(torch.equal(x, y) for x, y in zip(a.features, b.features, strict=True))
+        assert np.array_equal(a.hierarchy.leaves, b.hierarchy.leaves)
+        assert np.array_equal(a.hierarchy.area, b.hierarchy.area)
+        assert np.array_equal(a.cut, b.cut)
+
+
+def test_exported_photos_keep_their_pixels_and_their_order(tmp_path):
+    from PIL import Image
+
+    from pretraining.lite.export_photos import export_photos
+    from samplm.data.images import find_images, load_image
+
+    rng = np.random.default_rng(0)
+    sources = []
+    for name in ("zebra", "apple", "mango"):  # a split's order is not the names' order
+        sources.append(tmp_path / "src" / f"{name}.png")
+        sources[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(sources[-1])
+    written = export_photos(sources, tmp_path / "out", progress=False)
+    assert find_images(tmp_path / "out") == written
+    for src, out in zip(sources, written, strict=True):
+        assert out.suffix == ".webp" and src.stem in out.name
+        assert np.array_equal(load_image(out), load_image(src))

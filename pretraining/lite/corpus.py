@@ -9,6 +9,9 @@ its targets at the decoder's low resolution (``4 x grid`` = 128 px per side): a 
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,13 +98,56 @@ def to_low_res(mask: np.ndarray, size: tuple[int, int] = (LOW_RES, LOW_RES)) -> 
     return cv2.resize(mask.astype(np.float32), size[::-1], interpolation=cv2.INTER_AREA) >= 0.5
 
 
-def _photo_view(trunk: torch.nn.Module, resized: np.ndarray, object_k: int) -> View:
-    features = trunk_features(trunk, resized)
-    size = low_res_size(resized)
-    stride16 = image_cells(features, resized)
+def view_labels(
+    resized: np.ndarray, stride16: np.ndarray, size: tuple[int, int], object_k: int
+) -> tuple[Hierarchy, np.ndarray | None]:
+    """A photo view's pseudo-labels: its region hierarchy and, with ``object_k``, its feature cut.
+
+    Args:
+        resized: the view (``h x w x 3`` uint8, longest side 512).
+        stride16: the trunk's stride-16 map cut to the image (:func:`image_cells`, ``C x gh x gw``).
+        size: ``(h, w)`` of the view at the decoder's low resolution.
+        object_k: feature-cut clusters (0: no cut).
+    """
     hierarchy = build_hierarchy(resized, stride16, size)
     cut = feature_objects(stride16, hierarchy.leaves, object_k) if object_k else None
-    return View(features, size, hierarchy, [], cut)
+    return hierarchy, cut
+
+
+def map_in_processes(fn: Callable, jobs: Sequence[tuple], workers: int, desc: str, progress: bool) -> list:
+    """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes when ``workers > 1`` (results in
+    order, identical to one process: ``fn`` is deterministic)."""
+
+    def done(results) -> list:
+        return list(tqdm(results, total=len(jobs), desc=desc, disable=not progress))
+
+    if workers <= 1:
+        return done(fn(*job) for job in jobs)
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return done(pool.map(fn, *zip(*jobs, strict=True), chunksize=4))
+
+
+def _photo_views(
+    trunk: torch.nn.Module,
+    photos: list[Path],
+    rng: np.random.Generator,
+    crops: int,
+    object_k: int,
+    workers: int,
+    progress: bool,
+) -> list[View]:
+    inputs = []
+    for path in tqdm(photos, desc="photo views", disable=not progress):
+        for image in photo_views(load_image(path), rng, crops):
+            resized = resize_view(image)
+            inputs.append((trunk_features(trunk, resized), resized))
+    jobs = [(r, image_cells(f, r), low_res_size(r), object_k) for f, r in inputs]
+    labels = map_in_processes(view_labels, jobs, workers, "pseudo-labels", progress)
+    return [
+        View(features, job[2], hierarchy, [], cut)
+        for (features, _), job, (hierarchy, cut) in zip(inputs, jobs, labels, strict=True)
+    ]
 
 
 def _scene_view(trunk: torch.nn.Module, rng: np.random.Generator, photos: PhotoBackgrounds) -> View:
@@ -142,15 +188,15 @@ def build_corpus(
     scenes: int = 150,
     object_k: int = 0,
     progress: bool = True,
+    workers: int = 0,
 ) -> list[View]:
     """Views of every photo (full + ``crops`` zoomed crops) and ``scenes`` synthetic composites; with
-    ``object_k``, each photo view also holds its feature cut into ``object_k`` clusters."""
+    ``object_k``, each photo view also holds its feature cut into ``object_k`` clusters. The trunk runs
+    here (on its device); the pseudo-labels are built in ``workers`` processes (0 or 1: in this one;
+    the corpus is the same either way)."""
     rng = np.random.default_rng(seed)
     trunk.eval()
-    views = []
-    for path in tqdm(photos, desc="photo views", disable=not progress):
-        for image in photo_views(load_image(path), rng, crops):
-            views.append(_photo_view(trunk, resize_view(image), object_k))
+    views = _photo_views(trunk, photos, rng, crops, object_k, workers, progress)
     backgrounds = PhotoBackgrounds(photos, LITE_IMAGE_SIZE)
     for _ in tqdm(range(scenes), desc="composites", disable=not progress):
         views.append(_scene_view(trunk, rng, backgrounds))

@@ -27,11 +27,12 @@ from segment_anything.modeling import Sam
 from samplm.base.lite import build_sam_lite_architecture
 from samplm.base.loading import load_state_dict
 from samplm.base.tiny import WEIGHTS_PATH as TINY_WEIGHTS
+from samplm.data.images import find_images
 from samplm.decoder.decode import decode_prompts
 from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from samplm.utils.files import atomic_write, atomic_write_text
 
-from .backbone import load_imagenet_trunk
+from .backbone import last_stages, load_imagenet_trunk
 from .corpus import View, build_corpus
 from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
 from .package_photos import package_photos
@@ -73,10 +74,16 @@ def view_loss(sam: Sam, embedding: torch.Tensor, prompts: ViewPrompts) -> torch.
     return total
 
 
-def embed(sam: Sam, views: list[View]) -> torch.Tensor:
-    """The neck on the views' cached trunk features -> ``V x 256 x 32 x 32`` (on the neck's device)."""
+def embed(sam: Sam, views: list[View], train_last_stages: bool = False) -> torch.Tensor:
+    """The neck on the views' cached trunk features -> ``V x 256 x 32 x 32`` (on the neck's device).
+
+    With ``train_last_stages`` the stride-32 map is recomputed from the cached stride-16 map by the
+    trunk's last stages (:func:`.backbone.last_stages`), so gradients reach them.
+    """
     device = next(sam.image_encoder.neck.parameters()).device
     levels = [torch.stack([v.features[i] for v in views]).to(device).float() for i in range(3)]
+    if train_last_stages:
+        levels[2] = last_stages(sam.image_encoder.trunk)(levels[1])
     return sam.image_encoder.neck(levels)
 
 
@@ -97,9 +104,23 @@ def init_decoder(sam: Sam, path: Path) -> int:
 
 
 def trainable(sam: Sam) -> list[torch.nn.Parameter]:
+    """Every weight but the trunk's (the trunk is frozen here)."""
     for p in sam.image_encoder.trunk.parameters():
         p.requires_grad_(False)
     return [p for n, p in sam.named_parameters() if not n.startswith("image_encoder.trunk.")]
+
+
+def param_groups(sam: Sam, train_last_stages: bool, trunk_lr_scale: float) -> list[dict]:
+    """AdamW groups: neck, prompt encoder and decoder at the full learning rate (``lr_scale`` 1); with
+    ``train_last_stages`` also the trunk's stride-32 stages at ``trunk_lr_scale`` (their batch-norm
+    statistics stay as they are: the trunk runs in eval mode)."""
+    groups = [{"params": trainable(sam), "lr_scale": 1.0}]
+    if train_last_stages:
+        stages = list(last_stages(sam.image_encoder.trunk).parameters())
+        for p in stages:
+            p.requires_grad_(True)
+        groups.append({"params": stages, "lr_scale": trunk_lr_scale})
+    return groups
 
 
 def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
@@ -107,7 +128,10 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
     (``evaluate`` also saves the weights so far)."""
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    opt = torch.optim.AdamW(trainable(sam), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        param_groups(sam, args.train_last_stages, args.trunk_lr_scale), lr=args.lr, weight_decay=0.01
+    )
+    weights = [p for group in opt.param_groups for p in group["params"]]
     budget, start, step, total = args.minutes * 60, time.time(), 0, args.max_steps or 10**9
     next_eval, losses = 1, []
     while step < total and (args.max_steps or time.time() - start < budget):
@@ -115,16 +139,16 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
             total = int(30 * budget / (time.time() - start))
             log["planned_steps"] = total
         for group in opt.param_groups:
-            group["lr"] = args.lr * lr_factor(step, total)
+            group["lr"] = args.lr * group["lr_scale"] * lr_factor(step, total)
         batch = [views[int(i)] for i in rng.choice(len(views), args.views, replace=False)]
-        embeddings = embed(sam, batch)
+        embeddings = embed(sam, batch, args.train_last_stages)
         loss = sum(
             view_loss(sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes))
             for i, v in enumerate(batch)
         ) / len(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable(sam), 1.0)
+        torch.nn.utils.clip_grad_norm_(weights, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
         step += 1
@@ -132,7 +156,7 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
             log["loss"].append([step, round(time.time() - start, 1), float(np.mean(losses[-50:]))])
             print(f"step {step} {time.time() - start:.0f}s loss {np.mean(losses[-50:]):.4f}", flush=True)
         done = step / total if args.max_steps else (time.time() - start) / budget
-        if done >= next_eval / args.evals and next_eval < args.evals:
+        if next_eval < args.evals and done >= next_eval / args.evals:
             log["evals"].append({"step": step, "seconds": round(time.time() - start), **evaluate()})
             print(log["evals"][-1], flush=True)
             next_eval += 1
@@ -200,8 +224,30 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="general photos: those of scikit-image and matplotlib, or also the installed Debian wallpaper "
         "photos (pretraining/lite/package_photos.py)",
     )
-    p.add_argument("--evals", type=int, default=4, help="held-out checks during training")
+    p.add_argument(
+        "--evals",
+        type=int,
+        default=4,
+        help="held-out checks, the last at the end (0: none; --data is then not read if --photos is given)",
+    )
     p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        help="train on the car photos in this folder instead of the training half of --data's plates "
+        "(that half copied elsewhere, e.g. to a GPU machine)",
+    )
+    p.add_argument(
+        "--train-last-stages",
+        action="store_true",
+        help="also train the trunk's stride-32 stages (2.26M weights) on the cached stride-16 maps",
+    )
+    p.add_argument(
+        "--trunk-lr-scale", type=float, default=0.1, help="learning rate of --train-last-stages, times --lr"
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes that build the pseudo-labels (0: this one)"
+    )
     p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
     p.add_argument("--device", help="torch device for the trunk and training (default: cuda if available)")
     return p.parse_args(argv)
@@ -214,10 +260,22 @@ def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[li
     general = package_photos(debian=args.package_photos == "all")
     car_object_k = args.object_k if args.object_on == "all" else 0
     views = build_corpus(
-        trunk, photos, args.seed, crops=args.crops, scenes=args.scenes, object_k=car_object_k
+        trunk,
+        photos,
+        args.seed,
+        crops=args.crops,
+        scenes=args.scenes,
+        object_k=car_object_k,
+        workers=args.workers,
     )
     views += build_corpus(
-        trunk, [p.path for p in general], args.seed + 1, crops=8, scenes=0, object_k=args.object_k
+        trunk,
+        [p.path for p in general],
+        args.seed + 1,
+        crops=8,
+        scenes=0,
+        object_k=args.object_k,
+        workers=args.workers,
     )
     entry = {
         "views": len(views),
@@ -227,18 +285,42 @@ def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[li
     return views, entry
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    plates = args.data / "car_license_plate_andrewmvd"
-    train_set, held_out = plate_split(plates)
-    photos = train_set.image_paths()[: args.limit_photos or None]
+def build_model(args) -> Sam:
+    """``samplm_lite`` with ``--init``'s weights, or with the ImageNet trunk and ``--init-decoder``'s
+    prompt encoder and mask decoder (the neck at random)."""
     sam = build_sam_lite_architecture()
-    load_imagenet_trunk(sam.image_encoder.trunk)
     if args.init:
         sam.load_state_dict({k: v.float() for k, v in load_state_dict(args.init).items()}, strict=True)
     else:
+        load_imagenet_trunk(sam.image_encoder.trunk)
         init_decoder(sam, args.init_decoder)
+    return sam
+
+
+def car_photos(args) -> tuple[list[Path], dict[str, list]]:
+    """The car photos to train on (``--photos``, else the training half of ``--data``'s plates) and the
+    held-out checks (none with ``--evals 0``)."""
+    plates = args.data / "car_license_plate_andrewmvd"
+    if args.photos:
+        photos = find_images(args.photos)
+        if not photos:
+            raise SystemExit(f"--photos {args.photos}: no image files there; give a folder of photos")
+    else:
+        photos = plate_split(plates)[0].image_paths()
+    if not args.evals:
+        return photos[: args.limit_photos or None], {}
+    checks = {
+        "plates": items_of(plate_split(plates)[1], args.eval_plates),
+        "perseg": perseg_items(args.data / "perseg_persam_examples"),
+    }
+    return photos[: args.limit_photos or None], checks
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    photos, checks = car_photos(args)
+    sam = build_model(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sam.to(device)
     log = {
@@ -253,10 +335,6 @@ def main(argv=None) -> None:
     }
     views, log["corpus"] = training_views(sam.image_encoder.trunk, photos, args)
     print(log["corpus"], flush=True)
-    checks = {
-        "plates": items_of(held_out, args.eval_plates),
-        "perseg": perseg_items(args.data / "perseg_persam_examples"),
-    }
 
     def evaluate() -> dict:
         sam.eval()
@@ -269,7 +347,7 @@ def main(argv=None) -> None:
     sam.train()
     sam.image_encoder.trunk.eval()
     train_loop(sam, views, args, log, evaluate)
-    log["final"] = evaluate()
+    log["final"] = evaluate() if checks else {}
     print(log["final"], flush=True)
     save_weights(sam.eval(), args.out, log)
 
