@@ -214,40 +214,74 @@ def test_view_prompts_take_the_cut_object_as_the_large_target_for_clicks_inside_
     assert not (plain.click_targets[inside, 2].bool()[:, :32, :32] == torch.from_numpy(cut == 1)).all()
 
 
-def test_the_last_stages_recompute_the_stride_32_map_and_train_alone_at_their_scaled_rate():
+def test_the_last_stages_recompute_the_stride_32_map_from_the_cached_stride_16_map():
     from pretraining.lite.backbone import last_stages
     from pretraining.lite.corpus import trunk_features
-    from pretraining.lite.train import embed, param_groups, view_loss
+    from pretraining.lite.train import embed, param_groups
     from samplm.base import build_sam_lite_architecture
 
     torch.manual_seed(0)
     sam = build_sam_lite_architecture().eval()
-    trunk = sam.image_encoder.trunk
     image = np.repeat(np.repeat(nested_squares(), 4, 0), 4, 1)  # 512 x 512
     with torch.no_grad():
-        features = trunk_features(trunk, image)
-        view = View(features=features, size=(128, 128), hierarchy=None, objects=[])
+        view = View(trunk_features(sam.image_encoder.trunk, image), (128, 128), None, [])
         cached, recomputed = embed(sam, [view]), embed(sam, [view], train_last_stages=True)
     assert torch.allclose(cached, recomputed, atol=0.05)  # same map (the cache holds float16)
     assert not torch.equal(cached, recomputed)  # but recomputed, not read
-
     groups = param_groups(sam, train_last_stages=True, trunk_lr_scale=0.1)
     assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
-    stage_ids = {id(p) for p in last_stages(trunk).parameters()}
+    stage_ids = {id(p) for p in last_stages(sam.image_encoder.trunk).parameters()}
     assert {id(p) for p in groups[1]["params"]} == stage_ids
-    before = {k: v.clone() for k, v in trunk.state_dict().items()}
-    opt = torch.optim.AdamW(groups, lr=1e-3)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_rate(scale):
+    from argparse import Namespace
+
+    from pretraining.lite.train import train_loop
+    from samplm.base import build_sam_lite_architecture
+
+    torch.manual_seed(0)
+    sam = build_sam_lite_architecture().train()  # the loop itself must put the trunk in eval mode
     h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
-    view.hierarchy, view.size = h, (32, 32)
-    sam.train()
-    trunk.eval()
-    loss = view_loss(sam, embed(sam, [view], True), sample_view_prompts(view, np.random.default_rng(1), 4, 2))
-    loss.backward()
-    opt.step()
-    after = trunk.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith(("blocks.5.", "blocks.6.")) for k in changed)
-    assert not any("running_" in k for k in changed)  # batch-norm statistics stay
+    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
+    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    args = Namespace(
+        seed=0, lr=1e-3, train_last_stages=True, trunk_lr_scale=scale, minutes=1.0, max_steps=1,
+        views=1, clicks=4, boxes=2, evals=0,
+    )  # fmt: skip
+    trunk = sam.image_encoder.trunk
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    neck_before = [p.detach().clone() for p in sam.image_encoder.neck.parameters()]
+    log = {"loss": []}
+    train_loop(sam, [view], args, log, evaluate=None)
+    assert log["steps"] == 1
+    neck_after = sam.image_encoder.neck.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(neck_before, neck_after, strict=True))
+    changed = {k for k, v in trunk.state_dict().items() if not torch.equal(before[k], v)}
+    if scale == 0:
+        assert not changed  # the trunk's group follows --trunk-lr-scale
+    else:
+        assert changed and all(k.startswith(("blocks.5.", "blocks.6.")) for k in changed)
+        assert not any("running_" in k or "num_batches" in k for k in changed)  # batch-norm statistics stay
+
+
+def test_a_run_from_a_photo_folder_without_checks_reads_no_data(tmp_path):
+    from argparse import Namespace
+
+    from PIL import Image
+
+    from pretraining.lite.train import car_photos
+
+    for name in ("b", "a"):
+        Image.fromarray(nested_squares()).save(tmp_path / f"{name}.png")
+    args = Namespace(photos=tmp_path, data=tmp_path / "absent", evals=0, limit_photos=0, eval_plates=40)
+    photos, checks = car_photos(args)
+    assert photos == [tmp_path / "a.png", tmp_path / "b.png"] and checks == {}
+    args.limit_photos = 1
+    assert car_photos(args)[0] == [tmp_path / "a.png"]
+    with pytest.raises(SystemExit, match="--photos .*no image files"):
+        car_photos(Namespace(**{**vars(args), "photos": tmp_path / "absent"}))
 
 
 def test_pseudo_labels_built_in_worker_processes_equal_those_built_in_one(tmp_path):
@@ -273,6 +307,9 @@ def test_pseudo_labels_built_in_worker_processes_equal_those_built_in_one(tmp_pa
         assert all(torch.equal(x, y) for x, y in zip(a.features, b.features, strict=True))
         assert np.array_equal(a.hierarchy.leaves, b.hierarchy.leaves)
         assert np.array_equal(a.hierarchy.area, b.hierarchy.area)
+        assert np.array_equal(a.hierarchy.parent, b.hierarchy.parent)
+        members = zip(a.hierarchy.members, b.hierarchy.members, strict=True)
+        assert all(np.array_equal(x, y) for x, y in members)
         assert np.array_equal(a.cut, b.cut)
 
 
@@ -289,6 +326,8 @@ def test_exported_photos_keep_their_pixels_and_their_order(tmp_path):
         sources[-1].parent.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(sources[-1])
     written = export_photos(sources, tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match="not empty"):
+        export_photos(sources, tmp_path / "out", progress=False)  # stale photos would be trained on
     assert find_images(tmp_path / "out") == written
     for src, out in zip(sources, written, strict=True):
         assert out.suffix == ".webp" and src.stem in out.name

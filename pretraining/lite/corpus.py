@@ -2,7 +2,8 @@
 panels composited onto real photos with exact wholes and parts.
 
 A *view* is one 512 px image as SAM sees it (longest side resized, padded bottom-right). Each view
-stores the frozen trunk's features (float16; the trunk is not trained, so it runs once per view) and
+stores the trunk's features (float16; the trunk runs once per view: it is frozen, or only its last
+stages train, from the cached stride-16 map) and
 its targets at the decoder's low resolution (``4 x grid`` = 128 px per side): a region hierarchy
 (:mod:`.regions`) for photos, exact object masks for composites.
 """
@@ -10,7 +11,7 @@ its targets at the decoder's low resolution (``4 x grid`` = 128 px per side): a 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,12 +115,13 @@ def view_labels(
     return hierarchy, cut
 
 
-def map_in_processes(fn: Callable, jobs: Sequence[tuple], workers: int, desc: str, progress: bool) -> list:
+def map_in_processes(fn: Callable, jobs: Iterable[tuple], workers: int, desc: str, progress: bool) -> list:
     """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes when ``workers > 1`` (results in
-    order, identical to one process: ``fn`` is deterministic)."""
+    order, identical to one process: ``fn`` is deterministic). In one process the jobs are drawn one at
+    a time; a pool draws them all first."""
 
-    def done(results) -> list:
-        return list(tqdm(results, total=len(jobs), desc=desc, disable=not progress))
+    def done(results: Iterator) -> list:
+        return list(tqdm(results, desc=desc, disable=not progress))
 
     if workers <= 1:
         return done(fn(*job) for job in jobs)
@@ -137,16 +139,21 @@ def _photo_views(
     workers: int,
     progress: bool,
 ) -> list[View]:
-    inputs = []
-    for path in tqdm(photos, desc="photo views", disable=not progress):
-        for image in photo_views(load_image(path), rng, crops):
-            resized = resize_view(image)
-            inputs.append((trunk_features(trunk, resized), resized))
-    jobs = [(r, image_cells(f, r), low_res_size(r), object_k) for f, r in inputs]
-    labels = map_in_processes(view_labels, jobs, workers, "pseudo-labels", progress)
+    features, sizes = [], []
+
+    def label_jobs() -> Iterator[tuple]:
+        """One job per view; the trunk runs here and its features stay here (only arrays travel)."""
+        for path in photos:
+            for image in photo_views(load_image(path), rng, crops):
+                resized = resize_view(image)
+                features.append(trunk_features(trunk, resized))
+                sizes.append(low_res_size(resized))
+                yield resized, image_cells(features[-1], resized), sizes[-1], object_k
+
+    labels = map_in_processes(view_labels, label_jobs(), workers, "photo views", progress)
     return [
-        View(features, job[2], hierarchy, [], cut)
-        for (features, _), job, (hierarchy, cut) in zip(inputs, jobs, labels, strict=True)
+        View(f, size, hierarchy, [], cut)
+        for f, size, (hierarchy, cut) in zip(features, sizes, labels, strict=True)
     ]
 
 

@@ -2,7 +2,8 @@
 
     python -m pretraining.lite.train --minutes 90 --out samplm/base/weights/samplm_lite.safetensors
 
-The ImageNet EfficientNet-Lite0 trunk stays frozen, so its features are computed once per corpus view.
+The ImageNet EfficientNet-Lite0 trunk stays frozen, so its features are computed once per corpus view
+(``--train-last-stages``: its stride-32 stages train too, from the cached stride-16 maps).
 SAM's prompt encoder and mask decoder start from ``samplm_tiny``'s (same shapes: a decoder that already
 answers clicks with masks skips the empty-mask plateau of a decoder learned from scratch); the neck
 starts at random. Neck, prompt encoder and decoder then learn SAM's recipe: a click is answered by three
@@ -81,9 +82,10 @@ def embed(sam: Sam, views: list[View], train_last_stages: bool = False) -> torch
     trunk's last stages (:func:`.backbone.last_stages`), so gradients reach them.
     """
     device = next(sam.image_encoder.neck.parameters()).device
-    levels = [torch.stack([v.features[i] for v in views]).to(device).float() for i in range(3)]
+    cached = 2 if train_last_stages else 3
+    levels = [torch.stack([v.features[i] for v in views]).to(device).float() for i in range(cached)]
     if train_last_stages:
-        levels[2] = last_stages(sam.image_encoder.trunk)(levels[1])
+        levels.append(last_stages(sam.image_encoder.trunk)(levels[1]))
     return sam.image_encoder.neck(levels)
 
 
@@ -113,7 +115,7 @@ def trainable(sam: Sam) -> list[torch.nn.Parameter]:
 def param_groups(sam: Sam, train_last_stages: bool, trunk_lr_scale: float) -> list[dict]:
     """AdamW groups: neck, prompt encoder and decoder at the full learning rate (``lr_scale`` 1); with
     ``train_last_stages`` also the trunk's stride-32 stages at ``trunk_lr_scale`` (their batch-norm
-    statistics stay as they are: the trunk runs in eval mode)."""
+    statistics stay as they are: :func:`train_loop` runs the trunk in eval mode)."""
     groups = [{"params": trainable(sam), "lr_scale": 1.0}]
     if train_last_stages:
         stages = list(last_stages(sam.image_encoder.trunk).parameters())
@@ -124,8 +126,11 @@ def param_groups(sam: Sam, train_last_stages: bool, trunk_lr_scale: float) -> li
 
 
 def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
-    """Steps until ``args.minutes`` (or ``args.max_steps``) are spent; evaluates ``args.evals`` times
-    (``evaluate`` also saves the weights so far)."""
+    """Steps until ``args.minutes`` (or ``args.max_steps``) are spent, the trunk in eval mode (its
+    batch-norm statistics never move); evaluates ``args.evals - 1`` times on the way (``evaluate`` also
+    saves the weights so far; the caller makes the last check)."""
+    sam.train()
+    sam.image_encoder.trunk.eval()
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     opt = torch.optim.AdamW(
@@ -175,8 +180,8 @@ def save_weights(sam: Sam, out: Path, log: dict) -> None:
     atomic_write_text(out.with_suffix(".log.json"), json.dumps(log, indent=1))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Where the run reads and writes, how long it runs, what it starts from and what it trains."""
     p.add_argument(
         "--out", type=Path, required=True, help="weights file (.safetensors); a .log.json lands beside it"
     )
@@ -199,6 +204,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="SAM weights whose prompt encoder and mask decoder start the training (default: samplm_tiny's)",
     )
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument(
+        "--train-last-stages",
+        action="store_true",
+        help="also train the trunk's stride-32 stages (2.26M weights) on the cached stride-16 maps",
+    )
+    p.add_argument(
+        "--trunk-lr-scale", type=float, default=0.1, help="learning rate of --train-last-stages, times --lr"
+    )
+    p.add_argument(
+        "--evals",
+        type=int,
+        default=4,
+        help="held-out checks, the last at the end; each also saves the weights so far (0: no checks and "
+        "no saves before the end; with --photos, --data is then not read)",
+    )
+    p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
+    p.add_argument("--device", help="torch device for the trunk and training (default: cuda if available)")
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    """The photos, views, labels and prompts of a run."""
     p.add_argument("--views", type=int, default=4, help="views per step")
     p.add_argument("--clicks", type=int, default=8, help="click prompts per view")
     p.add_argument("--boxes", type=int, default=3, help="box prompts per view")
@@ -225,31 +251,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         "photos (pretraining/lite/package_photos.py)",
     )
     p.add_argument(
-        "--evals",
-        type=int,
-        default=4,
-        help="held-out checks, the last at the end (0: none; --data is then not read if --photos is given)",
-    )
-    p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
-    p.add_argument(
         "--photos",
         type=Path,
         help="train on the car photos in this folder instead of the training half of --data's plates "
-        "(that half copied elsewhere, e.g. to a GPU machine)",
+        "(that half written by python -m pretraining.lite.export_photos, e.g. for a GPU machine)",
     )
     p.add_argument(
-        "--train-last-stages",
-        action="store_true",
-        help="also train the trunk's stride-32 stages (2.26M weights) on the cached stride-16 maps",
-    )
-    p.add_argument(
-        "--trunk-lr-scale", type=float, default=0.1, help="learning rate of --train-last-stages, times --lr"
-    )
-    p.add_argument(
-        "--workers", type=int, default=0, help="processes that build the pseudo-labels (0: this one)"
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that build the pseudo-labels (0 or 1: this one; the labels are the same)",
     )
     p.add_argument("--limit-photos", type=int, default=0, help="use only this many plate photos (smoke runs)")
-    p.add_argument("--device", help="torch device for the trunk and training (default: cuda if available)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _run_args(p)
+    _corpus_args(p)
     return p.parse_args(argv)
 
 
@@ -301,18 +320,22 @@ def car_photos(args) -> tuple[list[Path], dict[str, list]]:
     """The car photos to train on (``--photos``, else the training half of ``--data``'s plates) and the
     held-out checks (none with ``--evals 0``)."""
     plates = args.data / "car_license_plate_andrewmvd"
+    held_out = None
     if args.photos:
         photos = find_images(args.photos)
         if not photos:
             raise SystemExit(f"--photos {args.photos}: no image files there; give a folder of photos")
     else:
-        photos = plate_split(plates)[0].image_paths()
-    if not args.evals:
-        return photos[: args.limit_photos or None], {}
-    checks = {
-        "plates": items_of(plate_split(plates)[1], args.eval_plates),
-        "perseg": perseg_items(args.data / "perseg_persam_examples"),
-    }
+        train_set, held_out = plate_split(plates)
+        photos = train_set.image_paths()
+    checks = {}
+    if args.evals:
+        if held_out is None:
+            held_out = plate_split(plates)[1]
+        checks = {
+            "plates": items_of(held_out, args.eval_plates),
+            "perseg": perseg_items(args.data / "perseg_persam_examples"),
+        }
     return photos[: args.limit_photos or None], checks
 
 
