@@ -10,7 +10,7 @@ import torch
 
 from pretraining.lite.corpus import LOW_RES, STRIDE, View
 from pretraining.lite.prompts import sample_view_prompts
-from pretraining.lite.regions import build_hierarchy, click_levels
+from pretraining.lite.regions import Hierarchy, build_hierarchy, click_levels, persistence, persistent_levels
 
 
 def nested_squares(size: int = 128) -> np.ndarray:
@@ -53,6 +53,46 @@ def test_hierarchy_chains_are_nested_and_find_both_squares():
     areas = [h.area[r] for r in levels]
     assert areas == sorted(areas) and len(set(areas)) == len(areas)
     assert max(iou(h.mask(r), outer) for r in levels) > 0.8
+
+
+def chain_hierarchy(areas: list[float], levels: list[float]) -> Hierarchy:
+    """A hand-built hierarchy that is one chain: region ``i`` merges into ``i + 1`` (a 1 x 1 leaf map;
+    only areas, parents and merge levels matter to the answer rules)."""
+    n = len(areas)
+    return Hierarchy(
+        leaves=np.zeros((1, 1), np.int32),
+        members=[np.array([0])] * n,
+        parent=np.array([*range(1, n), -1]),
+        area=np.array(areas, np.float64),
+        level=np.array(levels, np.float64),
+    )
+
+
+def test_persistent_answers_pick_the_region_that_survives_longest_in_each_half_of_the_chain():
+    # areas double along the chain; region 1 and region 4 are formed early and merged late
+    h = chain_hierarchy([10, 20, 40, 80, 160, 320, 640], [9.0, 8.9, 5.0, 4.9, 4.8, 1.0, 0.9])
+    assert persistence(h, 1) == pytest.approx(3.9) and persistence(h, 4) == pytest.approx(3.8)
+    assert persistence(h, 6) == 0.0  # the root never merges
+    assert persistent_levels(h, 0, 0, min_area=5, max_area=700) == [1, 4, 6]
+    # the area rule takes the smallest, the log-area middle and the largest instead
+    assert click_levels(h, 0, 0, min_area=5, max_area=700) == [0, 3, 6]
+    # regions outside the area range are never answers; short chains are returned whole
+    assert persistent_levels(h, 0, 0, min_area=15, max_area=300) == [1, 3, 4]
+    assert persistent_levels(h, 0, 0, min_area=150, max_area=400) == [4, 5]
+
+
+def test_persistent_answers_on_a_photo_like_image_are_nested_and_find_both_squares():
+    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=5, min_size=2)
+    inner = np.zeros((32, 32), bool)
+    inner[13:19, 13:19] = True
+    outer = np.zeros((32, 32), bool)
+    outer[8:24, 8:24] = True
+    levels = persistent_levels(h, 16, 16, min_area=4, max_area=0.8 * 32 * 32)
+    masks = [h.mask(r) for r in levels]
+    assert len(masks) == 3
+    for small, large in itertools.pairwise(masks):
+        assert not (small & ~large).any() and small.sum() < large.sum()
+    assert iou(masks[1], inner) > 0.9 and iou(masks[2], outer) > 0.8
 
 
 def test_view_prompts_have_three_nested_targets_and_boxes_inside_the_frame():
@@ -212,6 +252,27 @@ def test_view_prompts_take_the_cut_object_as_the_large_target_for_clicks_inside_
         View(features=[], size=(32, 32), hierarchy=h, objects=[]), np.random.default_rng(0), 12, 0
     )
     assert not (plain.click_targets[inside, 2].bool()[:, :32, :32] == torch.from_numpy(cut == 1)).all()
+
+
+def test_view_prompts_with_persistent_answers_take_those_regions_as_click_targets():
+    from pretraining.lite.prompts import MAX_AREA, MIN_AREA
+
+    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=5, min_size=2)
+    view = View(features=[], size=(32, 32), hierarchy=h, objects=[])
+    prompts = sample_view_prompts(view, np.random.default_rng(0), 12, 0, answers="persistent")
+    assert len(prompts.clicks) > 0
+    differs = False
+    for (x, y), targets in zip(
+        (prompts.clicks[:, 0] / STRIDE).long().tolist(), prompts.click_targets, strict=True
+    ):
+        chosen = persistent_levels(h, y, x, MIN_AREA * 1024, MAX_AREA * 1024)
+        by_area = click_levels(h, y, x, MIN_AREA * 1024, MAX_AREA * 1024)
+        differs |= chosen != by_area
+        got = targets.bool()[:, :32, :32].numpy()
+        assert (got[0] == h.mask(chosen[0])).all() and (got[2] == h.mask(chosen[-1])).all()
+        if len(chosen) == 3:
+            assert (got[1] == h.mask(chosen[1])).all()
+    assert differs  # the two rules disagree on some of these clicks
 
 
 def test_the_last_stages_recompute_the_stride_32_map_from_the_cached_stride_16_map():

@@ -26,12 +26,15 @@ class Hierarchy:
         members: per region, the sorted leaf ids it covers (leaves first, then merges in order).
         parent: per region, the index of the region it merged into (-1 for the root).
         area: per region, its pixel count at the target resolution.
+        level: per region, the similarity of the merge that formed it (leaves: the highest of any
+            merge, so that a leaf's persistence counts from the start of the merging).
     """
 
     leaves: np.ndarray
     members: list[np.ndarray]
     parent: np.ndarray
     area: np.ndarray
+    level: np.ndarray
 
     def mask(self, region: int) -> np.ndarray:
         """``h x w`` bool mask of ``region``."""
@@ -120,11 +123,13 @@ def _merge(labels, n, area, colour, deep) -> Hierarchy:
     ]
     heapq.heapify(heap)
     alive = set(range(n))
+    level = [np.inf] * n
     while heap:
-        _, i, j = heapq.heappop(heap)
+        negative, i, j = heapq.heappop(heap)
         if i not in alive or j not in alive:
             continue
         k = len(members)
+        level.append(-negative)
         w_i, w_j = area[i], area[j]
         area[k] = w_i + w_j
         colour[k] = (colour[i] * w_i + colour[j] * w_j) / area[k]
@@ -139,7 +144,9 @@ def _merge(labels, n, area, colour, deep) -> Hierarchy:
             heapq.heappush(heap, (-_similarity(k, m, area, colour, deep, total), min(k, m), max(k, m)))
         alive.add(k)
     count = len(members)
-    return Hierarchy(labels, members, parent[:count], area[:count])
+    level = np.array(level)
+    level[:n] = level[n:].max(initial=0.0)
+    return Hierarchy(labels, members, parent[:count], area[:count], level)
 
 
 def click_levels(
@@ -169,3 +176,25 @@ def click_levels(
     areas = np.log(hierarchy.area[kept])
     middle = kept[int(np.argmin(np.abs(areas - (areas[0] + areas[-1]) / 2)))]
     return [kept[0], middle, kept[-1]]
+
+
+def persistence(hierarchy: Hierarchy, region: int) -> float:
+    """How long ``region`` survives the merging: the similarity that formed it minus the similarity at
+    which it merged into its parent (0 for the root). Object-like regions form early and merge late."""
+    parent = int(hierarchy.parent[region])
+    if parent < 0:
+        return 0.0
+    return float(hierarchy.level[region] - hierarchy.level[parent])
+
+
+def persistent_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float) -> list[int]:
+    """Up to three nested regions for a click at ``(y, x)``, chosen by persistence: the most persistent
+    region of the lower half of its chain (within ``[min_area, max_area]`` pixels), the most persistent
+    of the upper half without the largest, and the largest region."""
+    chain = [r for r in hierarchy.chain(y, x) if min_area <= hierarchy.area[r] <= max_area]
+    if len(chain) <= 2:
+        return chain
+    half = len(chain) // 2
+    small = max(chain[:half], key=lambda r: persistence(hierarchy, r))
+    middle = max(chain[half:-1] or chain[-1:], key=lambda r: persistence(hierarchy, r))
+    return list(dict.fromkeys([small, middle, chain[-1]]))

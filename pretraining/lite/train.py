@@ -37,7 +37,7 @@ from .backbone import last_stages, load_imagenet_trunk
 from .corpus import View, build_corpus
 from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
 from .package_photos import package_photos
-from .prompts import ViewPrompts, sample_view_prompts
+from .prompts import ANSWER_RULES, ViewPrompts, sample_view_prompts
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -148,7 +148,9 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
         batch = [views[int(i)] for i in rng.choice(len(views), args.views, replace=False)]
         embeddings = embed(sam, batch, args.train_last_stages)
         loss = sum(
-            view_loss(sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes))
+            view_loss(
+                sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes, args.answers)
+            )
             for i, v in enumerate(batch)
         ) / len(batch)
         opt.zero_grad(set_to_none=True)
@@ -230,6 +232,13 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boxes", type=int, default=3, help="box prompts per view")
     p.add_argument("--crops", type=int, default=2, help="zoomed crops per plate photo")
     p.add_argument("--scenes", type=int, default=150, help="synthetic composites")
+    p.add_argument(
+        "--answers",
+        choices=sorted(ANSWER_RULES),
+        default="area",
+        help="how a click's three hierarchy answers are chosen: by area (smallest, middle, largest) or by "
+        "persistence (the most persistent region of each half of the click's chain, and the largest)",
+    )
     p.add_argument(
         "--object-k",
         type=int,
