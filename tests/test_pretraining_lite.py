@@ -297,9 +297,7 @@ def test_the_last_stages_recompute_the_stride_32_map_from_the_cached_stride_16_m
 
 @pytest.mark.parametrize("scale", [0.0, 0.1])
 def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_rate(scale):
-    from argparse import Namespace
-
-    from pretraining.lite.train import train_loop
+    from pretraining.lite.train import parse_args, train_loop
     from samplm.base import build_sam_lite_architecture
 
     torch.manual_seed(0)
@@ -307,9 +305,10 @@ def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_ra
     h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
     features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
     view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
-    args = Namespace(
-        seed=0, lr=1e-3, train_last_stages=True, trunk_lr_scale=scale, minutes=1.0, max_steps=1,
-        views=1, clicks=4, boxes=2, evals=0,
+    args = parse_args(
+        ["--out", "unused.safetensors", "--seed", "0", "--lr", "1e-3", "--train-last-stages",
+         "--trunk-lr-scale", str(scale), "--minutes", "1", "--max-steps", "1", "--views", "1",
+         "--clicks", "4", "--boxes", "2", "--evals", "0"]
     )  # fmt: skip
     trunk = sam.image_encoder.trunk
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
