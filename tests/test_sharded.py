@@ -251,3 +251,16 @@ def test_eval_two_processes_print_the_table_one_prints(folder, tmp_path, capsys)
     assert [line for line in done.stdout.splitlines() if line.startswith("|")] == table and table
     first, second = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     assert first["miou"] == second["miou"] and first["instances"] == second["instances"]
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        args = ["segment", "--images", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), *MODEL]
+        assert main(args) == 2  # the command itself failed: the group is closed all the same
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import SamplmError
 from ..utils.checks import printable
+from ..utils.ranks import leave_process_group
 from ..utils.threads import thread_limit, torch_threads
 from ..version import __version__
 from . import demo, embed, export, hub, prototype, segment, train, web
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samplm: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()  # a sharded command's ranks each close their group before exiting
 
 
 def _run_command(command: str, options: dict[str, Any]) -> int:

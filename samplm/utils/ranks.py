@@ -151,7 +151,7 @@ def current_ranks(device: str = "cpu") -> Ranks:
     """This process's :class:`Ranks`, joining the launcher's process group when ``WORLD_SIZE`` > 1.
 
     The group is initialised once (``gloo`` for ``device`` on the CPU, ``nccl`` for CUDA), unless it
-    already is (``accelerate`` may have done it); it stays up until the process exits.
+    already is (``accelerate`` may have done it); it stays up until :func:`leave_process_group`.
 
     Raises:
         RuntimeError: ``WORLD_SIZE`` > 1 but ``torch.distributed`` is not available in this torch build.
@@ -171,3 +171,14 @@ def current_ranks(device: str = "cpu") -> Ranks:
         world=torch.distributed.get_world_size(),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )
+
+
+def leave_process_group() -> None:
+    """Destroy this process's ``torch.distributed`` process group, if one is up (a no-op otherwise).
+
+    Call it once a sharded job is over, before the process exits: a ``gloo`` group left to the
+    interpreter's shutdown can abort the process (``terminate called without an active exception``)
+    after its work is done, and the launcher then reports the whole job as failed.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
