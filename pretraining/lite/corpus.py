@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
-from tqdm.auto import tqdm
 
 from samplm.base.lite import LITE_GRID, LITE_IMAGE_SIZE
 from samplm.base.parts import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from samplm.data.images import load_image
 from samplm.data.synthetic import PhotoBackgrounds
+from samplm.utils.progress import progress_bar
 
 from ..scenes import make_scene
 from .feature_cut import feature_objects
@@ -121,7 +121,7 @@ def map_in_processes(fn: Callable, jobs: Iterable[tuple], workers: int, desc: st
     a time; a pool draws them all first."""
 
     def done(results: Iterator) -> list:
-        return list(tqdm(results, desc=desc, disable=not progress))
+        return list(progress_bar(results, desc=desc, disable=not progress))
 
     if workers <= 1:
         return done(fn(*job) for job in jobs)
@@ -205,6 +205,6 @@ def build_corpus(
     trunk.eval()
     views = _photo_views(trunk, photos, rng, crops, object_k, workers, progress)
     backgrounds = PhotoBackgrounds(photos, LITE_IMAGE_SIZE)
-    for _ in tqdm(range(scenes), desc="composites", disable=not progress):
+    for _ in progress_bar(range(scenes), desc="composites", disable=not progress):
         views.append(_scene_view(trunk, rng, backgrounds))
     return views

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from samplm.data.images import load_image
+from samplm.utils.progress import progress_bar
 
 from .evaluate import plate_split
 from .train import DATA
@@ -35,7 +35,7 @@ def export_photos(paths: list[Path], folder: Path, progress: bool = True) -> lis
         raise ValueError(f"{folder} is not empty: export into a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, path in enumerate(tqdm(paths, desc="photos", disable=not progress)):
+    for i, path in enumerate(progress_bar(paths, desc="photos", disable=not progress)):
         image = load_image(path)
         out = folder / f"{i:04d}_{path.stem}.webp"
         Image.fromarray(image).save(out, "WEBP", lossless=True, quality=100, method=6)

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from segment_anything.modeling import Sam
-from tqdm.auto import tqdm
 
 from samplm.base.tiny import TINY_GRID, TINY_IMAGE_SIZE, build_sam_tiny_architecture
 from samplm.data.images import find_images
@@ -44,6 +43,7 @@ from samplm.decoder.decode import decode_prompts
 from samplm.prompts.center_click import decode_center_click
 from samplm.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from samplm.utils.files import atomic_write
+from samplm.utils.progress import progress_bar
 
 from ..scenes import make_scene
 
@@ -73,7 +73,7 @@ def build_corpus(
     rng = np.random.default_rng(seed)
     images = np.zeros((count, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), np.uint8)
     objects = []
-    for i in tqdm(range(count), desc="generating scenes", disable=not progress):
+    for i in progress_bar(range(count), desc="generating scenes", disable=not progress):
         image, scene = make_scene(rng, TINY_IMAGE_SIZE, photos, plates=plates)
         images[i] = image
         entries = []
@@ -250,7 +250,9 @@ def run_stage(
             cached = torch.cat(
                 [
                     sam.image_encoder(sam.preprocess(_pixels(images[i : i + 32], device)))
-                    for i in tqdm(range(0, len(images), 32), desc="embedding corpus", disable=not progress)
+                    for i in progress_bar(
+                        range(0, len(images), 32), desc="embedding corpus", disable=not progress
+                    )
                 ]
             )
     optimizer = torch.optim.AdamW(
@@ -259,7 +261,7 @@ def run_stage(
     rng = np.random.default_rng(seed + 1)
     started = time.perf_counter()
     planned, step, curve = max_steps, 0, []
-    bar = tqdm(total=max_steps, desc=f"pretraining: {stage.name}", unit="step", disable=not progress)
+    bar = progress_bar(total=max_steps, desc=f"pretraining: {stage.name}", unit="step", disable=not progress)
     while step < planned:
         if step == 30:  # plan the schedule from the measured speed and the time budget
             per_step = (time.perf_counter() - started) / 30
