@@ -10,7 +10,14 @@ import torch
 
 from pretraining.lite.corpus import LOW_RES, STRIDE, View
 from pretraining.lite.prompts import sample_view_prompts
-from pretraining.lite.regions import Hierarchy, build_hierarchy, click_levels, persistence, persistent_levels
+from pretraining.lite.regions import (
+    Hierarchy,
+    anchored_levels,
+    build_hierarchy,
+    click_levels,
+    persistence,
+    persistent_levels,
+)
 
 
 def nested_squares(size: int = 128) -> np.ndarray:
@@ -79,6 +86,16 @@ def test_persistent_answers_pick_the_region_that_survives_longest_in_each_half_o
     # regions outside the area range are never answers; short chains are returned whole
     assert persistent_levels(h, 0, 0, min_area=15, max_area=300) == [1, 3, 4]
     assert persistent_levels(h, 0, 0, min_area=150, max_area=400) == [4, 5]
+
+
+def test_anchored_answers_keep_the_area_rules_ends_and_put_the_most_persistent_region_between():
+    # regions 2 and 4 are formed early and merged late; the area rule's middle is region 3
+    h = chain_hierarchy([10, 20, 40, 80, 160, 320, 640], [9.0, 8.9, 8.8, 4.9, 4.8, 1.0, 0.9])
+    assert click_levels(h, 0, 0, min_area=5, max_area=700) == [0, 3, 6]
+    assert persistent_levels(h, 0, 0, min_area=5, max_area=700) == [2, 4, 6]
+    assert anchored_levels(h, 0, 0, min_area=5, max_area=700) == [0, 2, 6]
+    assert anchored_levels(h, 0, 0, min_area=30, max_area=700) == [2, 4, 6]  # 2 is now the smallest
+    assert anchored_levels(h, 0, 0, min_area=5, max_area=30) == click_levels(h, 0, 0, 5, 30) == [0, 1]
 
 
 def test_persistent_answers_on_a_photo_like_image_are_nested_and_find_both_squares():

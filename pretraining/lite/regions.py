@@ -198,3 +198,16 @@ def persistent_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max
     small = max(chain[:half], key=lambda r: persistence(hierarchy, r))
     middle = max(chain[half:-1] or chain[-1:], key=lambda r: persistence(hierarchy, r))
     return list(dict.fromkeys([small, middle, chain[-1]]))
+
+
+def anchored_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float) -> list[int]:
+    """Up to three nested regions for a click at ``(y, x)``: the area rule's smallest and largest
+    (:func:`click_levels`), and between them the most persistent region of the chain (a whole object
+    where the area rule's log-area middle may fall on a part)."""
+    ends = click_levels(hierarchy, y, x, min_area, max_area)
+    if len(ends) <= 2:
+        return ends
+    chain = hierarchy.chain(y, x)
+    inner = chain[chain.index(ends[0]) + 1 : chain.index(ends[-1])]
+    middle = max(inner, key=lambda r: persistence(hierarchy, r))
+    return [ends[0], middle, ends[-1]]

@@ -236,8 +236,9 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         "--answers",
         choices=sorted(ANSWER_RULES),
         default="area",
-        help="how a click's three hierarchy answers are chosen: by area (smallest, middle, largest) or by "
-        "persistence (the most persistent region of each half of the click's chain, and the largest)",
+        help="how a click's three hierarchy answers are chosen: by area (smallest, middle, largest), by "
+        "persistence (the most persistent region of each half of the click's chain, and the largest), or "
+        "anchored (area's smallest and largest, the most persistent region between them)",
     )
     p.add_argument(
         "--object-k",
