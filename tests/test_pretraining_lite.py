@@ -343,6 +343,28 @@ def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_ra
         assert not any("running_" in k or "num_batches" in k for k in changed)  # batch-norm statistics stay
 
 
+def test_each_check_on_the_way_is_saved_with_a_log_that_holds_it():
+    from pretraining.lite.train import parse_args, train_loop
+    from samplm.base import build_sam_lite_architecture
+
+    torch.manual_seed(0)
+    sam = build_sam_lite_architecture()
+    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
+    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
+    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    args = parse_args(
+        ["--out", "unused.safetensors", "--max-steps", "3", "--views", "1", "--clicks", "2", "--boxes", "1",
+         "--evals", "3"]
+    )  # fmt: skip
+    log, saved = {"loss": [], "evals": []}, []
+    checks = iter(range(10))
+    train_loop(
+        sam, [view], args, log, lambda: {"check": next(checks)}, save=lambda: saved.append(list(log["evals"]))
+    )
+    assert [e["step"] for e in log["evals"]] == [1, 2]  # the caller makes the third, at the end
+    assert saved == [log["evals"][:1], log["evals"][:2]]
+
+
 def test_a_run_from_a_photo_folder_without_checks_reads_no_data(tmp_path):
     from argparse import Namespace
 

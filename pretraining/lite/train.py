@@ -125,10 +125,11 @@ def param_groups(sam: Sam, train_last_stages: bool, trunk_lr_scale: float) -> li
     return groups
 
 
-def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
+def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate, save=None) -> None:
     """Steps until ``args.minutes`` (or ``args.max_steps``) are spent, the trunk in eval mode (its
-    batch-norm statistics never move); evaluates ``args.evals - 1`` times on the way (``evaluate`` also
-    saves the weights so far; the caller makes the last check)."""
+    batch-norm statistics never move); evaluates ``args.evals - 1`` times on the way, each check logged
+    and then followed by ``save()`` (the weights so far, with the log that holds this check); the caller
+    makes the last check."""
     sam.train()
     sam.image_encoder.trunk.eval()
     rng = np.random.default_rng(args.seed)
@@ -166,6 +167,8 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate) -> None:
         if next_eval < args.evals and done >= next_eval / args.evals:
             log["evals"].append({"step": step, "seconds": round(time.time() - start), **evaluate()})
             print(log["evals"][-1], flush=True)
+            if save is not None:
+                save()
             next_eval += 1
     log["steps"], log["train_seconds"] = step, round(time.time() - start, 1)
 
@@ -372,14 +375,15 @@ def main(argv=None) -> None:
     def evaluate() -> dict:
         sam.eval()
         result = {name: centre_click_miou(sam, items) for name, items in checks.items()}
-        save_weights(sam, args.out, {**log, "partial": True})
         sam.train()
         sam.image_encoder.trunk.eval()
         return result
 
     sam.train()
     sam.image_encoder.trunk.eval()
-    train_loop(sam, views, args, log, evaluate)
+    train_loop(
+        sam, views, args, log, evaluate, save=lambda: save_weights(sam, args.out, {**log, "partial": True})
+    )
     log["final"] = evaluate() if checks else {}
     print(log["final"], flush=True)
     save_weights(sam.eval(), args.out, log)
