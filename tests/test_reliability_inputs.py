@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -225,3 +226,29 @@ def test_progress_bars_print_a_line_every_few_percent_in_logs():
 
     assert not isinstance(progress_bar(range(3), file=Terminal()), LogLines)
     assert progress_bar(range(3), file=log, disable=True).disable
+
+
+def test_progress_lines_stay_every_few_percent_under_tqdms_monitor_thread():
+    """tqdm's monitor (started by any other bar in the process) sets ``miniters`` to 1 on a bar that
+    has not printed for ``maxinterval`` seconds; the log must still get a line per 5 %, not per step."""
+    from tqdm import tqdm
+    from tqdm._monitor import TMonitor
+
+    from samplm.utils.progress import progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar(total=200, desc="training", unit="step", file=log, maxinterval=0.05)
+    monitor = TMonitor(tqdm, 0.01)
+    try:
+        deadline = time.monotonic() + 5
+        while bar.miniters != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bar.miniters == 1  # the monitor really lowered it
+        for _ in range(200):
+            bar.update(1)
+            bar.set_postfix(loss=0.5)
+    finally:
+        monitor.exit()
+        bar.close()
+    lines = log.getvalue().splitlines()
+    assert 20 <= len(lines) <= 22, lines[:5]

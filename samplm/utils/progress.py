@@ -38,9 +38,15 @@ _LOG_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remain
 class LogLines(std_tqdm):
     """A tqdm that writes whole lines (``\n``, never ``\r``): the first state, then one line whenever
     ``miniters`` steps and ``mininterval`` seconds have passed since the last (also for refreshes such
-    as ``set_postfix``), and the final state; no monitor thread (which would lower ``miniters``)."""
+    as ``set_postfix``), and the final state. It starts no monitor thread, and the step count between
+    lines is kept apart from ``miniters``: a monitor that another tqdm started lowers ``miniters`` of
+    every bar that has not printed for ``maxinterval`` seconds to 1, which would print every step."""
 
     monitor_interval = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._every = max(1, int(kwargs.get("miniters") or 1))
+        super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         """Write the current state as one line if it is due (see the class); never clear a line."""
@@ -56,7 +62,7 @@ class LogLines(std_tqdm):
     def _due(self, written_n: float, elapsed: float) -> bool:
         if getattr(self, "_closing", False):
             return self.n != written_n
-        return self.n - written_n >= (self.miniters or 1) and elapsed >= self.mininterval
+        return self.n - written_n >= self._every and elapsed >= self.mininterval
 
     def close(self) -> None:
         """Write the final state (if not written yet) and close without tqdm's trailing newline."""
