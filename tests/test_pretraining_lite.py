@@ -161,16 +161,22 @@ def test_a_continued_run_keeps_the_earlier_log(tmp_path):
     assert previous_log(weights)["final"]["plates"]["oracle"] == 39.6
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_training_step_runs_on_the_gpu_from_cpu_features_and_prompts():
-    from pretraining.lite.train import embed, view_loss
+def lite_and_view() -> tuple:
+    """An untrained ``samplm_lite`` (seeded) and one view of nested squares with random cached features."""
     from samplm.base import build_sam_lite_architecture
 
     torch.manual_seed(0)
     sam = build_sam_lite_architecture()
     h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
     features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
-    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    return sam, View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_training_step_runs_on_the_gpu_from_cpu_features_and_prompts():
+    from pretraining.lite.train import embed, view_loss
+
+    sam, view = lite_and_view()
     prompts = sample_view_prompts(view, np.random.default_rng(1), clicks=4, boxes=2)
     cpu_loss = view_loss(sam, embed(sam, [view]), prompts)
     gpu_loss = view_loss(sam.cuda(), embed(sam, [view]), prompts)  # views and prompts stay on the CPU
@@ -315,13 +321,9 @@ def test_the_last_stages_recompute_the_stride_32_map_from_the_cached_stride_16_m
 @pytest.mark.parametrize("scale", [0.0, 0.1])
 def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_rate(scale):
     from pretraining.lite.train import parse_args, train_loop
-    from samplm.base import build_sam_lite_architecture
 
-    torch.manual_seed(0)
-    sam = build_sam_lite_architecture().train()  # the loop itself must put the trunk in eval mode
-    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
-    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
-    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    sam, view = lite_and_view()
+    sam.train()  # the loop itself must put the trunk in eval mode
     args = parse_args(
         ["--out", "unused.safetensors", "--seed", "0", "--lr", "1e-3", "--train-last-stages",
          "--trunk-lr-scale", str(scale), "--minutes", "1", "--max-steps", "1", "--views", "1",
@@ -345,13 +347,8 @@ def test_a_step_with_the_last_stages_moves_only_their_weights_at_their_scaled_ra
 
 def test_each_check_on_the_way_is_saved_with_a_log_that_holds_it():
     from pretraining.lite.train import parse_args, train_loop
-    from samplm.base import build_sam_lite_architecture
 
-    torch.manual_seed(0)
-    sam = build_sam_lite_architecture()
-    h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=50, min_size=10)
-    features = [torch.randn(40, 64, 64), torch.randn(112, 32, 32), torch.randn(320, 16, 16)]
-    view = View(features=[f.half() for f in features], size=(32, 32), hierarchy=h, objects=[])
+    sam, view = lite_and_view()
     args = parse_args(
         ["--out", "unused.safetensors", "--max-steps", "3", "--views", "1", "--clicks", "2", "--boxes", "1",
          "--evals", "3"]
