@@ -281,8 +281,8 @@ def test_view_prompts_with_persistent_answers_take_those_regions_as_click_target
     from pretraining.lite.prompts import MAX_AREA, MIN_AREA
 
     h = build_hierarchy(nested_squares(), square_features(), (32, 32), scale=5, min_size=2)
-    view = View(features=[], size=(32, 32), hierarchy=h, objects=[])
-    prompts = sample_view_prompts(view, np.random.default_rng(0), 12, 0, answers="persistent")
+    view = View(features=[], size=(32, 32), hierarchy=h, objects=[], answers="persistent")
+    prompts = sample_view_prompts(view, np.random.default_rng(0), 12, 0)
     assert len(prompts.clicks) > 0
     differs = False
     for (x, y), targets in zip(
@@ -409,6 +409,31 @@ def test_pseudo_labels_built_in_worker_processes_equal_those_built_in_one(tmp_pa
         assert np.array_equal(a.cut, b.cut)
 
 
+def test_answers_on_general_keeps_the_area_rule_on_the_car_photos(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pretraining.lite import train
+    from pretraining.lite.package_photos import PackagePhoto
+    from samplm.base.lite_encoder import build_trunk
+
+    photo = np.repeat(np.repeat(nested_squares(), 2, 0), 3, 1)
+    for name in ("car.png", "general.png"):
+        Image.fromarray(photo).save(tmp_path / name)
+    general = [PackagePhoto(tmp_path / "general.png", "test", "CC0")]
+    monkeypatch.setattr(train, "package_photos", lambda debian: general)
+    torch.manual_seed(0)
+    trunk = build_trunk()
+    for answers_on, car_rule in (("all", "anchored"), ("general", "area")):
+        rule = ["--answers", "anchored", "--answers-on", answers_on]
+        args = train.parse_args(
+            ["--out", str(tmp_path / "w.safetensors"), *rule, "--crops", "0", "--scenes", "0"]
+        )
+        views, entry = train.training_views(trunk, [tmp_path / "car.png"], args)
+        # the car photo's one view, then the general photo's full view and 8 crops
+        assert [v.answers for v in views] == [car_rule] + ["anchored"] * 9
+        assert entry["views"] == 10
+
+
 def test_exported_photos_keep_their_pixels_and_their_order(tmp_path):
     from PIL import Image
 
@@ -428,3 +453,31 @@ def test_exported_photos_keep_their_pixels_and_their_order(tmp_path):
     for src, out in zip(sources, written, strict=True):
         assert out.suffix == ".webp" and src.stem in out.name
         assert np.array_equal(load_image(out), load_image(src))
+
+
+def test_a_blend_lies_on_the_line_between_two_weight_files_and_keeps_both_logs(tmp_path):
+    import json
+
+    from pretraining.lite import blend
+    from pretraining.lite.train import save_state
+    from samplm.base.loading import load_state_dict
+
+    torch.manual_seed(0)
+    a = {"w": torch.randn(3, 4), "bn.running_var": torch.rand(4) + 0.5}
+    b = {"w": torch.randn(3, 4), "bn.running_var": a["bn.running_var"].clone()}
+    save_state(a, tmp_path / "a.safetensors", {"run": "a"})
+    save_state(b, tmp_path / "b.safetensors", {"run": "b"})
+    out = tmp_path / "blend" / "m.safetensors"
+    blend.main(
+        [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--t", "0.25", "--out", str(out)]
+    )
+    got = load_state_dict(out)
+    want = 0.75 * a["w"].half().float() + 0.25 * b["w"].half().float()
+    assert torch.allclose(got["w"].float(), want, atol=2e-3)
+    assert torch.equal(got["bn.running_var"], a["bn.running_var"].half())
+    log = json.loads(out.with_suffix(".log.json").read_text())
+    assert log["blend"]["t"] == 0.25 and log["a_log"] == {"run": "a"} and log["b_log"] == {"run": "b"}
+    with pytest.raises(ValueError, match="w: shapes"):
+        blend.blend_states(a, {**b, "w": torch.zeros(4, 3)}, 0.5)
+    with pytest.raises(SystemExit):
+        blend.parse_args(["x", "y", "--t", "1.5", "--out", "z"])

@@ -54,6 +54,8 @@ class View:
         objects: exact objects (composites), possibly empty.
         cut: ``h x w`` object label map of the feature cut (:mod:`.feature_cut`; photos built with
             ``object_k``), or ``None``.
+        answers: the rule that picks a click's three regions of ``hierarchy``
+            (:data:`.prompts.ANSWER_RULES`: ``area``, ``persistent`` or ``anchored``).
     """
 
     features: list[torch.Tensor]
@@ -61,6 +63,7 @@ class View:
     hierarchy: Hierarchy | None
     objects: list[SceneTarget]
     cut: np.ndarray | None = None
+    answers: str = "area"
 
 
 def resize_view(image: np.ndarray) -> np.ndarray:
@@ -136,6 +139,7 @@ def _photo_views(
     rng: np.random.Generator,
     crops: int,
     object_k: int,
+    answers: str,
     workers: int,
     progress: bool,
 ) -> list[View]:
@@ -152,7 +156,7 @@ def _photo_views(
 
     labels = map_in_processes(view_labels, label_jobs(), workers, "photo views", progress)
     return [
-        View(f, size, hierarchy, [], cut)
+        View(f, size, hierarchy, [], cut, answers)
         for f, size, (hierarchy, cut) in zip(features, sizes, labels, strict=True)
     ]
 
@@ -196,14 +200,16 @@ def build_corpus(
     object_k: int = 0,
     progress: bool = True,
     workers: int = 0,
+    answers: str = "area",
 ) -> list[View]:
     """Views of every photo (full + ``crops`` zoomed crops) and ``scenes`` synthetic composites; with
-    ``object_k``, each photo view also holds its feature cut into ``object_k`` clusters. The trunk runs
+    ``object_k``, each photo view also holds its feature cut into ``object_k`` clusters; a click on a
+    photo view is answered by the regions that rule ``answers`` picks. The trunk runs
     here (on its device); the pseudo-labels are built in ``workers`` processes (0 or 1: in this one;
     the corpus is the same either way)."""
     rng = np.random.default_rng(seed)
     trunk.eval()
-    views = _photo_views(trunk, photos, rng, crops, object_k, workers, progress)
+    views = _photo_views(trunk, photos, rng, crops, object_k, answers, workers, progress)
     backgrounds = PhotoBackgrounds(photos, LITE_IMAGE_SIZE)
     for _ in progress_bar(range(scenes), desc="composites", disable=not progress):
         views.append(_scene_view(trunk, rng, backgrounds))

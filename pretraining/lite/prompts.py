@@ -87,16 +87,14 @@ def _pick_region(view: View, rng: np.random.Generator) -> int | None:
     return int(pool[int(rng.integers(len(pool)))])
 
 
-def _hierarchy_click(
-    view: View, rng: np.random.Generator, answers: str
-) -> tuple[tuple[int, int], list[np.ndarray]] | None:
+def _hierarchy_click(view: View, rng: np.random.Generator) -> tuple[tuple[int, int], list[np.ndarray]] | None:
     region = _pick_region(view, rng)
     if region is None:
         return None
     h = view.hierarchy
     y, x = _click_in(h.mask(region), rng)
     total = view.size[0] * view.size[1]
-    levels = ANSWER_RULES[answers](h, y, x, MIN_AREA * total, MAX_AREA * total)
+    levels = ANSWER_RULES[view.answers](h, y, x, MIN_AREA * total, MAX_AREA * total)
     if not levels:
         return None
     masks = [h.mask(r) for r in levels]
@@ -123,21 +121,19 @@ def _three(levels: list[np.ndarray]) -> np.ndarray:
     return np.stack([_frame(m) for m in levels])
 
 
-def sample_view_prompts(
-    view: View, rng: np.random.Generator, clicks: int, boxes: int, answers: str = "area"
-) -> ViewPrompts:
+def sample_view_prompts(view: View, rng: np.random.Generator, clicks: int, boxes: int) -> ViewPrompts:
     """``clicks`` click prompts and ``boxes`` box prompts on ``view`` (fewer if the view has no regions);
-    ``answers``: the rule of :data:`ANSWER_RULES` that picks a click's three regions."""
+    a click's three regions are picked by the view's rule (``view.answers``, one of :data:`ANSWER_RULES`)."""
     xy, click_targets, box_list, box_targets = [], [], [], []
     for _ in range(clicks):
-        drawn = _object_click(view, rng) if view.objects else _hierarchy_click(view, rng, answers)
+        drawn = _object_click(view, rng) if view.objects else _hierarchy_click(view, rng)
         if drawn is None:
             continue
         (y, x), levels = drawn
         xy.append([(x + 0.5) * STRIDE, (y + 0.5) * STRIDE])
         click_targets.append(_three(levels))
     for _ in range(boxes):
-        drawn = _object_click(view, rng) if view.objects else _hierarchy_click(view, rng, answers)
+        drawn = _object_click(view, rng) if view.objects else _hierarchy_click(view, rng)
         if drawn is None:
             continue
         target = drawn[1][int(rng.integers(len(drawn[1])))]

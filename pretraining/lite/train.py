@@ -149,9 +149,7 @@ def train_loop(sam: Sam, views: list[View], args, log: dict, evaluate, save=None
         batch = [views[int(i)] for i in rng.choice(len(views), args.views, replace=False)]
         embeddings = embed(sam, batch, args.train_last_stages)
         loss = sum(
-            view_loss(
-                sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes, args.answers)
-            )
+            view_loss(sam, embeddings[i : i + 1], sample_view_prompts(v, rng, args.clicks, args.boxes))
             for i, v in enumerate(batch)
         ) / len(batch)
         opt.zero_grad(set_to_none=True)
@@ -179,10 +177,16 @@ def previous_log(init: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path and path.is_file() else None
 
 
-def save_weights(sam: Sam, out: Path, log: dict) -> None:
-    state = {k: v.detach().half().cpu().contiguous() for k, v in sam.state_dict().items()}
+def save_state(state: dict[str, torch.Tensor], out: Path, log: dict) -> None:
+    """``state`` as float16 safetensors at ``out`` (every tensor, as the shipped weights) and ``log``
+    beside it (``.log.json``), each written atomically."""
+    state = {k: v.detach().half().cpu().contiguous() for k, v in state.items()}
     atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"model_type": "samplm_lite"}))
     atomic_write_text(out.with_suffix(".log.json"), json.dumps(log, indent=1))
+
+
+def save_weights(sam: Sam, out: Path, log: dict) -> None:
+    save_state(sam.state_dict(), out, log)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -244,6 +248,13 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         "anchored (area's smallest and largest, the most persistent region between them)",
     )
     p.add_argument(
+        "--answers-on",
+        choices=["all", "general"],
+        default="all",
+        help="which photos' clicks --answers applies to: all, or only the general photos (the car photos "
+        "then keep the area rule)",
+    )
+    p.add_argument(
         "--object-k",
         type=int,
         default=0,
@@ -291,6 +302,7 @@ def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[li
     start = time.time()
     general = package_photos(debian=args.package_photos == "all")
     car_object_k = args.object_k if args.object_on == "all" else 0
+    car_answers = args.answers if args.answers_on == "all" else "area"
     views = build_corpus(
         trunk,
         photos,
@@ -299,6 +311,7 @@ def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[li
         scenes=args.scenes,
         object_k=car_object_k,
         workers=args.workers,
+        answers=car_answers,
     )
     views += build_corpus(
         trunk,
@@ -308,6 +321,7 @@ def training_views(trunk: torch.nn.Module, photos: list[Path], args) -> tuple[li
         scenes=0,
         object_k=args.object_k,
         workers=args.workers,
+        answers=args.answers,
     )
     entry = {
         "views": len(views),
