@@ -143,3 +143,23 @@ def write_rect_dataset(root: Path, count: int = 6, size: tuple[int, int] = (72, 
             Image.fromarray(image).save(root / "images" / sub / f"{i}.png")
             Image.fromarray(mask).save(root / "masks" / sub / f"{i}.png")
     return root
+
+
+def write_voc_plates(root: Path, count: int = 8) -> Path:
+    """``count`` photo-like images with one light rectangle each, and VOC XML boxes for them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for i in range(count):
+        image = rng.integers(0, 120, (120, 160, 3), dtype=np.uint8)
+        x0, y0 = int(rng.integers(10, 90)), int(rng.integers(10, 80))
+        image[y0 : y0 + 20, x0 : x0 + 50] = 230
+        Image.fromarray(image).save(root / "images" / f"car{i}.png")
+        (root / "annotations" / f"car{i}.xml").write_text(
+            f"<annotation><filename>car{i}.png</filename><size><width>160</width><height>120</height>"
+            f"</size><object><name>licence</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+            f"<xmax>{x0 + 50}</xmax><ymax>{y0 + 20}</ymax></bndbox></object></annotation>"
+        )
+    return root

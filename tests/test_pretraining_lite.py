@@ -481,3 +481,35 @@ def test_a_blend_lies_on_the_line_between_two_weight_files_and_keeps_both_logs(t
         blend.blend_states(a, {**b, "w": torch.zeros(4, 3)}, 0.5)
     with pytest.raises(SystemExit):
         blend.parse_args(["x", "y", "--t", "1.5", "--out", "z"])
+
+
+def test_a_blend_logs_the_runs_checks_made_on_the_weights_it_saved(tmp_path):
+    import json
+
+    from conftest import write_rect_dataset, write_voc_plates
+
+    from pretraining.lite import blend
+    from pretraining.lite.evaluate import centre_click_miou, items_of, perseg_items, plate_split
+    from pretraining.lite.train import save_state
+    from samplm.base.lite import build_sam_lite_architecture
+
+    write_voc_plates(tmp_path / "data" / "car_license_plate_andrewmvd", count=4)
+    perseg = write_rect_dataset(tmp_path / "rects", count=2, categories=("a", "b"))
+    (tmp_path / "data" / "perseg_persam_examples").mkdir()
+    (perseg / "images").rename(tmp_path / "data" / "perseg_persam_examples" / "Images")
+    (perseg / "masks").rename(tmp_path / "data" / "perseg_persam_examples" / "Annotations")
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        save_state(build_sam_lite_architecture().state_dict(), tmp_path / f"{name}.safetensors", {})
+    out = tmp_path / "blend.safetensors"
+    args = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--t", "0.5", "--out", str(out)]
+    blend.main([*args, "--data", str(tmp_path / "data")])
+    logged = json.loads(out.with_suffix(".log.json").read_text())["final"]
+    saved = build_sam_lite_architecture()  # the weights as the file holds them, loaded as samplm loads them
+    saved.load_state_dict({k: v.float() for k, v in blend.load_state_dict(out).items()})
+    data = tmp_path / "data"
+    assert logged["plates"] == centre_click_miou(
+        saved.eval(), items_of(plate_split(data / "car_license_plate_andrewmvd")[1], 40)
+    )
+    assert logged["perseg"] == centre_click_miou(saved, perseg_items(data / "perseg_persam_examples"))
+    assert len(perseg_items(data / "perseg_persam_examples")) == 4

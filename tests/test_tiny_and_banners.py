@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import write_voc_plates
 from PIL import Image
 
 from samplm.base import build_sam, build_sam_tiny
@@ -108,28 +109,11 @@ def test_demo_reduced_size(tmp_path):
     assert "| samplm_tiny oracle (best of 3) |" in format_demo(result) and result.results.is_file()
 
 
-def _voc_plates(root, count: int = 8):
-    """``count`` photos-like images with one light rectangle each, and VOC XML boxes for them."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "annotations").mkdir()
-    for i in range(count):
-        image = rng.integers(0, 120, (120, 160, 3), dtype=np.uint8)
-        x0, y0 = int(rng.integers(10, 90)), int(rng.integers(10, 80))
-        image[y0 : y0 + 20, x0 : x0 + 50] = 230
-        Image.fromarray(image).save(root / "images" / f"car{i}.png")
-        (root / "annotations" / f"car{i}.xml").write_text(
-            f"<annotation><filename>car{i}.png</filename><size><width>160</width><height>120</height>"
-            f"</size><object><name>licence</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
-            f"<xmax>{x0 + 50}</xmax><ymax>{y0 + 20}</ymax></bndbox></object></annotation>"
-        )
-
-
 def test_demo_plates_task_trains_and_evaluates_on_a_voc_folder(tmp_path):
     from samplm import PromptAdapter
     from samplm.demo import format_demo, run_demo
 
-    _voc_plates(tmp_path / "plates")
+    write_voc_plates(tmp_path / "plates")
     result = run_demo(
         tmp_path / "out",
         task="plates",

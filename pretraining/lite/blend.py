@@ -8,7 +8,8 @@ al., "Robust fine-tuning of zero-shot models", 2022). ``t = 0`` gives ``A``, ``t
         runs/r6/samplm_lite.safetensors --t 0.5 --out runs/blend/samplm_lite.safetensors
 
 The blend is written as the runs write their weights (float16 safetensors, atomically) with a
-``.log.json`` that holds ``t`` and both runs' logs.
+``.log.json`` that holds ``t``, both runs' logs and, with ``--data``, the runs' held-out checks made on
+the blend (``final``: 40 held-out plates and PerSeg, centre click).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import torch
 
+from samplm.base.lite import build_sam_lite_architecture
 from samplm.base.loading import load_state_dict
 
+from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
 from .train import save_state
 
 
@@ -47,6 +50,19 @@ def blend_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: floa
     return out
 
 
+def held_out_checks(state: dict[str, torch.Tensor], data: Path, plates: int = 40) -> dict:
+    """The checks a training run logs (centre-click mIoU on ``plates`` held-out plate photos and on
+    PerSeg), made on the weights ``state``."""
+    sam = build_sam_lite_architecture()
+    sam.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    sam.eval()
+    checks = {
+        "plates": items_of(plate_split(data / "car_license_plate_andrewmvd")[1], plates),
+        "perseg": perseg_items(data / "perseg_persam_examples"),
+    }
+    return {name: centre_click_miou(sam, items) for name, items in checks.items()}
+
+
 def _log_of(path: Path) -> dict | None:
     log = path.with_suffix(".log.json")
     return json.loads(log.read_text()) if log.is_file() else None
@@ -58,6 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("b", type=Path, help="weights at t = 1 (safetensors)")
     p.add_argument("--t", type=float, required=True, help="where on the line from A to B (0-1)")
     p.add_argument("--out", type=Path, required=True, help="the blend's safetensors file")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="folder holding car_license_plate_andrewmvd and perseg_persam_examples: log the held-out checks",
+    )
     args = p.parse_args(argv)
     if not 0.0 <= args.t <= 1.0:
         p.error(f"--t {args.t}: give a value from 0 (A) to 1 (B)")
@@ -67,8 +88,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     state = blend_states(load_state_dict(args.a), load_state_dict(args.b), args.t)
+    state = {k: v.half() for k, v in state.items()}  # checked as it is saved
     log = {"blend": {"a": str(args.a), "b": str(args.b), "t": args.t}, "a_log": _log_of(args.a)}
     log["b_log"] = _log_of(args.b)
+    if args.data:
+        log["final"] = held_out_checks(state, args.data)
+        print(log["final"], flush=True)
     save_state(state, args.out, log)
     print(f"wrote {args.out} ({len(state)} tensors, t = {args.t})")
 
