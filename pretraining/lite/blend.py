@@ -23,13 +23,13 @@ import torch
 from samplm.base.lite import build_sam_lite_architecture
 from samplm.base.loading import load_state_dict
 
-from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
+from .evaluate import checks_miou, held_out_checks
 from .train import save_state
 
 
 def blend_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
-    """``(1 - t) * a + t * b`` for every floating-point tensor (computed in float32); integer tensors
-    (batch-norm step counts) must be equal and are kept.
+    """``(1 - t) * a + t * b`` for every floating-point tensor (computed in float32); integer tensors, where
+    a file holds any (the runs save every tensor as float16), must be equal and are kept.
 
     Raises:
         ValueError: the two hold different tensor names or shapes, or different integer tensors.
@@ -50,17 +50,12 @@ def blend_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: floa
     return out
 
 
-def held_out_checks(state: dict[str, torch.Tensor], data: Path, plates: int = 40) -> dict:
-    """The checks a training run logs (centre-click mIoU on ``plates`` held-out plate photos and on
-    PerSeg), made on the weights ``state``."""
+def checks_of(state: dict[str, torch.Tensor], data: Path, plates: int = 40) -> dict[str, dict[str, float]]:
+    """The checks a training run logs (:func:`.evaluate.held_out_checks`: centre-click mIoU on ``plates``
+    held-out plate photos and on PerSeg), made on the weights ``state``."""
     sam = build_sam_lite_architecture()
     sam.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    sam.eval()
-    checks = {
-        "plates": items_of(plate_split(data / "car_license_plate_andrewmvd")[1], plates),
-        "perseg": perseg_items(data / "perseg_persam_examples"),
-    }
-    return {name: centre_click_miou(sam, items) for name, items in checks.items()}
+    return checks_miou(sam.eval(), held_out_checks(data, plates))
 
 
 def _log_of(path: Path) -> dict | None:
@@ -89,10 +84,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     state = blend_states(load_state_dict(args.a), load_state_dict(args.b), args.t)
     state = {k: v.half() for k, v in state.items()}  # checked as it is saved
-    log = {"blend": {"a": str(args.a), "b": str(args.b), "t": args.t}, "a_log": _log_of(args.a)}
-    log["b_log"] = _log_of(args.b)
+    log = {
+        "blend": {"a": str(args.a), "b": str(args.b), "t": args.t},
+        "a_log": _log_of(args.a),
+        "b_log": _log_of(args.b),
+    }
     if args.data:
-        log["final"] = held_out_checks(state, args.data)
+        log["final"] = checks_of(state, args.data)
         print(log["final"], flush=True)
     save_state(state, args.out, log)
     print(f"wrote {args.out} ({len(state)} tensors, t = {args.t})")

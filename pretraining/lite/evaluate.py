@@ -42,6 +42,14 @@ def perseg_items(root: Path) -> list[EvalItem]:
     return items_of(read_mask_folder(root / "Images", root / "Annotations"))
 
 
+def held_out_checks(data: Path, plates: int, held_out=None) -> dict[str, list[EvalItem]]:
+    """The items a run is checked on: the first ``plates`` photos of the plates' held-out half (``held_out``
+    if the caller has split them already) and PerSeg's images, both under ``data``."""
+    if held_out is None:
+        held_out = plate_split(data / "car_license_plate_andrewmvd")[1]
+    return {"plates": items_of(held_out, plates), "perseg": perseg_items(data / "perseg_persam_examples")}
+
+
 @torch.no_grad()
 def centre_click_miou(sam: Sam, items: list[EvalItem]) -> dict[str, float]:
     """mIoU (x100) of the top mask, the oracle of three, and the box prompt's single mask."""
@@ -64,3 +72,8 @@ def centre_click_miou(sam: Sam, items: list[EvalItem]) -> dict[str, float]:
         "oracle": 100 * float(np.mean(oracle)),
         "box": 100 * float(np.mean(box)),
     }
+
+
+def checks_miou(sam: Sam, checks: dict[str, list[EvalItem]]) -> dict[str, dict[str, float]]:
+    """:func:`centre_click_miou` of ``sam`` (in eval mode) on each set of :func:`held_out_checks`."""
+    return {name: centre_click_miou(sam, items) for name, items in checks.items()}

@@ -35,7 +35,7 @@ from samplm.utils.files import atomic_write, atomic_write_text
 
 from .backbone import last_stages, load_imagenet_trunk
 from .corpus import View, build_corpus
-from .evaluate import centre_click_miou, items_of, perseg_items, plate_split
+from .evaluate import checks_miou, held_out_checks, plate_split
 from .package_photos import package_photos
 from .prompts import ANSWER_RULES, ViewPrompts, sample_view_prompts
 
@@ -346,23 +346,15 @@ def build_model(args) -> Sam:
 def car_photos(args) -> tuple[list[Path], dict[str, list]]:
     """The car photos to train on (``--photos``, else the training half of ``--data``'s plates) and the
     held-out checks (none with ``--evals 0``)."""
-    plates = args.data / "car_license_plate_andrewmvd"
     held_out = None
     if args.photos:
         photos = find_images(args.photos)
         if not photos:
             raise SystemExit(f"--photos {args.photos}: no image files there; give a folder of photos")
     else:
-        train_set, held_out = plate_split(plates)
+        train_set, held_out = plate_split(args.data / "car_license_plate_andrewmvd")
         photos = train_set.image_paths()
-    checks = {}
-    if args.evals:
-        if held_out is None:
-            held_out = plate_split(plates)[1]
-        checks = {
-            "plates": items_of(held_out, args.eval_plates),
-            "perseg": perseg_items(args.data / "perseg_persam_examples"),
-        }
+    checks = held_out_checks(args.data, args.eval_plates, held_out) if args.evals else {}
     return photos[: args.limit_photos or None], checks
 
 
@@ -388,7 +380,7 @@ def main(argv=None) -> None:
 
     def evaluate() -> dict:
         sam.eval()
-        result = {name: centre_click_miou(sam, items) for name, items in checks.items()}
+        result = checks_miou(sam, checks)
         sam.train()
         sam.image_encoder.trunk.eval()
         return result
