@@ -362,6 +362,43 @@ def test_each_check_on_the_way_is_saved_with_a_log_that_holds_it():
     assert saved == [log["evals"][:1], log["evals"][:2]]
 
 
+def test_keep_checks_keeps_each_checks_weights_and_log_beside_the_latest(tmp_path):
+    import json
+
+    from pretraining.lite.train import parse_args, save_check, train_loop
+    from samplm.base.loading import load_state_dict
+
+    sam, view = lite_and_view()
+    out = tmp_path / "samplm_lite.safetensors"
+    argv = ["--out", str(out), "--max-steps", "3", "--views", "1", "--clicks", "2", "--boxes", "1",
+            "--evals", "3"]  # fmt: skip
+    log, states = {"loss": [], "evals": []}, {}
+
+    def save() -> None:
+        save_check(sam, args, log)
+        states[log["evals"][-1]["step"]] = {k: v.detach().half().clone() for k, v in sam.state_dict().items()}
+
+    args = parse_args([*argv, "--keep-checks"])
+    train_loop(sam, [view], args, log, lambda: {"plates": {}}, save=save)
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "samplm_lite.safetensors", "samplm_lite.step1.safetensors", "samplm_lite.step2.safetensors"
+    ]  # fmt: skip
+    for step in (1, 2):
+        kept = load_state_dict(tmp_path / f"samplm_lite.step{step}.safetensors")
+        assert all(torch.equal(kept[k], v) for k, v in states[step].items())
+        kept_log = json.loads((tmp_path / f"samplm_lite.step{step}.log.json").read_text())
+        assert kept_log["partial"] and kept_log["steps"] == step and len(kept_log["evals"]) == step
+    assert any(not torch.equal(v, states[2][k]) for k, v in states[1].items())  # two different checks
+    assert json.loads(out.with_suffix(".log.json").read_text())["steps"] == 2  # the latest check
+
+    other = tmp_path / "plain"
+    other.mkdir()
+    args = parse_args([*argv[:1], str(other / "samplm_lite.safetensors"), *argv[2:]])
+    log = {"loss": [], "evals": []}
+    train_loop(sam, [view], args, log, lambda: {}, save=lambda: save_check(sam, args, log))
+    assert [p.name for p in other.glob("*.safetensors")] == ["samplm_lite.safetensors"]
+
+
 def test_a_run_from_a_photo_folder_without_checks_reads_no_data(tmp_path):
     from argparse import Namespace
 

@@ -189,6 +189,22 @@ def save_weights(sam: Sam, out: Path, log: dict) -> None:
     save_state(sam.state_dict(), out, log)
 
 
+def check_path(out: Path, step: int) -> Path:
+    """Where ``--keep-checks`` keeps the weights of the check made after ``step`` steps:
+    ``runs/x/samplm_lite.safetensors`` -> ``runs/x/samplm_lite.step587.safetensors``."""
+    return out.with_name(f"{out.stem}.step{step}{out.suffix}")
+
+
+def save_check(sam: Sam, args: argparse.Namespace, log: dict) -> None:
+    """The weights so far at ``args.out`` (and, with ``--keep-checks``, at :func:`check_path`), with the
+    log up to the last check, marked ``partial`` and with the steps taken."""
+    step = log["evals"][-1]["step"]
+    partial = {**log, "partial": True, "steps": step}
+    save_weights(sam, args.out, partial)
+    if args.keep_checks:
+        save_weights(sam, check_path(args.out, step), partial)
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     """Where the run reads and writes, how long it runs, what it starts from and what it trains."""
     p.add_argument(
@@ -229,6 +245,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         "no saves before the end; with --photos, --data is then not read)",
     )
     p.add_argument("--eval-plates", type=int, default=40, help="held-out plate photos in each check")
+    p.add_argument(
+        "--keep-checks",
+        action="store_true",
+        help="also keep each check's weights (and log) beside --out as NAME.stepN.safetensors",
+    )
     p.add_argument("--device", help="torch device for the trunk and training (default: cuda if available)")
 
 
@@ -387,9 +408,7 @@ def main(argv=None) -> None:
 
     sam.train()
     sam.image_encoder.trunk.eval()
-    train_loop(
-        sam, views, args, log, evaluate, save=lambda: save_weights(sam, args.out, {**log, "partial": True})
-    )
+    train_loop(sam, views, args, log, evaluate, save=lambda: save_check(sam, args, log))
     log["final"] = evaluate() if checks else {}
     print(log["final"], flush=True)
     save_weights(sam.eval(), args.out, log)
