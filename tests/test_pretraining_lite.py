@@ -16,6 +16,7 @@ from pretraining.lite.regions import (
     build_hierarchy,
     click_levels,
     persistence,
+    persistent_ends_levels,
     persistent_levels,
 )
 
@@ -96,6 +97,20 @@ def test_anchored_answers_keep_the_area_rules_ends_and_put_the_most_persistent_r
     assert anchored_levels(h, 0, 0, min_area=5, max_area=700) == [0, 2, 6]
     assert anchored_levels(h, 0, 0, min_area=30, max_area=700) == [2, 4, 6]  # 2 is now the smallest
     assert anchored_levels(h, 0, 0, min_area=5, max_area=30) == click_levels(h, 0, 0, 5, 30) == [0, 1]
+
+
+def test_persistent_ends_answers_are_the_two_persistent_regions_and_the_log_area_middle_between():
+    # regions 1 and 6 are formed early and merged late, one in each half of the chain
+    areas = [10, 20, 30, 40, 90, 160, 320, 640, 1000]
+    h = chain_hierarchy(areas, [9.0, 8.9, 5.0, 4.9, 4.8, 4.7, 4.6, 1.0, 0.9])
+    assert persistent_levels(h, 0, 0, min_area=5, max_area=2000)[:2] == [1, 6]
+    # between 20 and 320 px the log-area middle is 80 px: region 4 (90 px); the largest is not an answer
+    assert persistent_ends_levels(h, 0, 0, min_area=5, max_area=2000) == [1, 4, 6]
+    # when the two persistent regions are neighbours in the chain there is nothing between them
+    h = chain_hierarchy([10, 20, 40, 80, 160, 320, 640], [9.0, 8.95, 8.9, 5.0, 1.0, 0.95, 0.9])
+    assert persistent_ends_levels(h, 0, 0, min_area=5, max_area=700) == [2, 3]
+    # short chains within the area range are returned whole, as by the other rules
+    assert persistent_ends_levels(h, 0, 0, min_area=150, max_area=400) == [4, 5]
 
 
 def test_persistent_answers_on_a_photo_like_image_are_nested_and_find_both_squares():

@@ -55,7 +55,8 @@ class View:
         cut: ``h x w`` object label map of the feature cut (:mod:`.feature_cut`; photos built with
             ``object_k``), or ``None``.
         answers: the rule that picks a click's three regions of ``hierarchy``
-            (:data:`.prompts.ANSWER_RULES`: ``area``, ``persistent`` or ``anchored``).
+            (:data:`.prompts.ANSWER_RULES`: ``area``, ``persistent``, ``anchored`` or
+            ``persistent-ends``).
     """
 
     features: list[torch.Tensor]

@@ -3,7 +3,8 @@ object, answered by the labels, scored by IoU at the decoder's resolution (as th
 were chosen).
 
 Rows: the hierarchy's three answers (best of them, and the largest), the best of the three chosen by
-persistence (``train --answers persistent``) and anchored (``--answers anchored``), the feature cut's object
+persistence (``train --answers persistent``), anchored (``--answers anchored``) and persistent-ends
+(``--answers persistent-ends``), the feature cut's object
 (:mod:`pretraining.lite.feature_cut`, for each ``--k``), and the best of the hierarchy's answers and the
 object, and the answers training uses with the cut (:func:`~pretraining.lite.feature_cut.with_object`:
 the object as the largest answer). With ``--generator``, the model-in-the-loop labels too: the shipped
@@ -34,7 +35,13 @@ from samplm.utils.geometry import center_point
 from .corpus import image_cells, low_res_size, resize_view, to_low_res, trunk_features
 from .evaluate import EvalItem, items_of, perseg_items, plate_split
 from .feature_cut import cluster_objects, object_at, spectral_embedding, with_object
-from .regions import anchored_levels, build_hierarchy, click_levels, persistent_levels
+from .regions import (
+    anchored_levels,
+    build_hierarchy,
+    click_levels,
+    persistent_ends_levels,
+    persistent_levels,
+)
 
 #: Hierarchy answers are regions of 0.2-80 % of the view, as in training.
 AREA_RANGE = (0.002, 0.8)
@@ -114,7 +121,12 @@ def label_ious(
     masks = [hierarchy.mask(r) for r in levels]
     scores = [iou(m, target) for m in masks] or [0.0]
     row = {"hierarchy, best of 3": max(scores), "hierarchy, largest": scores[-1]}
-    for name, rule in (("by persistence", persistent_levels), ("anchored", anchored_levels)):
+    rules = (
+        ("by persistence", persistent_levels),
+        ("anchored", anchored_levels),
+        ("persistent-ends", persistent_ends_levels),
+    )
+    for name, rule in rules:
         chosen = rule(hierarchy, y, x, AREA_RANGE[0] * area, AREA_RANGE[1] * area)
         row[f"hierarchy {name}, best of 3"] = max(
             (iou(hierarchy.mask(r), target) for r in chosen), default=0.0

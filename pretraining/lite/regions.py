@@ -194,10 +194,37 @@ def persistent_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max
     chain = [r for r in hierarchy.chain(y, x) if min_area <= hierarchy.area[r] <= max_area]
     if len(chain) <= 2:
         return chain
+    small, middle = _persistent_halves(hierarchy, chain)
+    return list(dict.fromkeys([small, middle, chain[-1]]))
+
+
+def _persistent_halves(hierarchy: Hierarchy, chain: list[int]) -> tuple[int, int]:
+    """The most persistent region of the lower half of ``chain`` (leaf to root, at least 3 regions) and
+    the most persistent of its upper half without the largest."""
     half = len(chain) // 2
     small = max(chain[:half], key=lambda r: persistence(hierarchy, r))
-    middle = max(chain[half:-1] or chain[-1:], key=lambda r: persistence(hierarchy, r))
-    return list(dict.fromkeys([small, middle, chain[-1]]))
+    upper = max(chain[half:-1] or chain[-1:], key=lambda r: persistence(hierarchy, r))
+    return small, upper
+
+
+def persistent_ends_levels(
+    hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float
+) -> list[int]:
+    """Up to three nested regions for a click at ``(y, x)``: the persistence rule's two object-like
+    regions (:func:`persistent_levels`' first two: the most persistent of the lower half of the chain and
+    of its upper half without the largest) and between them the region nearest their log-area middle.
+    The largest region (often the background around an object) is no answer; the part and the whole
+    object are, with a level between them."""
+    chain = [r for r in hierarchy.chain(y, x) if min_area <= hierarchy.area[r] <= max_area]
+    if len(chain) <= 2:
+        return chain
+    small, large = _persistent_halves(hierarchy, chain)
+    inner = chain[chain.index(small) + 1 : chain.index(large)]
+    if not inner:
+        return [small, large]
+    areas = np.log(hierarchy.area[inner])
+    middle = (np.log(hierarchy.area[small]) + np.log(hierarchy.area[large])) / 2
+    return [small, inner[int(np.argmin(np.abs(areas - middle)))], large]
 
 
 def anchored_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float) -> list[int]:

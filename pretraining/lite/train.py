@@ -266,7 +266,8 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         default="area",
         help="how a click's three hierarchy answers are chosen: by area (smallest, middle, largest), by "
         "persistence (the most persistent region of each half of the click's chain, and the largest), or "
-        "anchored (area's smallest and largest, the most persistent region between them)",
+        "anchored (area's smallest and largest, the most persistent region between them), or persistent-ends "
+        "(the persistence rule's two regions and the one between them, no largest region)",
     )
     p.add_argument(
         "--answers-on",
