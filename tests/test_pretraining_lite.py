@@ -18,6 +18,7 @@ from pretraining.lite.regions import (
     persistence,
     persistent_ends_levels,
     persistent_levels,
+    persistent_part_levels,
 )
 
 
@@ -111,6 +112,18 @@ def test_persistent_ends_answers_are_the_two_persistent_regions_and_the_log_area
     assert persistent_ends_levels(h, 0, 0, min_area=5, max_area=700) == [2, 3]
     # short chains within the area range are returned whole, as by the other rules
     assert persistent_ends_levels(h, 0, 0, min_area=150, max_area=400) == [4, 5]
+
+
+def test_persistent_part_answers_are_the_persistent_part_the_largest_and_the_log_area_middle_between():
+    areas = [10, 20, 30, 40, 90, 160, 320, 640, 1000]
+    h = chain_hierarchy(areas, [9.0, 8.9, 5.0, 4.9, 4.8, 4.7, 4.6, 1.0, 0.9])
+    # region 1 is the lower half's most persistent; between 20 and 1,000 px the log-area middle is
+    # 141 px: region 5 (160 px); the area rule starts from the smallest region instead
+    assert persistent_part_levels(h, 0, 0, min_area=5, max_area=2000) == [1, 5, 8]
+    assert click_levels(h, 0, 0, min_area=5, max_area=2000)[0] == 0
+    # the largest region is the one within the area range
+    assert persistent_part_levels(h, 0, 0, min_area=5, max_area=700) == [1, 4, 7]
+    assert persistent_part_levels(h, 0, 0, min_area=150, max_area=400) == [5, 6]
 
 
 def test_persistent_answers_on_a_photo_like_image_are_nested_and_find_both_squares():

@@ -55,8 +55,8 @@ class View:
         cut: ``h x w`` object label map of the feature cut (:mod:`.feature_cut`; photos built with
             ``object_k``), or ``None``.
         answers: the rule that picks a click's three regions of ``hierarchy``
-            (:data:`.prompts.ANSWER_RULES`: ``area``, ``persistent``, ``anchored`` or
-            ``persistent-ends``).
+            (:data:`.prompts.ANSWER_RULES`: ``area``, ``persistent``, ``anchored``,
+            ``persistent-ends`` or ``persistent-part``).
     """
 
     features: list[torch.Tensor]

@@ -2,18 +2,17 @@
 object, answered by the labels, scored by IoU at the decoder's resolution (as the hierarchy's settings
 were chosen).
 
-Rows: the hierarchy's three answers (best of them, and the largest), the best of the three chosen by
-persistence (``train --answers persistent``), anchored (``--answers anchored``) and persistent-ends
-(``--answers persistent-ends``), the feature cut's object
+Rows: the hierarchy's three answers (best of them, and the largest), the best and the largest of the three
+chosen by persistence (``train --answers persistent``), anchored (``--answers anchored``), persistent-ends
+and persistent-part (``--answers persistent-ends``, ``persistent-part``), the feature cut's object
 (:mod:`pretraining.lite.feature_cut`, for each ``--k``), and the best of the hierarchy's answers and the
-object, and the answers training uses with the cut (:func:`~pretraining.lite.feature_cut.with_object`:
-the object as the largest answer). With ``--generator``, the model-in-the-loop labels too: the shipped
-base's automatic mask generator (:class:`samplm.AdapterMaskGenerator`, no adapter, a ``--grid`` x
-``--grid`` click grid, no filters), its best mask under the click, the best of it and the hierarchy, and
-how many masks it makes on the object's photo and how many of them pass SAM's own filters (predicted IoU
->= 0.88, stability >= 0.95).
-Sets: the first ``--plates`` plates (objects) of the Kaggle plates'
-training half (boxes as rectangles) and PerSeg's photos (true masks)::
+object, and the answers training uses with the cut (:func:`~pretraining.lite.feature_cut.with_object`: the
+object as the largest answer). With ``--generator``, the model-in-the-loop labels too: the shipped base's
+automatic mask generator (:class:`samplm.AdapterMaskGenerator`, no adapter, a ``--grid`` x ``--grid`` click
+grid, no filters), its best mask under the click, the best of it and the hierarchy, and how many masks it
+makes on the object's photo and how many of them pass SAM's own filters (predicted IoU >= 0.88, stability >=
+0.95). Sets: the first ``--plates`` plates (objects) of the Kaggle plates' training half (boxes as
+rectangles) and PerSeg's photos (true masks)::
 
     python -m pretraining.lite.label_check --data ../shared/data
 """
@@ -41,6 +40,7 @@ from .regions import (
     click_levels,
     persistent_ends_levels,
     persistent_levels,
+    persistent_part_levels,
 )
 
 #: Hierarchy answers are regions of 0.2-80 % of the view, as in training.
@@ -117,7 +117,8 @@ def label_ious(
         return None
     x, y = (min(int(np.rint(v)), n - 1) for v, n in zip(center_point(target), low[::-1], strict=True))
     area = low[0] * low[1]
-    levels = click_levels(hierarchy, y, x, AREA_RANGE[0] * area, AREA_RANGE[1] * area)
+    area_range = (AREA_RANGE[0] * area, AREA_RANGE[1] * area)
+    levels = click_levels(hierarchy, y, x, *area_range)
     masks = [hierarchy.mask(r) for r in levels]
     scores = [iou(m, target) for m in masks] or [0.0]
     row = {"hierarchy, best of 3": max(scores), "hierarchy, largest": scores[-1]}
@@ -125,12 +126,12 @@ def label_ious(
         ("by persistence", persistent_levels),
         ("anchored", anchored_levels),
         ("persistent-ends", persistent_ends_levels),
+        ("persistent-part", persistent_part_levels),
     )
     for name, rule in rules:
-        chosen = rule(hierarchy, y, x, AREA_RANGE[0] * area, AREA_RANGE[1] * area)
-        row[f"hierarchy {name}, best of 3"] = max(
-            (iou(hierarchy.mask(r), target) for r in chosen), default=0.0
-        )
+        chosen = [iou(hierarchy.mask(r), target) for r in rule(hierarchy, y, x, *area_range)] or [0.0]
+        row[f"hierarchy {name}, best of 3"] = max(chosen)
+        row[f"hierarchy {name}, largest"] = chosen[-1]
     row |= _cut_rows(features, hierarchy, masks, max(scores), target, (y, x), ks)
     if generator is not None:
         row |= generator.row(item.image, target, (y, x), max(scores))

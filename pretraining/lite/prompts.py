@@ -19,20 +19,28 @@ from samplm.utils.geometry import center_point
 
 from .corpus import LOW_RES, STRIDE, View
 from .feature_cut import object_at, with_object
-from .regions import anchored_levels, click_levels, persistent_ends_levels, persistent_levels
+from .regions import (
+    anchored_levels,
+    click_levels,
+    persistent_ends_levels,
+    persistent_levels,
+    persistent_part_levels,
+)
 
 SIZE_BINS = (0.02, 0.10)
 MIN_AREA = 0.002
 MAX_AREA = 0.8
 #: How a click's three answers are chosen from its chain of regions (``--answers`` of the training run):
 #: by area (smallest, log-area middle, largest), by persistence in the merging, anchored (the area
-#: rule's smallest and largest, the most persistent region between them), or persistence's two regions
-#: with the region between them (no largest region).
+#: rule's smallest and largest, the most persistent region between them), persistence's two regions
+#: with the region between them (no largest region), or the most persistent part, the largest region and
+#: the region between them.
 ANSWER_RULES = {
     "area": click_levels,
     "persistent": persistent_levels,
     "anchored": anchored_levels,
     "persistent-ends": persistent_ends_levels,
+    "persistent-part": persistent_part_levels,
 }
 
 

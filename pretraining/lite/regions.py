@@ -207,24 +207,47 @@ def _persistent_halves(hierarchy: Hierarchy, chain: list[int]) -> tuple[int, int
     return small, upper
 
 
+def _log_area_middle(hierarchy: Hierarchy, chain: list[int], lower: int, upper: int) -> int | None:
+    """The region of ``chain`` strictly between ``lower`` and ``upper`` whose log-area is nearest the
+    mean of theirs (``None`` when they are neighbours in the chain)."""
+    inner = chain[chain.index(lower) + 1 : chain.index(upper)]
+    if not inner:
+        return None
+    areas = np.log(hierarchy.area[inner])
+    middle = (np.log(hierarchy.area[lower]) + np.log(hierarchy.area[upper])) / 2
+    return inner[int(np.argmin(np.abs(areas - middle)))]
+
+
+def _with_middle(hierarchy: Hierarchy, chain: list[int], lower: int, upper: int) -> list[int]:
+    """``[lower, the log-area middle between them, upper]``, without the middle when there is none."""
+    middle = _log_area_middle(hierarchy, chain, lower, upper)
+    return [lower, upper] if middle is None else [lower, middle, upper]
+
+
 def persistent_ends_levels(
     hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float
 ) -> list[int]:
     """Up to three nested regions for a click at ``(y, x)``: the persistence rule's two object-like
     regions (:func:`persistent_levels`' first two: the most persistent of the lower half of the chain and
     of its upper half without the largest) and between them the region nearest their log-area middle.
-    The largest region (often the background around an object) is no answer; the part and the whole
-    object are, with a level between them."""
+    The largest region (often the background around an object) is not an answer."""
     chain = [r for r in hierarchy.chain(y, x) if min_area <= hierarchy.area[r] <= max_area]
     if len(chain) <= 2:
         return chain
-    small, large = _persistent_halves(hierarchy, chain)
-    inner = chain[chain.index(small) + 1 : chain.index(large)]
-    if not inner:
-        return [small, large]
-    areas = np.log(hierarchy.area[inner])
-    middle = (np.log(hierarchy.area[small]) + np.log(hierarchy.area[large])) / 2
-    return [small, inner[int(np.argmin(np.abs(areas - middle)))], large]
+    return _with_middle(hierarchy, chain, *_persistent_halves(hierarchy, chain))
+
+
+def persistent_part_levels(
+    hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float
+) -> list[int]:
+    """Up to three nested regions for a click at ``(y, x)``: the most persistent region of the lower half
+    of the chain (an object-like part, where the area rule takes the smallest region), the largest
+    region, and between them the region nearest their log-area middle."""
+    chain = [r for r in hierarchy.chain(y, x) if min_area <= hierarchy.area[r] <= max_area]
+    if len(chain) <= 2:
+        return chain
+    part, _ = _persistent_halves(hierarchy, chain)
+    return _with_middle(hierarchy, chain, part, chain[-1])
 
 
 def anchored_levels(hierarchy: Hierarchy, y: int, x: int, min_area: float, max_area: float) -> list[int]:

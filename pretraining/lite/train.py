@@ -266,8 +266,9 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         default="area",
         help="how a click's three hierarchy answers are chosen: by area (smallest, middle, largest), by "
         "persistence (the most persistent region of each half of the click's chain, and the largest), or "
-        "anchored (area's smallest and largest, the most persistent region between them), or persistent-ends "
-        "(the persistence rule's two regions and the one between them, no largest region)",
+        "anchored (area's smallest and largest, the most persistent region between them), persistent-ends "
+        "(the persistence rule's two regions and the one between them, no largest region) or "
+        "persistent-part (the lower half's most persistent region, the largest, the one between them)",
     )
     p.add_argument(
         "--answers-on",
