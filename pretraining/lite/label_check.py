@@ -2,16 +2,16 @@
 object, answered by the labels, scored by IoU at the decoder's resolution (as the hierarchy's settings
 were chosen).
 
-Rows: the hierarchy's three answers (best of them, and the largest), the best and the largest of the three
-chosen by persistence (``train --answers persistent``), anchored (``--answers anchored``), persistent-ends
-and persistent-part (``--answers persistent-ends``, ``persistent-part``), the feature cut's object
-(:mod:`pretraining.lite.feature_cut`, for each ``--k``), and the best of the hierarchy's answers and the
-object, and the answers training uses with the cut (:func:`~pretraining.lite.feature_cut.with_object`: the
-object as the largest answer). With ``--generator``, the model-in-the-loop labels too: the shipped base's
-automatic mask generator (:class:`samplm.AdapterMaskGenerator`, no adapter, a ``--grid`` x ``--grid`` click
-grid, no filters), its best mask under the click, the best of it and the hierarchy, and how many masks it
-makes on the object's photo and how many of them pass SAM's own filters (predicted IoU >= 0.88, stability >=
-0.95). Sets: the first ``--plates`` plates (objects) of the Kaggle plates' training half (boxes as
+Rows: the hierarchy's three answers (best of them, and the largest), the smallest, the best and the largest
+of the three chosen by persistence (``train --answers persistent``), anchored (``--answers anchored``),
+persistent-ends and persistent-part (``--answers persistent-ends``, ``persistent-part``), the feature cut's
+object (:mod:`pretraining.lite.feature_cut`, for each ``--k``), and the best of the hierarchy's answers and
+the object, and the answers training uses with the cut (:func:`~pretraining.lite.feature_cut.with_object`:
+the object as the largest answer). With ``--generator``, the model-in-the-loop labels too: the shipped
+base's automatic mask generator (:class:`samplm.AdapterMaskGenerator`, no adapter, a ``--grid`` x ``--grid``
+click grid, no filters), its best mask under the click, the best of it and the hierarchy, and how many masks
+it makes on the object's photo and how many of them pass SAM's own filters (predicted IoU >= 0.88, stability
+>= 0.95). Sets: the first ``--plates`` plates (objects) of the Kaggle plates' training half (boxes as
 rectangles) and PerSeg's photos (true masks)::
 
     python -m pretraining.lite.label_check --data ../shared/data
@@ -130,6 +130,7 @@ def label_ious(
     )
     for name, rule in rules:
         chosen = [iou(hierarchy.mask(r), target) for r in rule(hierarchy, y, x, *area_range)] or [0.0]
+        row[f"hierarchy {name}, smallest"] = chosen[0]
         row[f"hierarchy {name}, best of 3"] = max(chosen)
         row[f"hierarchy {name}, largest"] = chosen[-1]
     row |= _cut_rows(features, hierarchy, masks, max(scores), target, (y, x), ks)
