@@ -8,8 +8,10 @@ trained on a frozen SAM with the ``fast`` recipe -> single-centre-click evaluati
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .adapter.config import AdapterConfig
 from .data import InstanceDataset, read_mask_folder, read_voc
@@ -19,7 +21,7 @@ from .eval import run_evaluation
 from .eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method, refined_method
 from .eval.report import miou_table
 from .train.recipes import RECIPES, recipe_config
-from .train.settings import MULTIMASK_MODES, SEED_LIMIT, SETTING_LIMITS
+from .train.settings import MULTIMASK_MODES, SEED_LIMIT, SETTING_LIMITS, TrainConfig
 from .train.trainer import train
 from .train.training_set import TrainingSet
 from .utils.checks import Limit
@@ -148,6 +150,19 @@ def demo_dataset(
     raise ValueError(f"unknown demo task {task!r}; choose one of {', '.join(TASKS)}")
 
 
+def demo_config(seed: int, overrides: Mapping[str, Any]) -> TrainConfig:
+    """The demo's training settings: the ``fast`` recipe, a log line every 10 steps, ``overrides``
+    (any :class:`~samplm.train.settings.TrainConfig` field but ``seed``) and ``seed``.
+
+    Raises:
+        ValueError: an override is not a training setting, or is ``seed`` (the demo's ``seed`` also
+            seeds the data and the split).
+    """
+    if "seed" in overrides:
+        raise ValueError("give the demo's seed as seed=, not as a training setting (it also seeds the split)")
+    return recipe_config(RECIPE, **{"log_every": 10, "pmm_points": 20, **overrides, "seed": seed})[1]
+
+
 def _train_adapter(
     sam,
     embeddings,
@@ -158,13 +173,11 @@ def _train_adapter(
     name: str,
     task: str,
     model_type: str,
-    seed: int,
+    config: TrainConfig,
     device: str,
     progress: bool,
-    **overrides,
 ):
-    """The demo's adapter: the ``fast`` recipe (``overrides`` win) on the training part."""
-    _, config = recipe_config(RECIPE, seed=seed, log_every=10, pmm_points=20, **overrides)
+    """The demo's adapter, trained with ``config`` (:func:`demo_config`) on the training part."""
     train_set, val_set = (
         TrainingSet(part, embeddings, sam, num_points=20, progress=progress, description=f"{split} targets")
         for part, split in ((train_part, "train"), (val_part, "val"))
@@ -197,6 +210,7 @@ def run_demo(
     batch_size: int | None = None,
     lr: float | None = None,
     multimask: str | None = None,
+    train_settings: Mapping[str, Any] | None = None,
     seed: int = 0,
     backgrounds: list[Path] | None = None,
     cache: str | Path | None = None,
@@ -205,12 +219,21 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo for ``task``; see the module docstring. Training settings left ``None`` come from
-    the ``fast`` recipe. ``val_fraction`` (held-out share of images) defaults to 0.2 for banners and 0.5
-    for plates (the half of Kaggle's plate photos ``samplm_lite`` never saw in pretraining). Returns the
-    headline numbers."""
+    the ``fast`` recipe; ``train_settings`` sets any other :class:`~samplm.train.settings.TrainConfig`
+    field over the recipe (``steps``, ``batch_size``, ``lr`` and ``multimask`` given by name win).
+    ``val_fraction`` (held-out share of images) defaults to 0.2 for banners and 0.5 for plates (the half
+    of Kaggle's plate photos ``samplm_lite`` never saw in pretraining). Returns the headline numbers.
+
+    Raises:
+        ValueError: an unknown task, a missing ``data`` for plates, or a ``train_settings`` key that is
+            not a training setting.
+    """
     out = Path(out)
     if val_fraction is None:
         val_fraction = VAL_FRACTION[task]
+    named = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
+    named = {k: v for k, v in named.items() if v is not None}
+    train_config = demo_config(seed, {**(train_settings or {}), **named})
     dataset, source = demo_dataset(
         task,
         out,
@@ -227,7 +250,6 @@ def run_demo(
     )
     sam, embeddings = workspace.embed([dataset])
     name = TASK_NAMES[task]
-    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "multimask": multimask}
     trained = _train_adapter(
         sam,
         embeddings,
@@ -237,10 +259,9 @@ def run_demo(
         name=name,
         task=task,
         model_type=model_type,
-        seed=seed,
+        config=train_config,
         device=device,
         progress=progress,
-        **{k: v for k, v in overrides.items() if v is not None},
     )
     config = {"data": source, "format": "masks" if task == "banners" else "voc", "model_type": model_type}
     result = run_evaluation(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -121,10 +123,14 @@ def test_demo_plates_task_trains_and_evaluates_on_a_voc_folder(tmp_path):
         model_type="samplm_tiny",
         steps=3,
         batch_size=2,
+        train_settings={"iou_weight": 2.0, "center_power": 0.0, "steps": 50},
         progress=False,
         visuals=1,
     )
     assert result.task == "plates" and 0.0 <= result.base_oracle <= 1.0 and 0.0 <= result.adapter <= 1.0
+    ran = json.loads((tmp_path / "out" / "train" / "train_config.json").read_text())
+    # train_settings change the fast recipe; a setting also given by name (steps=3) wins
+    assert (ran["iou_weight"], ran["center_power"], ran["steps"], ran["lr"]) == (2.0, 0.0, 3, 1e-3)
     assert result.base_oracle >= result.base_top
     adapter = PromptAdapter.load(result.adapter_dir)
     assert adapter.task == "plate" and adapter.config.base_model.model_type == "samplm_tiny"
@@ -132,3 +138,15 @@ def test_demo_plates_task_trains_and_evaluates_on_a_voc_folder(tmp_path):
     assert "| plate (PLM) |" in table and "| samplm_tiny top |" in table and "base: samplm_tiny" in table
     with pytest.raises(ValueError, match="needs --data"):
         run_demo(tmp_path / "x", task="plates", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"bogus": 1}, "unknown training setting"), ({"seed": 3}, "seed="), ({"lr": -1.0}, "lr")],
+)
+def test_demo_refuses_bad_training_settings_before_any_work(tmp_path, settings, message):
+    from samplm.demo import run_demo
+
+    with pytest.raises(ValueError, match=message):
+        run_demo(tmp_path / "out", model_type="samplm_tiny", train_settings=settings, progress=False)
+    assert not (tmp_path / "out").exists()  # no banners generated, nothing embedded
