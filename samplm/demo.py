@@ -226,7 +226,7 @@ def run_demo(
 
     Raises:
         ValueError: an unknown task, a missing ``data`` for plates, or a ``train_settings`` key that is
-            not a training setting.
+            not a training setting (or is ``seed``) or holds a value out of range.
     """
     out = Path(out)
     if val_fraction is None:
