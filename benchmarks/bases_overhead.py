@@ -76,7 +76,8 @@ def plm_parts(
     plm: Any, embedding: torch.Tensor, image_pe: torch.Tensor, n_tokens: int
 ) -> tuple[Callable[[], object], Callable[[], object]]:
     """The PLM's per-image context, and its per-click work on ``n_tokens`` prompt tokens: the token
-    offset from that context and the adjustment of the three outputs (256 x 256 logits)."""
+    offset from that context and the adjustment of the three outputs (256 x 256 logits, scored on
+    ``embedding``)."""
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(1, n_tokens, plm.embed_dim, generator=generator)
     logits = torch.randn(1, 3, 256, 256, generator=generator)
@@ -85,7 +86,7 @@ def plm_parts(
 
     def click() -> None:
         plm(tokens, context=context)
-        plm.adjust_outputs(logits, iou, True)
+        plm.adjust_outputs(logits, iou, True, embedding)
 
     return (lambda: plm.image_context(embedding, image_pe)), click
 

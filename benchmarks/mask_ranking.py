@@ -9,13 +9,13 @@ One centre click per held-out plate (the deepest pixel of its low-res rectangle,
 validation clicks), mIoU at the decoder's resolution. Prints, for the base and each adapter: the mIoU
 of each multimask output alone, of the first-ranked mask (``top``), of the best of the three
 (``oracle``), and how often each output is ranked first and is the best. ``--zero-offsets`` also
-shows each adapter with its score offsets set to zero (SAM's own ranking of the adapter's masks).
+shows each adapter with its score offsets and readout set to zero (SAM's own ranking of the adapter's
+masks); ``--zero-readout`` with its readout alone set to zero (the offsets' ranking).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from samplm.adapter import PromptLearningModule
 from samplm.data import InstanceDataset, read_voc
 from samplm.prompts.center_click import decode_center_click
 from samplm.train.losses import mask_iou
+from samplm.train.score_readout import without_readout
 from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace
 
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/mask-ranking-cache"))
     parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
     parser.add_argument("--zero-offsets", action="store_true")
+    parser.add_argument("--zero-readout", action="store_true")
     args = parser.parse_args()
     dataset = held_out(args.data, args.seed)
     sam, embeddings = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False).embed([dataset])
@@ -75,10 +77,12 @@ def main() -> None:
     for path in args.adapter:
         adapter = PromptAdapter.load(path)
         rows.append((str(path), adapter.plm))
+        if args.zero_readout:
+            rows.append((f"{path} (readout zero)", without_readout(adapter).plm))
         if args.zero_offsets:
-            plain = copy.deepcopy(adapter.plm)
+            plain = without_readout(adapter).plm
             torch.nn.init.zeros_(plain.score_offset)
-            rows.append((f"{path} (offsets zero)", plain))
+            rows.append((f"{path} (offsets and readout zero)", plain))
     for name, plm in rows:
         print(f"{name}: {ranking(sam, data, plm)}", flush=True)
 

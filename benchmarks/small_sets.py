@@ -6,7 +6,9 @@ For each training-set size (photos of Kaggle's plate set, nested subsets of the 
 out) and for PerSeg's one-object sets (each object's 3 photos: train on 2, test on the third, every
 way round), it runs what ``samplm train`` runs with no flags (``fit_adapter``: the recipe sized to the
 set, k-fold judgement under 20 photos, the best candidate exported) and evaluates on held-out photos
-with one centre click: the base's top mask, SAM-F fitted on the same training photos, the adapter.
+with one centre click: the base's top mask, SAM-F fitted on the same training photos, the adapter, and
+the adapter without its score readout (the same adapter with ``plm.score_readout`` zeroed; equal to the
+adapter where the run did not keep a readout).
 
 Checks (issue: adapters that never lose), per row:
   adapter >= max(base top, SAM-F) - 0.5 mIoU, and adapter >= base top + 10 where SAM-F gains 10.
@@ -30,6 +32,7 @@ from samplm.eval import run_evaluation
 from samplm.eval.methods import SAM, SAM_F, SAM_ORACLE, plm_method
 from samplm.train.fit import fit_adapter, plan_for
 from samplm.train.recipes import recipe_config
+from samplm.train.score_readout import without_readout
 
 
 def subset(dataset: InstanceDataset, images: list[Path]) -> InstanceDataset:
@@ -57,12 +60,16 @@ def run_case(sam, cache, train_photos, test, out: Path, model_type: str, device:
         progress=False,
     )
     seconds = time.perf_counter() - started
+    judged = result.judgement
+    adapters = {"task": result.adapter}
+    if judged.readout_kept:
+        adapters["no-readout"] = without_readout(result.adapter)
     evaluated = run_evaluation(
         sam,
         test,
         cache,
         out / "eval",
-        adapters={"task": result.adapter},
+        adapters=adapters,
         samf_data=train_photos,
         refine=False,
         sensitivity=0,
@@ -79,9 +86,12 @@ def run_case(sam, cache, train_photos, test, out: Path, model_type: str, device:
             ("adapter", plm_method("task")),
         )
     }
-    judged = result.judgement
+    miou["no_readout"] = (
+        100 * evaluated.miou[plm_method("no-readout")]["all"] if judged.readout_kept else miou["adapter"]
+    )
     return {
         **miou,
+        "readout": "kept" if judged.readout_kept else "-",
         "selected": judged.selected,
         "validation": plan.kind,
         "steps": result.steps,
@@ -135,9 +145,10 @@ def perseg(args, sam, device) -> list[dict]:
             per_fold.append(
                 run_case(sam, cache, train_photos, subset(photos, [held]), out, args.model_type, device, 0)
             )
-        keys = ("top", "oracle", "samf", "adapter", "train_seconds")
+        keys = ("top", "oracle", "samf", "adapter", "no_readout", "train_seconds")
         row = {k: float(np.mean([r[k] for r in per_fold])) for k in keys}
         row["selected"] = "/".join(r["selected"] for r in per_fold)
+        row["readout"] = "/".join(r["readout"] for r in per_fold)
         row["validation"], row["steps"] = per_fold[0]["validation"], max(r["steps"] for r in per_fold)
         rows.append({"set": f"PerSeg {category} (2 photos)", "seed": 0, "test": len(per_fold), **row})
         print(format_row(rows[-1]), flush=True)
@@ -147,14 +158,15 @@ def perseg(args, sam, device) -> list[dict]:
 def format_row(row: dict) -> str:
     return (
         f"| {row['set']} | {row['seed']} | {row['test']} | {row['top']:.2f} | {row['samf']:.2f} | "
-        f"{row['adapter']:.2f} | {row['oracle']:.2f} | {row['selected']} | {row['validation']} | "
+        f"{row['adapter']:.2f} | {row['no_readout']:.2f} | {row['oracle']:.2f} | {row['selected']} | "
+        f"{row['readout']} | {row['validation']} | "
         f"{row['steps']} | {verdict(row)} |"
     )
 
 
 HEADER = (
-    "| training set | seed | test photos | base top | SAM-F | adapter | base oracle | exported | "
-    "validation | steps | check |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| training set | seed | test photos | base top | SAM-F | adapter | without its readout | base oracle | "
+    "exported | readout | validation | steps | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

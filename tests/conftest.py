@@ -82,6 +82,10 @@ def make_adapter(task: str = "task", seed: int = 0, **config_kwargs) -> PromptAd
             param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
         adapter.plm.norm_out.weight.fill_(1.0)
         adapter.plm.mask_mix.add_(torch.eye(3))  # a trained mix stays near the identity
+        adapter.plm.score_readout.copy_(
+            torch.randn(adapter.plm.score_readout.shape, generator=generator) * 0.05
+        )
+        adapter.plm.score_readout_bias.copy_(torch.randn(4, generator=generator) * 0.05)
     return adapter
 
 

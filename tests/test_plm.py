@@ -89,7 +89,7 @@ def test_gradients_reach_every_parameter_after_first_step():
     with torch.no_grad():
         plm.norm_out.weight.fill_(0.1)
     plm.zero_grad()
-    logits, scores = plm.adjust_outputs(torch.randn(2, 3, 4, 4), torch.rand(2, 3), True)
+    logits, scores = plm.adjust_outputs(torch.randn(2, 3, 32, 32), torch.rand(2, 3), True, image)
     loss = plm(tokens, image, pe).pow(2).sum() + scores.pow(2).sum() + logits.pow(2).sum()
     loss.backward()
     # ... and once it is non-zero every parameter does (the score offsets through the scores, the mix
@@ -159,19 +159,59 @@ def test_mask_mix_is_the_identity_when_fresh_and_samf_blend_when_set():
     from samplm.eval.samf import SamF
 
     plm = PromptLearningModule()
-    logits, scores = torch.randn(2, 3, 8, 8), torch.rand(2, 3)
-    mixed, adjusted = plm.adjust_outputs(logits, scores, multimask_output=True)
+    logits, scores, image = torch.randn(2, 3, 8, 8), torch.rand(2, 3), torch.randn(1, 256, 2, 2)
+    mixed, adjusted = plm.adjust_outputs(logits, scores, True, image)
     assert torch.equal(mixed, logits) and torch.equal(adjusted, scores)
     samf = SamF(0.6, 0.5)  # the third weight is -0.1
     plm.set_blend(samf.weights)
-    mixed, _ = plm.adjust_outputs(logits, scores, multimask_output=True)
+    mixed, _ = plm.adjust_outputs(logits, scores, True, image)
     for output in range(3):  # every output is SAM-F's blend, so the top mask is too
         torch.testing.assert_close(mixed[:, output : output + 1], samf.blend(logits))
     single = torch.randn(2, 1, 8, 8)
-    assert torch.equal(plm.adjust_outputs(single, scores[:, :1], multimask_output=False)[0], single)
+    assert torch.equal(plm.adjust_outputs(single, scores[:, :1], False, image)[0], single)
     every = torch.randn(2, 4, 8, 8)  # all four outputs (the ONNX graph): the single-mask one is not mixed
-    mixed, _ = plm.adjust_outputs(every, torch.rand(2, 4), multimask_output=True)
+    mixed, _ = plm.adjust_outputs(every, torch.rand(2, 4), True, image)
     assert torch.equal(mixed[:, :1], every[:, :1])
     torch.testing.assert_close(mixed[:, 1:2], samf.blend(every[:, 1:]))
     plm.reset_offset()
     assert torch.equal(plm.mask_mix.detach(), torch.eye(3))
+
+
+def test_mask_features_are_the_mean_embedding_under_each_mask():
+    from samplm.adapter.plm import mask_features
+
+    embedding = torch.arange(2 * 2 * 2, dtype=torch.float32).reshape(1, 2, 2, 2)  # E = 2 on a 2 x 2 grid
+    logits = -torch.ones(3, 2, 8, 8)
+    logits[0, 0, :4, :4] = 1  # the top-left cell whole
+    logits[0, 1, :4, :] = 1  # the top row of cells
+    logits[1, 0, :2, :4] = 1  # half of the top-left cell: still that cell alone
+    features = mask_features(logits, embedding)
+    assert features.shape == (3, 2, 2)
+    torch.testing.assert_close(features[0, 0], embedding[0, :, 0, 0])
+    torch.testing.assert_close(features[0, 1], embedding[0, :, 0, :].mean(dim=-1))
+    torch.testing.assert_close(features[1, 0], embedding[0, :, 0, 0])
+    assert torch.equal(features[2], torch.zeros(2, 2))  # empty masks: zeros
+    with pytest.raises(ValueError, match="whole multiple"):
+        mask_features(torch.zeros(1, 3, 7, 7), embedding)
+
+
+def test_score_readout_ranks_each_photo_by_what_lies_under_its_masks():
+    plm = PromptLearningModule(embed_dim=8, num_heads=2, mlp_dim=16)
+    embedding = torch.zeros(2, 8, 2, 2)
+    embedding[0, 0], embedding[1, 1] = 1.0, 1.0  # photo 0: channel 0 everywhere; photo 1: channel 1
+    logits = torch.ones(2, 3, 8, 8)  # every mask covers the whole photo
+    scores = torch.tensor([[0.5, 0.6, 0.7], [0.5, 0.6, 0.7]])
+    _, plain = plm.adjust_outputs(logits, scores, True, embedding)
+    assert torch.equal(plain, scores)  # a fresh readout changes nothing
+    with torch.no_grad():
+        plm.score_readout[1, 0] = 1.0  # output 0 (row 1) likes channel 0
+        plm.score_readout[2, 1] = 1.0  # output 1 (row 2) likes channel 1
+    _, ranked = plm.adjust_outputs(logits, scores, True, embedding)
+    assert ranked.argmax(dim=1).tolist() == [0, 1]
+    torch.testing.assert_close(ranked, scores + torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    with torch.no_grad():
+        plm.score_readout_bias[1:] = torch.tensor([0.0, -2.0, 5.0])  # the bias: one number per output
+    _, biased = plm.adjust_outputs(logits, scores, True, embedding)
+    torch.testing.assert_close(biased, ranked + torch.tensor([0.0, -2.0, 5.0]))
+    plm.reset_offset()
+    assert not plm.score_readout.any() and not plm.score_readout_bias.any()

@@ -22,13 +22,20 @@ frozen IoU head ranks masks for SAM's own training data; for a task it may alway
 granularity (a region larger than a plate); the prompt tokens alone cannot always move its ranking.
 The offset starts at zero, so a fresh module still is plain SAM.
 
+Then a score readout (buffers ``score_readout``, ``4 x C``, and ``score_readout_bias``, ``4``: fitted in
+closed form after training, not by gradients, see :mod:`samplm.train.score_readout`): each output's score
+also gets ``score_readout[i] . f_i + score_readout_bias[i]``, where
+``f_i`` is the mean of the image embedding under that output's mask (:func:`mask_features`). The offsets
+rank the outputs the same way on every photo; the readout ranks them per photo, by what lies under each
+mask. It starts at zero, so a fresh module still is plain SAM.
+
 Last, a learned ``mask_mix`` (``3 x 3``) blends SAM's three multimask logits: output ``i`` becomes
 ``sum_j mask_mix[i, j] * logits_j``. SAM-F's blend (PerSAM-F) is the case where every row holds the
 same weights; on small sets such a blend can beat any single mask of the base. It starts as the
 identity, so a fresh module still is plain SAM. The single-mask output is never mixed.
 
-:meth:`PromptLearningModule.adjust_outputs` is the one place where the offsets and the mix change the
-decoder's outputs: prediction, training, evaluation, batched several-adapter decoding and the ONNX
+:meth:`PromptLearningModule.adjust_outputs` is the one place where the offsets, the readout and the mix
+change the decoder's outputs: prediction, training, evaluation, batched several-adapter decoding and the ONNX
 graph all call it.
 
 The prompt-to-image keys and values depend only on the image embedding, so they can be computed
@@ -82,7 +89,7 @@ class PromptLearningModule(nn.Module):
         activation: MLP activation, ``"relu"`` (as SAM's two-way transformer) or ``"gelu"``.
 
     With the defaults the module has 1,578,765 parameters (1,578,752 for the tokens, 4 score offsets,
-    a 3 x 3 mask mix).
+    a 3 x 3 mask mix), and a score readout in two buffers (``4 x 256`` weights, ``4`` biases).
     """
 
     def __init__(
@@ -113,14 +120,18 @@ class PromptLearningModule(nn.Module):
         self.norm_out = nn.LayerNorm(embed_dim)
         self.score_offset = nn.Parameter(torch.zeros(DECODER_OUTPUTS))
         self.mask_mix = nn.Parameter(torch.eye(MULTIMASK_OUTPUTS))
+        self.register_buffer("score_readout", torch.zeros(DECODER_OUTPUTS, embed_dim))
+        self.register_buffer("score_readout_bias", torch.zeros(DECODER_OUTPUTS))
         self.reset_offset()
 
     def reset_offset(self) -> None:
-        """Zero the output LayerNorm's gain and bias and the score offsets, and make the mask mix the
-        identity: the module becomes plain SAM exactly."""
+        """Zero the output LayerNorm's gain and bias, the score offsets and the score readout, and make the
+        mask mix the identity: the module becomes plain SAM exactly."""
         nn.init.zeros_(self.norm_out.weight)
         nn.init.zeros_(self.norm_out.bias)
         nn.init.zeros_(self.score_offset)
+        nn.init.zeros_(self.score_readout)
+        nn.init.zeros_(self.score_readout_bias)
         with torch.no_grad():
             self.mask_mix.copy_(torch.eye(MULTIMASK_OUTPUTS))
 
@@ -134,50 +145,69 @@ class PromptLearningModule(nn.Module):
             self.mask_mix.copy_(row.expand(MULTIMASK_OUTPUTS, -1).to(self.mask_mix.device))
 
     def adjust_outputs(
-        self, low_res_logits: Tensor, iou_predictions: Tensor, multimask_output: bool
+        self, low_res_logits: Tensor, iou_predictions: Tensor, multimask_output: bool, image_embedding: Tensor
     ) -> tuple[Tensor, Tensor]:
         """The decoder's outputs as this adapter gives them: the multimask logits mixed by
-        ``mask_mix`` and the IoU predictions plus ``score_offset`` (see :meth:`adjust_scores`).
+        ``mask_mix``, and the IoU predictions plus ``score_offset`` and the score readout of the mixed
+        masks (see :meth:`adjust_scores`).
 
         Args:
             low_res_logits: ``B x C x h x w`` mask logits, ``C`` as in :meth:`adjust_scores`.
             iou_predictions: ``B x C``.
             multimask_output: with ``C = 3``/``1``, which outputs the columns are.
+            image_embedding: ``1 x E x h' x w'`` or ``B x E x h' x w'``, the embedding the decoder read
+                (``h = 4 h'``: SAM's low-res masks are 4 x its embedding).
 
         Returns:
             ``(B x C x h x w logits, B x C scores)``.
         """
-        scores = self.adjust_scores(iou_predictions, multimask_output)
+        mixed = self._mix(low_res_logits, multimask_output)
+        features = mask_features(mixed, image_embedding)
+        return mixed, self.adjust_scores(iou_predictions, multimask_output, features)
+
+    def _mix(self, low_res_logits: Tensor, multimask_output: bool) -> Tensor:
         columns = low_res_logits.shape[1]
         if columns == 1 and not multimask_output:
-            return low_res_logits, scores
+            return low_res_logits
         mix = self.mask_mix.to(low_res_logits.dtype)
         if columns == MULTIMASK_OUTPUTS:
-            return torch.einsum("ij,bjhw->bihw", mix, low_res_logits), scores
+            return torch.einsum("ij,bjhw->bihw", mix, low_res_logits)
         single, multi = low_res_logits[:, :1], low_res_logits[:, 1:]
-        return torch.cat([single, torch.einsum("ij,bjhw->bihw", mix, multi)], dim=1), scores
+        return torch.cat([single, torch.einsum("ij,bjhw->bihw", mix, multi)], dim=1)
 
-    def adjust_scores(self, iou_predictions: Tensor, multimask_output: bool) -> Tensor:
-        """SAM's IoU predictions plus this task's offsets.
+    def adjust_scores(
+        self, iou_predictions: Tensor, multimask_output: bool, features: Tensor | None = None
+    ) -> Tensor:
+        """SAM's IoU predictions plus this task's offsets (and readout).
 
         Args:
             iou_predictions: ``B x C``: ``C = 3`` for the multimask outputs, ``1`` for the single-mask
                 output, ``4`` for all of them (single-mask first, as the decoder computes them).
             multimask_output: with ``C = 3``/``1``, which outputs the columns are.
+            features: ``B x C x E`` (:func:`mask_features` of the outputs), scored by the readout;
+                ``None``: offsets only.
 
         Returns:
             ``B x C`` adjusted scores (a ranking of the masks for this task).
         """
         columns = iou_predictions.shape[-1]
+        rows = self._output_rows(columns, multimask_output)
+        scores = iou_predictions + self.score_offset[rows].to(iou_predictions.dtype)
+        if features is None:
+            return scores
+        readout = (features * self.score_readout[rows].to(features.dtype)).sum(dim=-1)
+        return scores + (readout + self.score_readout_bias[rows].to(features.dtype)).to(scores.dtype)
+
+    @staticmethod
+    def _output_rows(columns: int, multimask_output: bool) -> slice:
+        """Which of the decoder's four outputs ``columns`` score columns are."""
         if columns == DECODER_OUTPUTS:
-            offset = self.score_offset
-        else:
-            offset = self.score_offset[1:] if multimask_output else self.score_offset[:1]
-        if offset.shape[0] != columns:
-            raise ValueError(
-                f"iou_predictions must have {DECODER_OUTPUTS}, 3 (multimask) or 1 columns, got {columns}"
-            )
-        return iou_predictions + offset.to(iou_predictions.dtype)
+            return slice(0, DECODER_OUTPUTS)
+        if columns == (MULTIMASK_OUTPUTS if multimask_output else 1):
+            return slice(1, None) if multimask_output else slice(0, 1)
+        raise ValueError(
+            f"iou_predictions must have {DECODER_OUTPUTS}, 3 (multimask) or 1 columns, got {columns}"
+        )
 
     def image_context(self, image_embedding: Tensor, image_pe: Tensor) -> ImageContext:
         """Project an image embedding into the keys and values of the prompt-to-image attention.
@@ -260,3 +290,30 @@ class PromptLearningModule(nn.Module):
     def _split_heads(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+
+def mask_features(low_res_logits: Tensor, image_embedding: Tensor) -> Tensor:
+    """The mean image embedding under each mask: what the score readout scores.
+
+    Args:
+        low_res_logits: ``B x C x h x w`` mask logits (a mask is ``logits > 0``), ``h`` and ``w`` a whole
+            multiple of the embedding's (SAM: 256 = 4 x 64).
+        image_embedding: ``1 x E x h' x w'`` (shared by the ``B`` rows) or ``B x E x h' x w'``.
+
+    Returns:
+        ``B x C x E``: each mask's share of each embedding cell weights that cell; an empty mask gives zeros.
+    """
+    if image_embedding.dim() != 4 or low_res_logits.dim() != 4:
+        raise ValueError(
+            f"mask_features takes B x C x h x w logits and a b x E x h' x w' embedding, got "
+            f"{tuple(low_res_logits.shape)} and {tuple(image_embedding.shape)}"
+        )
+    (h, w), (eh, ew) = low_res_logits.shape[-2:], image_embedding.shape[-2:]
+    if h % eh or w % ew:
+        raise ValueError(f"mask size {h} x {w} is not a whole multiple of the embedding's {eh} x {ew}")
+    masks = (low_res_logits > 0).to(image_embedding.dtype)
+    b, c = masks.shape[:2]
+    weights = masks.reshape(b, c, eh, h // eh, ew, w // ew).mean(dim=(3, 5))  # B x C x h' x w'
+    embedding = image_embedding.expand(low_res_logits.shape[0], -1, -1, -1)
+    total = torch.einsum("bchw,behw->bce", weights, embedding)
+    return total / weights.sum(dim=(-2, -1)).clamp(min=1e-6)[..., None]

@@ -73,7 +73,9 @@ def decode_prompts(
     output = base.run_decoder(features, sparse, dense, multimask_output, return_image_features)
     if plm is None:
         return output
-    logits, scores = plm.adjust_outputs(output.low_res_logits, output.iou_predictions, multimask_output)
+    logits, scores = plm.adjust_outputs(
+        output.low_res_logits, output.iou_predictions, multimask_output, features.embedding
+    )
     return dataclasses.replace(output, low_res_logits=logits, iou_predictions=scores)
 
 
@@ -125,14 +127,15 @@ def decode_with_adapters(
         )
         for rows in stacked.split(chunk or len(plms))
     ]
-    features = torch.cat([p.image_features for p in parts]) if return_image_features else None
+    image_features = torch.cat([p.image_features for p in parts]) if return_image_features else None
     logits, scores = _adjusted_outputs(
         plms,
         torch.cat([p.low_res_logits for p in parts]),
         torch.cat([p.iou_predictions for p in parts]),
         multimask_output,
+        features.embedding,
     )
-    return DecoderOutput(logits, scores, stacked, features)
+    return DecoderOutput(logits, scores, stacked, image_features)
 
 
 def _adapter_tokens(
@@ -155,12 +158,19 @@ def _adapter_tokens(
 
 
 def _adjusted_outputs(
-    plms: Sequence[PromptLearningModule | None], logits: Tensor, iou: Tensor, multimask_output: bool
+    plms: Sequence[PromptLearningModule | None],
+    logits: Tensor,
+    iou: Tensor,
+    multimask_output: bool,
+    image_embedding: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Row ``a`` of the ``A x C x h x w`` logits and ``A x C`` IoU predictions as ``plms[a]`` gives them
-    (:meth:`PromptLearningModule.adjust_outputs`; unchanged for plain SAM)."""
+    (:meth:`PromptLearningModule.adjust_outputs` on the one ``1 x E x h' x w'`` image embedding;
+    unchanged for plain SAM)."""
     rows = [
-        (row_logits, row_iou) if plm is None else plm.adjust_outputs(row_logits, row_iou, multimask_output)
+        (row_logits, row_iou)
+        if plm is None
+        else plm.adjust_outputs(row_logits, row_iou, multimask_output, image_embedding)
         for plm, row_logits, row_iou in zip(plms, logits.split(1), iou.split(1), strict=True)
     ]
     return torch.cat([row[0] for row in rows]), torch.cat([row[1] for row in rows])

@@ -67,7 +67,7 @@ class AdaptedSam2Decoder(nn.Module):
             repeat_image=repeat_image,
             high_res_features=high_res_features,
         )
-        masks, scores = self.plm.adjust_outputs(masks, scores, multimask_output)
+        masks, scores = self.plm.adjust_outputs(masks, scores, multimask_output, image_embeddings)
         require_finite_outputs(self.name, masks, scores)
         return masks, scores, tokens, object_scores
 

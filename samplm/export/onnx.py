@@ -69,8 +69,9 @@ PREPROCESSING_ADVICE = "Please consider to run pre-processing before quantizatio
 
 
 class _AdaptedDecoder(nn.Module):
-    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first, and its mask mix
-    and score offsets applied to all four outputs (:meth:`PromptLearningModule.adjust_outputs`)."""
+    """SAM's mask decoder with the PLM's offset added to the sparse prompt tokens first, and its mask mix,
+    score offsets and score readout applied to all four outputs
+    (:meth:`PromptLearningModule.adjust_outputs`)."""
 
     def __init__(self, decoder: nn.Module, plm: PromptLearningModule | None) -> None:
         super().__init__()
@@ -87,7 +88,7 @@ class _AdaptedDecoder(nn.Module):
             dense_prompt_embeddings=dense_prompt_embeddings,
         )
         if self.plm is not None:
-            masks, scores = self.plm.adjust_outputs(masks, scores, multimask_output=True)
+            masks, scores = self.plm.adjust_outputs(masks, scores, True, image_embeddings)
         return masks, scores
 
 

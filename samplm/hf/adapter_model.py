@@ -223,7 +223,8 @@ class SamAdapterModel(nn.Module):
             **kwargs,
         )
         if plm is not None:
-            logits, iou = _adjusted(plm, logits, iou, multimask_output)
+            embedding = self._family.image_embedding(encoded.embeddings)
+            logits, iou = _adjusted(plm, logits, iou, multimask_output, embedding)
             require_finite_outputs(name, logits, iou)
         return self._family.output(logits, iou, further, encoded)
 
@@ -316,12 +317,16 @@ def _shifted_tokens(plm: PromptLearningModule, sparse: Tensor, context: ImageCon
 
 
 def _adjusted(
-    plm: PromptLearningModule, logits: Tensor, iou: Tensor, multimask_output: bool
+    plm: PromptLearningModule, logits: Tensor, iou: Tensor, multimask_output: bool, embedding: Tensor
 ) -> tuple[Tensor, Tensor]:
     """The decoder's ``b x P x M x 4h x 4w`` logits and ``b x P x M`` IoU as the adapter gives them
-    (:meth:`PromptLearningModule.adjust_outputs` on the ``(b*P)`` rows)."""
+    (:meth:`PromptLearningModule.adjust_outputs` on the ``(b*P)`` rows, each with its image's
+    ``C x h x w`` embedding from the ``b x C x h x w`` ``embedding``)."""
     b, p, m, h, w = logits.shape
     adjusted, scores = plm.adjust_outputs(
-        logits.reshape(b * p, m, h, w), iou.reshape(b * p, m), multimask_output
+        logits.reshape(b * p, m, h, w),
+        iou.reshape(b * p, m),
+        multimask_output,
+        embedding.repeat_interleave(p, dim=0) if b > 1 else embedding,
     )
     return adjusted.reshape(b, p, m, h, w), scores.reshape(b, p, m)

@@ -9,7 +9,9 @@ that fits its size.
   with the same schedule. The candidates' figures are averaged over the folds (plain SAM, SAM-F, the
   trained adapter at each validated step); the winner is then made from every image: the untrained
   adapter, SAM-F fitted on every image, or an adapter trained on every image for the winning number of
-  steps with the same learning-rate schedule.
+  steps with the same learning-rate schedule. Each fold's run also fits score readouts for its winner
+  (:mod:`samplm.train.score_readout`); when the readout at one ridge strength gains on average over the
+  folds, the final adapter gets a readout fitted on every image at that strength.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..segment.prototype_fitting import training_prototype
 from .judge import Judgement, candidate_adapter
 from .metrics_log import METRICS_NAME
 from .outputs import ADAPTER_DIRNAME, export_adapter
+from .score_readout import readout_candidates
 from .settings import TrainConfig
 from .trainer import TrainResult, train
 from .training_set import TrainingSet
@@ -150,7 +153,21 @@ def _mean_judgement(judgements: list[Judgement], curves: list[dict[int, float]],
     mean.selected = "samf" if mean.samf > mean.sam else "sam"
     for step in steps:
         mean.consider(float(np.mean([c[step] for c in curves])), step)
+    mean.readouts = _mean_readouts(judgements, getattr(mean, mean.selected))
     return mean
+
+
+def _mean_readouts(judgements: list[Judgement], figure: float) -> tuple[tuple[float, float], ...]:
+    """``(ridge strength, figure + the folds' mean gain from a readout at that strength)``: each fold's
+    gain is its readout's figure minus its own winner's (empty unless every fold fitted readouts)."""
+    if not judgements or not all(j.readouts for j in judgements):
+        return ()
+    alphas = [alpha for alpha, _ in judgements[0].readouts]
+    gains = [
+        float(np.mean([dict(j.readouts)[alpha] - getattr(j, j.selected) for j in judgements]))
+        for alpha in alphas
+    ]
+    return tuple((alpha, figure + gain) for alpha, gain in zip(alphas, gains, strict=True))
 
 
 def _make_winner(
@@ -164,8 +181,8 @@ def _make_winner(
     device: str | torch.device,
     progress: bool,
 ) -> TrainResult:
-    """The judged candidate made from every image and exported to ``out/adapter`` with the line and the
-    prototype."""
+    """The judged candidate made from every image (with a readout fitted on every image when the folds
+    kept one) and exported to ``out/adapter`` with the line and the prototype."""
     if judgement.selected == "trained":
         result = train(
             sam,
@@ -187,6 +204,9 @@ def _make_winner(
             judgement.samf_weights = samf.weights
         adapter = candidate_adapter(template.to(device), samf)
         steps, last = 0, adapter
+    if judgement.readout_kept:
+        alpha = judgement.readout_alpha
+        adapter = readout_candidates(sam, adapter, all_set, (alpha,))[alpha]
     metrics = {**judgement.metrics(), "step": steps}
     # a trained adapter was loaded with the prototype its training run wrote
     prototype = None if judgement.selected == "trained" else training_prototype(all_set, adapter.task)

@@ -4,8 +4,10 @@ Before the first step the run validates two candidates that need no training: th
 (plain SAM's top mask: a fresh PLM is the identity) and SAM-F (PerSAM-F's two-weight blend of SAM's three
 masks, fitted on the training split as ``samplm eval`` does, held by an adapter whose mask mix is the
 blend). Each validation of the trained adapter then competes with them; the exported adapter is the best
-candidate seen, the untrained one when nothing beats it. :class:`Judgement` holds the three figures and
-says which won, in one line (printed, and written into the adapter's card).
+candidate seen, the untrained one when nothing beats it. After the last step the winner gets a score readout
+fitted on the training split (:mod:`samplm.train.score_readout`), kept only if it validates better.
+:class:`Judgement` holds the figures and says which won, in one line (printed, and written into the
+adapter's card).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Judgement:
         trained_step: the step of that validation.
         selected: the exported candidate, one of :data:`CANDIDATES`.
         validation: how the figures were validated (e.g. ``"validation split, 12 instances"``).
+        readouts: ``(ridge strength, val mIoU)`` of the selected candidate with a score readout fitted at
+            each strength (empty: none fitted).
     """
 
     sam: float
@@ -45,15 +49,33 @@ class Judgement:
     trained_step: int | None = None
     selected: str = "sam"
     validation: str = ""
+    readouts: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def readout_alpha(self) -> float | None:
+        """The ridge strength of the best-validated readout (``None``: none fitted; ties: the first)."""
+        return max(self.readouts, key=lambda pair: pair[1])[0] if self.readouts else None
+
+    @property
+    def readout(self) -> float | None:
+        """The selected candidate's figure with its best readout (``None``: none fitted)."""
+        return max(figure for _, figure in self.readouts) if self.readouts else None
+
+    @property
+    def readout_kept(self) -> bool:
+        """Whether the exported adapter carries the fitted readout (it validated strictly better)."""
+        return self.readout is not None and self.readout > getattr(self, self.selected)
 
     @property
     def best(self) -> float:
-        """The selected candidate's figure."""
-        return getattr(self, self.selected)
+        """The exported adapter's figure: the selected candidate's, with its readout when kept."""
+        return self.readout if self.readout_kept else getattr(self, self.selected)
 
     def consider(self, miou: float, step: int) -> bool:
         """Record a validation of the trained adapter; ``True`` when it becomes the selected candidate
-        (strictly better than every candidate so far). Ties keep the earlier candidate."""
+        (strictly better than every candidate so far). Ties keep the earlier candidate. A readout fitted
+        before is dropped (it belonged to the candidate then selected)."""
+        self.readouts = ()
         if miou > self.trained:
             self.trained, self.trained_step = miou, step
         if miou > self.best:
@@ -69,9 +91,14 @@ class Judgement:
             else "trained: not validated"
         )
         where = f" on the {self.validation}" if self.validation else ""
+        readout = ""
+        if self.readout is not None:
+            kept = "kept" if self.readout_kept else "not kept"
+            figure = f"{100 * self.readout:.2f}"
+            readout = f"; with a score readout (ridge {self.readout_alpha:g}) {figure}, {kept}"
         return (
             f"exported the {_LABELS[self.selected]}: val mIoU{where}: plain SAM {100 * self.sam:.2f}, "
-            f"SAM-F {100 * self.samf:.2f}, {trained}"
+            f"SAM-F {100 * self.samf:.2f}, {trained}{readout}"
         )
 
     def metrics(self) -> dict[str, float | int | str | None]:
@@ -83,17 +110,21 @@ class Judgement:
             "val_miou_samf": round(self.samf, 6),
             "val_miou_trained": round(self.trained, 6) if self.trained_step is not None else None,
             "trained_step": self.trained_step,
+            "val_miou_readout": round(self.readout, 6) if self.readout is not None else None,
+            "score_readout": self.readout_kept,
         }
 
     def to_state(self) -> dict:
         """A plain dict for the training checkpoint (see :meth:`from_state`)."""
         state = asdict(self)
         state["samf_weights"] = list(self.samf_weights)
+        state["readouts"] = [list(pair) for pair in self.readouts]
         return state
 
     @classmethod
     def from_state(cls, state: dict) -> Judgement:
-        return cls(**{**state, "samf_weights": tuple(state["samf_weights"])})
+        readouts = tuple((float(a), float(f)) for a, f in state.get("readouts", ()))
+        return cls(**{**state, "samf_weights": tuple(state["samf_weights"]), "readouts": readouts})
 
 
 def candidate_adapter(template: PromptAdapter, samf: SamF | None = None) -> PromptAdapter:

@@ -44,7 +44,7 @@ from .outputs import ADAPTER_DIRNAME, finish_run
 from .run_setup import TrainingRun, setup_run
 from .settings import TrainConfig
 from .training_set import TrainingSet
-from .validation import judge_candidates, validate
+from .validation import judge_candidates, judge_readout, validate
 
 
 @dataclass
@@ -130,6 +130,8 @@ def train(
             judge_candidates(run)
         _train_steps(run, last, progress, cap)
         if run.procs.is_main and run.finished():
+            if val_set is not None:
+                judge_readout(run)
             finish_run(run, progress)
         run.procs.wait()
         adapter_dir = run.out / ADAPTER_DIRNAME

@@ -17,8 +17,9 @@ from ..prompts.center_click import decode_center_click
 from .judge import Judgement, judge_baselines
 from .losses import mask_iou
 from .metrics_log import MetricsLog, metrics_log
-from .outputs import export_adapter
+from .outputs import ADAPTER_DIRNAME, export_adapter
 from .run_setup import TrainingRun
+from .score_readout import readout_candidates
 from .training_set import TrainingSet
 
 
@@ -97,3 +98,21 @@ def validate(run: TrainingRun, log: MetricsLog | None, bar: Any) -> None:
     run.state["stopped"] = run.procs.mean({"stop": stop})["stop"] > 0
     if run.state["stopped"] and run.procs.is_main:
         bar.write(f"step {step}: no better validation in {patience} validations; stopping early")
+
+
+def judge_readout(run: TrainingRun) -> None:
+    """After the last step (main process, with a validation split): fit score readouts for the exported
+    candidate on the training split (:mod:`samplm.train.score_readout`), validate each, and export the best
+    one if it validates strictly better than the candidate without it (the judgement's line says which)."""
+    adapter_dir, judgement = run.out / ADAPTER_DIRNAME, run.state["judgement"]
+    if judgement is None or not adapter_dir.is_dir():
+        return
+    chosen = PromptAdapter.load(adapter_dir).to(next(run.adapter.parameters()).device)
+    candidates = readout_candidates(run.sam, chosen, run.train_set)
+    judgement.readouts = tuple(
+        (alpha, evaluate_center_miou(run.sam, adapter, run.val_set, run.config.val_max_instances))
+        for alpha, adapter in candidates.items()
+    )
+    record_judgement(run, judgement)
+    if judgement.readout_kept:
+        export_adapter(candidates[judgement.readout_alpha], run.out, run.state["best_metrics"])

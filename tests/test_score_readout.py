@@ -1,0 +1,103 @@
+"""The score readout: its ridge fit, its samples, and a run's judgement of it (tiny SAM, six-image task)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from samplm import AdapterConfig, PromptAdapter
+from samplm.train.judge import Judgement
+from samplm.train.score_readout import (
+    RIDGE_ALPHAS,
+    ReadoutSamples,
+    fit_readout,
+    readout_candidates,
+    readout_samples,
+    without_readout,
+)
+from samplm.train.settings import TrainConfig
+from samplm.train.trainer import train
+from samplm.train.validation import evaluate_center_miou
+
+
+def test_the_ridge_fit_recovers_a_linear_rule_per_output():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 3, 5, generator=generator)
+    weights = torch.randn(3, 5, generator=generator)
+    intercepts = torch.tensor([0.1, -0.2, 0.3])
+    residuals = (features * weights).sum(-1) + intercepts
+    readout, bias = fit_readout(ReadoutSamples(features, residuals), alpha=1e-6)
+    assert readout.shape == (4, 5) and bias.shape == (4,)
+    assert not readout[0].any() and bias[0] == 0  # the single-mask output is never ranked
+    torch.testing.assert_close(readout[1:], weights, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bias[1:], intercepts, atol=1e-4, rtol=1e-4)
+    shrunk, _ = fit_readout(ReadoutSamples(features, residuals), alpha=1e4)
+    assert shrunk[1:].norm() < 0.1 * weights.norm()  # a strong ridge keeps the readout small
+    with pytest.raises(ValueError, match="n x 3 x E"):
+        fit_readout(ReadoutSamples(features[:, :2], residuals[:, :2]), alpha=1.0)
+
+
+def test_samples_are_taken_with_the_readout_zero(tiny_sam, rect_task, adapter_factory):
+    train_set, _ = rect_task
+    adapter = adapter_factory("rect")
+    assert adapter.plm.score_readout.any()
+    with pytest.raises(ValueError, match="readout zero"):
+        readout_samples(tiny_sam, adapter, train_set)
+    plain = without_readout(adapter)
+    assert adapter.plm.score_readout.any() and not plain.plm.score_readout.any()  # a copy
+    samples = readout_samples(tiny_sam, plain, train_set)
+    n = len(train_set)
+    assert samples.features.shape == (n, 3, 256) and samples.residuals.shape == (n, 3)
+    assert samples.residuals.abs().max() <= 2.0  # IoU in [0, 1] minus a score near it
+    fitted = readout_candidates(tiny_sam, adapter, train_set, alphas=(1.0,))[1.0]
+    assert fitted.plm.score_readout.any() and fitted.plm.score_readout_bias.any()
+    assert not torch.equal(fitted.plm.score_readout, adapter.plm.score_readout)
+    # the rest is the adapter's, so zeroing the readout gives back the adapter without one
+    torch.testing.assert_close(without_readout(fitted).state_dict(), plain.state_dict())
+
+
+def test_a_run_fits_a_readout_for_its_winner_and_keeps_it_only_when_it_validates_better(
+    tmp_path, tiny_sam, rect_task
+):
+    train_set, val_set = rect_task
+    config = TrainConfig(
+        steps=6, batch_size=3, lr=1e-3, warmup_steps=0, val_every=2, checkpoint_every=2, use_pmm=False
+    )
+    result = train(
+        copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
+    )
+    judged = result.judgement
+    assert [alpha for alpha, _ in judged.readouts] == list(RIDGE_ALPHAS)
+    assert "score readout" in judged.line() and ("kept" in judged.line())
+    exported = PromptAdapter.load(result.adapter_dir)
+    assert exported.config.metadata["selection"] == judged.line()
+    assert result.metrics["score_readout"] is judged.readout_kept
+    assert bool(exported.plm.score_readout.any()) is judged.readout_kept
+    figure = evaluate_center_miou(tiny_sam, exported, val_set, config.val_max_instances)
+    # the exported adapter validates at the judged figure: with its readout when kept, else without
+    assert math.isclose(figure, judged.best, abs_tol=1e-6)
+    assert math.isclose(result.metrics["val_miou"], judged.best, abs_tol=1e-6)
+
+
+def test_readout_judgement_state_and_line():
+    judged = Judgement(sam=0.5, samf=0.6, samf_weights=(0.2, 0.3, 0.5), selected="samf")
+    judged.readouts = ((0.1, 0.55), (1.0, 0.7), (10.0, 0.7))
+    assert judged.readout_alpha == 1.0 and judged.readout == 0.7  # ties: the first strength
+    assert judged.readout_kept and judged.best == 0.7
+    assert "score readout (ridge 1) 70.00, kept" in judged.line()
+    assert judged.metrics()["val_miou"] == 0.7 and judged.metrics()["val_miou_readout"] == 0.7
+    assert Judgement.from_state(judged.to_state()) == judged
+    judged.readouts = ((1.0, 0.6),)  # a tie with the candidate without it: not kept
+    assert not judged.readout_kept and judged.best == 0.6 and "not kept" in judged.line()
+    assert judged.consider(0.65, 10) and judged.readouts == ()  # a new winner drops the old readout
+
+
+def test_a_fresh_adapter_has_a_zero_readout_and_answers_as_plain_sam():
+    adapter = PromptAdapter(AdapterConfig(task="t"))
+    assert not adapter.plm.score_readout.any()
+    assert adapter.plm.score_readout.shape == (4, 256)
+    assert {"plm.score_readout", "plm.score_readout_bias"} <= set(adapter.state_dict())
+    assert adapter.num_parameters("plm") == 1_578_765  # a buffer, not a trained parameter
