@@ -24,24 +24,17 @@ import torch
 from samplm import PromptAdapter
 from samplm.adapter import PromptLearningModule
 from samplm.data import InstanceDataset, read_voc
-from samplm.prompts.center_click import decode_center_click
-from samplm.train.losses import mask_iou
+from samplm.train.center_scores import center_click_answers
 from samplm.train.score_readout import without_readout
 from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace
 
 
-@torch.no_grad()
 def ranking(sam, data: TrainingSet, plm: PromptLearningModule | None) -> dict[str, object]:
     """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances."""
-    ious, scores = [], []
-    for item in data.items:
-        out = decode_center_click(sam, data.embedding(item), item.target.low_res, plm=plm)
-        target = torch.as_tensor(item.target.low_res, dtype=torch.float32).expand_as(out.low_res_logits)
-        ious.append(mask_iou(out.low_res_logits.float(), target)[0])
-        scores.append(out.iou_predictions[0].float())
-    iou, score = torch.stack(ious), torch.stack(scores)
-    first = score.argmax(dim=1)
+    answers = list(center_click_answers(sam, data, plm))
+    iou = torch.cat([a.true_iou for a in answers]).cpu()
+    first = torch.cat([a.output.iou_predictions for a in answers]).float().argmax(dim=1).cpu()
     return {
         "outputs": [round(100 * float(v), 2) for v in iou.mean(dim=0)],
         "top": round(100 * float(iou.gather(1, first[:, None]).mean()), 2),

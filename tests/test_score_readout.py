@@ -14,8 +14,10 @@ from samplm.train.score_readout import (
     RIDGE_ALPHAS,
     ReadoutSamples,
     fit_readout,
+    has_readout,
     readout_candidates,
     readout_samples,
+    with_readout,
     without_readout,
 )
 from samplm.train.settings import TrainConfig
@@ -101,3 +103,46 @@ def test_a_fresh_adapter_has_a_zero_readout_and_answers_as_plain_sam():
     assert adapter.plm.score_readout.shape == (4, 256)
     assert {"plm.score_readout", "plm.score_readout_bias"} <= set(adapter.state_dict())
     assert adapter.num_parameters("plm") == 1_578_765  # a buffer, not a trained parameter
+
+
+def _short_config(**changes):
+    settings = dict(steps=6, batch_size=3, lr=1e-3, warmup_steps=0, val_every=2, checkpoint_every=2)
+    return TrainConfig(**{**settings, "use_pmm": False, **changes})
+
+
+def test_a_checkpoint_from_before_the_readout_resumes(tmp_path, tiny_sam, rect_task):
+    import hashlib
+    import io
+
+    from samplm.utils.files import write_checksums
+
+    train_set, val_set = rect_task
+    run = dict(config=_short_config(), val_set=val_set, progress=False)
+    train(copy.deepcopy(tiny_sam), train_set, tmp_path, stop_after=2, **run)
+    path = tmp_path / "checkpoints" / "last.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["adapter"]["plm.score_readout"], payload["adapter"]["plm.score_readout_bias"]
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.write_bytes(buffer.getvalue())
+    write_checksums(path, [hashlib.sha256(buffer.getvalue()).hexdigest()])
+    result = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
+    assert result.steps == 6 and len(result.judgement.readouts) == len(RIDGE_ALPHAS)
+
+
+def test_a_finished_run_judged_again_leaves_no_stale_readout(tmp_path, tiny_sam, rect_task):
+    train_set, val_set = rect_task
+    run = dict(config=_short_config(), val_set=val_set, progress=False)
+    first = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
+    # a readout the judgement did not fit (as from an earlier judgement that kept one)
+    stale = PromptAdapter.load(first.adapter_dir)
+    stale = with_readout(stale, torch.full((4, 256), 0.3), torch.tensor([0.0, -5.0, 5.0, -5.0]))
+    stale.save_pretrained(first.adapter_dir)
+    again = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
+    exported = PromptAdapter.load(again.adapter_dir)
+    assert again.judgement.readouts == first.judgement.readouts  # judged anew from the readout-free adapter
+    assert has_readout(exported) is again.judgement.readout_kept
+    if not again.judgement.readout_kept:
+        assert not exported.plm.score_readout_bias.any()
+    else:
+        assert exported.plm.score_readout_bias[1] != -5.0

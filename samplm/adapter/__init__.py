@@ -1,6 +1,6 @@
 """The adapter: what samplm learns beside a frozen SAM, and the folder it lives in.
 
-``plm.py`` (Prompt Learning Module: an offset on the prompt tokens, score offsets, the mask mix),
+``plm.py`` (Prompt Learning Module: an offset on the prompt tokens, score offsets and readout, the mask mix),
 ``pmm.py`` (Point Matching Module: boundary points for the auxiliary loss and refinement),
 ``config.py`` (the adapter's ``config.json``), ``prompt_adapter.py`` (:class:`PromptAdapter`, the one owner
 of an adapter folder), ``prototype.py`` (``prototype.safetensors``, for click-free segmentation),

@@ -22,9 +22,10 @@ frozen IoU head ranks masks for SAM's own training data; for a task it may alway
 granularity (a region larger than a plate); the prompt tokens alone cannot always move its ranking.
 The offset starts at zero, so a fresh module still is plain SAM.
 
-Then a score readout (buffers ``score_readout``, ``4 x C``, and ``score_readout_bias``, ``4``: fitted in
-closed form after training, not by gradients, see :mod:`samplm.train.score_readout`): each output's score
-also gets ``score_readout[i] . f_i + score_readout_bias[i]``, where
+Then a score readout (buffers ``score_readout``, ``4 x E`` with ``E`` the embedding width, and
+``score_readout_bias``, ``4``: fitted in closed form after training, not by gradients, see
+:mod:`samplm.train.score_readout`): each output's score also gets ``score_readout[i] . f_i +
+score_readout_bias[i]``, where
 ``f_i`` is the mean of the image embedding under that output's mask (:func:`mask_features`). The offsets
 rank the outputs the same way on every photo; the readout ranks them per photo, by what lies under each
 mask. It starts at zero, so a fresh module still is plain SAM.
@@ -166,6 +167,8 @@ class PromptLearningModule(nn.Module):
         return mixed, self.adjust_scores(iou_predictions, multimask_output, features)
 
     def _mix(self, low_res_logits: Tensor, multimask_output: bool) -> Tensor:
+        """``B x C x h x w`` logits with the multimask columns blended by ``mask_mix`` (``C`` as in
+        :meth:`adjust_scores`; the single-mask column unchanged)."""
         columns = low_res_logits.shape[1]
         if columns == 1 and not multimask_output:
             return low_res_logits
@@ -307,6 +310,11 @@ def mask_features(low_res_logits: Tensor, image_embedding: Tensor) -> Tensor:
         raise ValueError(
             f"mask_features takes B x C x h x w logits and a b x E x h' x w' embedding, got "
             f"{tuple(low_res_logits.shape)} and {tuple(image_embedding.shape)}"
+        )
+    if image_embedding.shape[0] not in (1, low_res_logits.shape[0]):
+        raise ValueError(
+            f"the image embedding's batch ({image_embedding.shape[0]}) must be 1 or the logits' "
+            f"({low_res_logits.shape[0]}): repeat each image's embedding for its prompts"
         )
     (h, w), (eh, ew) = low_res_logits.shape[-2:], image_embedding.shape[-2:]
     if h % eh or w % ew:

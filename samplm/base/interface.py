@@ -108,7 +108,8 @@ class DecoderOutput:
     Attributes:
         low_res_logits: ``B x C x 4h x 4w`` mask logits (SAM: ``B x C x 256 x 256``), C = 3 with
             multimask output else 1.
-        iou_predictions: ``B x C`` predicted IoU of each mask (with a PLM, plus its score offsets).
+        iou_predictions: ``B x C`` predicted IoU of each mask (with a PLM, plus its score offsets and
+            readout).
         sparse_embeddings: ``B x N x 256`` prompt tokens given to the decoder (after the PLM).
         image_features: ``B x 256 x h x w`` image-side output of the decoder's two-way transformer
             (on the embedding's grid, covering the padded input square), when asked for; else ``None``.

@@ -36,6 +36,10 @@ from .image_state import ImageState
 class AdaptedSam2Decoder(nn.Module):
     """SAM 2's mask decoder with an adapter in front (same call and returns as ``MaskDecoder.forward``).
 
+    The PLM's context and the score readout read the ``image_embeddings`` the decoder is given: on a
+    clicked frame after the first, SAM 2's memory-conditioned features, not the plain image embedding the
+    adapter was trained and its readout fitted on.
+
     Args:
         decoder: the frozen ``sam2`` ``MaskDecoder``.
         plm: the adapter's prompt learning module.

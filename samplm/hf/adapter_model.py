@@ -6,7 +6,7 @@ adapter's PLM between the prompt encoder and the frozen mask decoder::
     pixel_values ─> vision encoder ─> image embeddings ─┐           (or image_embeddings given)
     points, labels, boxes, masks ─> prompt encoder ─> sparse b x P x N x C ─> PLM ─> mask decoder
                                                   └─> dense b x C x h x w ──────────┘     │
-                       adjust_outputs (score offsets, mask mix) <─ b x P x M x 4h x 4w logits, IoU
+          adjust_outputs (score offsets and readout, mask mix) <─ b x P x M x 4h x 4w logits, IoU
 
 and returns the wrapped model's own output class, so the processor's ``post_process_masks`` takes it. The
 wrapped model is not changed: no hook, no patched method; with no adapter active the outputs are exactly
@@ -207,8 +207,8 @@ class SamAdapterModel(nn.Module):
         image_pe = self.model.get_image_wide_positional_embeddings()
         name = self._adapters.active
         plm = None if name is None else self._placed_plm(name)
+        embedding = self._family.image_embedding(encoded.embeddings)
         if plm is not None and sparse is not None:
-            embedding = self._family.image_embedding(encoded.embeddings)
             context = self._image_context(name, plm, embedding, image_pe, reuse=pixel_values is None)
             sparse = _shifted_tokens(plm, sparse, context)
         logits, iou, further = self._family.decode(
@@ -223,7 +223,6 @@ class SamAdapterModel(nn.Module):
             **kwargs,
         )
         if plm is not None:
-            embedding = self._family.image_embedding(encoded.embeddings)
             logits, iou = _adjusted(plm, logits, iou, multimask_output, embedding)
             require_finite_outputs(name, logits, iou)
         return self._family.output(logits, iou, further, encoded)

@@ -11,7 +11,8 @@ that fits its size.
   adapter, SAM-F fitted on every image, or an adapter trained on every image for the winning number of
   steps with the same learning-rate schedule. Each fold's run also fits score readouts for its winner
   (:mod:`samplm.train.score_readout`); when the readout at one ridge strength gains on average over the
-  folds, the final adapter gets a readout fitted on every image at that strength.
+  folds whose winner was the same kind of candidate as the final one, the final adapter gets a readout
+  fitted on every image at that strength.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def _validation_curve(path: Path) -> dict[int, float]:
 
 def _mean_judgement(judgements: list[Judgement], curves: list[dict[int, float]], where: str) -> Judgement:
     """The folds' figures averaged: plain SAM, SAM-F and, per step validated in every fold, the trained
-    adapter; the best step becomes the trained candidate (ties: the earlier step)."""
+    adapter; the best step becomes the trained candidate (ties: the earlier step). Its readout figures
+    come from the folds that chose the same kind of candidate (:func:`_mean_readouts`)."""
     steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     mean = Judgement(
         sam=float(np.mean([j.sam for j in judgements])),
@@ -153,19 +155,22 @@ def _mean_judgement(judgements: list[Judgement], curves: list[dict[int, float]],
     mean.selected = "samf" if mean.samf > mean.sam else "sam"
     for step in steps:
         mean.consider(float(np.mean([c[step] for c in curves])), step)
-    mean.readouts = _mean_readouts(judgements, getattr(mean, mean.selected))
+    mean.readouts = _mean_readouts(judgements, mean.selected, getattr(mean, mean.selected))
     return mean
 
 
-def _mean_readouts(judgements: list[Judgement], figure: float) -> tuple[tuple[float, float], ...]:
-    """``(ridge strength, figure + the folds' mean gain from a readout at that strength)``: each fold's
-    gain is its readout's figure minus its own winner's (empty unless every fold fitted readouts)."""
-    if not judgements or not all(j.readouts for j in judgements):
+def _mean_readouts(
+    judgements: list[Judgement], selected: str, figure: float
+) -> tuple[tuple[float, float], ...]:
+    """``(ridge strength, figure + the mean gain from a readout at that strength)`` over the folds whose
+    own winner was the ``selected`` kind of candidate (a fold's gain: its readout's figure minus its
+    winner's); empty when no such fold fitted readouts."""
+    folds = [j for j in judgements if j.selected == selected and j.readouts]
+    if not folds:
         return ()
-    alphas = [alpha for alpha, _ in judgements[0].readouts]
+    alphas = [alpha for alpha, _ in folds[0].readouts]
     gains = [
-        float(np.mean([dict(j.readouts)[alpha] - getattr(j, j.selected) for j in judgements]))
-        for alpha in alphas
+        float(np.mean([dict(j.readouts)[alpha] - getattr(j, j.selected) for j in folds])) for alpha in alphas
     ]
     return tuple((alpha, figure + gain) for alpha, gain in zip(alphas, gains, strict=True))
 

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ..adapter.plm import DECODER_OUTPUTS, MULTIMASK_OUTPUTS, mask_features
 from ..adapter.prompt_adapter import PromptAdapter
-from ..prompts.center_click import decode_center_click
-from .losses import mask_iou
+from ..base.bases import as_base
+from .center_scores import center_click_answers
 from .training_set import TrainingSet
 
 #: Ridge strengths tried (the features are image-embedding values, of order 1).
@@ -48,31 +48,30 @@ class ReadoutSamples:
     residuals: Tensor
 
 
+def has_readout(adapter: PromptAdapter) -> bool:
+    """Whether ``adapter``'s score readout (weights or bias) is non-zero."""
+    return bool(adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any())
+
+
 def without_readout(adapter: PromptAdapter) -> PromptAdapter:
     """A copy of ``adapter`` whose score readout (weights and bias) is zero: the adapter as it was before
     the readout was fitted."""
-    plain = copy.deepcopy(adapter)
-    plain.plm.score_readout.zero_()
-    plain.plm.score_readout_bias.zero_()
-    return plain
+    plm = adapter.plm
+    return with_readout(
+        adapter, torch.zeros_like(plm.score_readout), torch.zeros_like(plm.score_readout_bias)
+    )
 
 
-@torch.no_grad()
 def readout_samples(sam: Any, adapter: PromptAdapter, data: TrainingSet) -> ReadoutSamples:
-    """Decode one centre click per instance of ``data`` with ``adapter`` (its readout must be zero) and
-    collect each output's features and residual."""
-    if bool(adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any()):
+    """Decode one centre click per instance of ``data`` with ``adapter`` (its readout must be zero; on
+    the base's device) and collect each output's features and residual."""
+    if has_readout(adapter):
         raise ValueError("readout samples are taken with the readout zero: pass without_readout(adapter)")
-    device = next(adapter.parameters()).device
     features, residuals = [], []
-    for item in data.items:
-        embedding = data.embedding(item).to(device)
-        output = decode_center_click(sam, embedding, item.target.low_res, plm=adapter.plm)
-        logits = output.low_res_logits.float()
-        target = torch.as_tensor(item.target.low_res, device=device, dtype=torch.float32)
-        true_iou = mask_iou(logits, target.expand_as(logits))
-        features.append(mask_features(logits, embedding.embedding.float())[0])
-        residuals.append((true_iou - output.iou_predictions.float())[0])
+    for answer in center_click_answers(sam, data, adapter.plm):
+        logits = answer.output.low_res_logits.float()
+        features.append(mask_features(logits, answer.features.embedding.float())[0])
+        residuals.append((answer.true_iou - answer.output.iou_predictions.float())[0])
     return ReadoutSamples(torch.stack(features).cpu(), torch.stack(residuals).cpu())
 
 
@@ -98,10 +97,12 @@ def fit_readout(samples: ReadoutSamples, alpha: float) -> tuple[Tensor, Tensor]:
 
 
 def with_readout(adapter: PromptAdapter, readout: Tensor, bias: Tensor) -> PromptAdapter:
-    """A copy of ``adapter`` with the score readout ``readout`` (``4 x E``) and ``bias`` (``4``)."""
+    """A copy of ``adapter`` with the score readout ``readout`` (``4 x E``) and ``bias`` (``4``); the
+    copy's weights differ from any file, so its ``weights_sha256`` is cleared."""
     fitted = copy.deepcopy(adapter)
     fitted.plm.score_readout.copy_(readout.to(fitted.plm.score_readout))
     fitted.plm.score_readout_bias.copy_(bias.to(fitted.plm.score_readout_bias))
+    fitted.config.weights_sha256 = None
     return fitted
 
 
@@ -109,7 +110,7 @@ def readout_candidates(
     sam: Any, adapter: PromptAdapter, train_set: TrainingSet, alphas: tuple[float, ...] = RIDGE_ALPHAS
 ) -> dict[float, PromptAdapter]:
     """``{alpha: adapter with the readout fitted at that ridge strength}`` on ``train_set``'s instances,
-    each from ``adapter`` with its readout zeroed first."""
-    plain = without_readout(adapter)
+    each from ``adapter`` with its readout zeroed first, on the base's device."""
+    plain = without_readout(adapter).to(as_base(sam).decoder_parameter().device)
     samples = readout_samples(sam, plain, train_set)
     return {alpha: with_readout(plain, *fit_readout(samples, alpha)) for alpha in alphas}

@@ -130,8 +130,7 @@ def train(
             judge_candidates(run)
         _train_steps(run, last, progress, cap)
         if run.procs.is_main and run.finished():
-            if val_set is not None:
-                judge_readout(run)
+            judge_readout(run)
             finish_run(run, progress)
         run.procs.wait()
         adapter_dir = run.out / ADAPTER_DIRNAME

@@ -13,13 +13,12 @@ import numpy as np
 import torch
 
 from ..adapter.prompt_adapter import PromptAdapter
-from ..prompts.center_click import decode_center_click
+from .center_scores import center_click_answers
 from .judge import Judgement, judge_baselines
-from .losses import mask_iou
 from .metrics_log import MetricsLog, metrics_log
 from .outputs import ADAPTER_DIRNAME, export_adapter
 from .run_setup import TrainingRun
-from .score_readout import readout_candidates
+from .score_readout import has_readout, readout_candidates, without_readout
 from .training_set import TrainingSet
 
 
@@ -35,15 +34,10 @@ def evaluate_center_miou(
     """
     was_training = adapter.training
     adapter.eval()
-    device = next(adapter.parameters()).device
-    ious = []
-    for item in data.items[: max_instances or None]:
-        output = decode_center_click(
-            sam, data.embedding(item).to(device), item.target.low_res, plm=adapter.plm
-        )
-        logits = output.low_res_logits[0, output.iou_predictions.argmax(dim=1)]
-        target = torch.as_tensor(item.target.low_res, device=device)[None].float()
-        ious.append(float(mask_iou(logits.float(), target)))
+    ious = [
+        float(answer.true_iou[0, answer.output.iou_predictions[0].argmax()])
+        for answer in center_click_answers(sam, data, adapter.plm, max_instances)
+    ]
     adapter.train(was_training)
     return float(np.mean(ious)) if ious else 0.0
 
@@ -101,9 +95,10 @@ def validate(run: TrainingRun, log: MetricsLog | None, bar: Any) -> None:
 
 
 def judge_readout(run: TrainingRun) -> None:
-    """After the last step (main process, with a validation split): fit score readouts for the exported
-    candidate on the training split (:mod:`samplm.train.score_readout`), validate each, and export the best
-    one if it validates strictly better than the candidate without it (the judgement's line says which)."""
+    """After the last step (main process; nothing without a validation split): fit score readouts for the
+    exported candidate on the training split (:mod:`samplm.train.score_readout`), validate each, and export
+    the best one if it validates strictly better than the candidate without it (the judgement's line says
+    which)."""
     adapter_dir, judgement = run.out / ADAPTER_DIRNAME, run.state["judgement"]
     if judgement is None or not adapter_dir.is_dir():
         return
@@ -116,3 +111,5 @@ def judge_readout(run: TrainingRun) -> None:
     record_judgement(run, judgement)
     if judgement.readout_kept:
         export_adapter(candidates[judgement.readout_alpha], run.out, run.state["best_metrics"])
+    elif has_readout(chosen):  # a run finished before and judged again: its old readout goes
+        export_adapter(without_readout(chosen), run.out, run.state["best_metrics"])
