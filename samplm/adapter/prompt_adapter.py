@@ -159,7 +159,7 @@ class PromptAdapter(nn.Module):
                 weights_path, f"no {CONFIG_NAME} beside it and no samplm config in its safetensors header"
             )
         adapter = cls(read.config)
-        tensors = _with_older_format_defaults(tensors, adapter.state_dict(), read.format_version)
+        tensors = with_older_format_defaults(tensors, adapter.state_dict(), read.format_version)
         _check_state_dict(adapter.state_dict(), tensors, weights_path)
         adapter.load_state_dict(tensors, strict=True)
         adapter.eval()
@@ -374,7 +374,7 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], _ReadConfig | None]:
     return tensors, _parsed_config(data, f"{path} (header)")
 
 
-def _with_older_format_defaults(
+def with_older_format_defaults(
     found: dict[str, Tensor], fresh: dict[str, Tensor], version: int
 ) -> dict[str, Tensor]:
     """``found`` (weights of a format ``version`` file) completed with the weights that later versions

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..constants import ADDED_IN_FORMAT
+from ..adapter.prompt_adapter import with_older_format_defaults
 from ..errors import CheckpointError, ResumeMismatchError
 from ..utils.files import atomic_write, atomic_write_text, checksum_path, read_checksums, write_checksums
 from .judge import Judgement
@@ -147,19 +147,15 @@ def load_checkpoint(run: TrainingRun) -> None:
     stored = payload.get("config")
     check_resumable(run.config, json.loads(stored) if stored else _read_json(run.out / CONFIG_NAME), run.out)
     try:
-        run.adapter.load_state_dict(_with_zero_readout(payload["adapter"], run.adapter.state_dict()))
+        # a checkpoint from before the score readout (adapter format 4) gets a fresh adapter's zeros
+        run.adapter.load_state_dict(
+            with_older_format_defaults(payload["adapter"], run.adapter.state_dict(), version=3)
+        )
         run.optimizer.load_state_dict(payload["optimizer"])
         run.scheduler.load_state_dict(payload["scheduler"])
         run.state = loop_state(payload["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(path, f"does not hold this run's training state ({exc})") from exc
-
-
-def _with_zero_readout(found: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's adapter state with the score readout of a fresh adapter (zeros) where it has none:
-    checkpoints written before adapters had one (format 4) still resume; the readout is fitted after the
-    last step."""
-    return {**{key: fresh[key] for key in ADDED_IN_FORMAT[4] if key not in found}, **found}
 
 
 def check_resumable(config: TrainConfig, stored: dict[str, Any] | None, out: Path) -> None:
