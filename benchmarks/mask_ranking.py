@@ -9,8 +9,8 @@ One centre click per held-out plate (the deepest pixel of its low-res rectangle,
 validation clicks), mIoU at the decoder's resolution. Prints, for the base and each adapter: the mIoU
 of each multimask output alone, of the first-ranked mask (``top``), of the best of the three
 (``oracle``), and how often each output is ranked first and is the best. ``--zero-offsets`` also
-shows each adapter with its score offsets and readout set to zero (SAM's own ranking of the adapter's
-masks); ``--zero-readout`` with its readout alone set to zero (the offsets' ranking).
+shows each adapter with its score offsets and readout (and mask bias) set to zero (SAM's own ranking of the
+adapter's masks); ``--zero-readout`` with its readout and mask bias set to zero (the offsets' ranking).
 """
 
 from __future__ import annotations

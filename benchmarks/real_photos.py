@@ -11,7 +11,10 @@ One run, default settings everywhere (the ``fast`` recipe chosen by ``auto`` for
 2. PerSeg (``perseg_persam_examples``, true masks): base top and oracle on its 9 images.
 3. Banners: ``samplm demo`` (generated banners, 300 images, 20 % held out).
 
-Each line ends with the target it is checked against and ``ok`` or ``MISSED``.
+Each line ends with the target it is checked against and ``ok`` or ``MISSED``: the targets of the base's
+second round (plates base oracle >= 50 and adapter >= base oracle, PerSeg oracle >= 70, banners adapter
+>= SAM-F + 5) and the first round's adapter >= base top + 15. The first round's stricter plate oracle
+(>= 60) and banner targets (top + 30, SAM-F + 10) are quoted as missed in docs/samplm-lite.md.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def main() -> None:
     lines += [
         "plates (held-out half, centre click)",
         *demo_rows(plates),
-        check("  base oracle", plates.base_oracle, 0.60),
+        check("  base oracle", plates.base_oracle, 0.50),
         check("  adapter vs base top + 15", plates.adapter, plates.base_top + 0.15),
         check("  adapter vs base oracle", plates.adapter, plates.base_oracle),
     ]
@@ -121,8 +124,7 @@ def main() -> None:
         lines += [
             "banners (samplm demo defaults)",
             *demo_rows(banners),
-            check("  adapter vs base top + 30", banners.adapter, banners.base_top + 0.30),
-            check("  adapter vs SAM-F + 10", banners.adapter, (banners.samf or 0) + 0.10),
+            check("  adapter vs SAM-F + 5", banners.adapter, (banners.samf or 0) + 0.05),
         ]
 
     record["cpu"] = cpu_cost(args.data, args.model_type)

@@ -7,8 +7,9 @@ out) and for PerSeg's one-object sets (each object's 3 photos: train on 2, test 
 way round), it runs what ``samplm train`` runs with no flags (``fit_adapter``: the recipe sized to the
 set, k-fold judgement under 20 photos, the best candidate exported) and evaluates on held-out photos
 with one centre click: the base's top mask, SAM-F fitted on the same training photos, the adapter, and
-the adapter without its score readout (the same adapter with ``plm.score_readout`` zeroed; equal to the
-adapter where the run did not keep a readout).
+the adapter without its score readout (the same adapter with ``plm.score_readout`` and ``plm.mask_bias``
+zeroed; equal to the adapter where the run did not keep a readout), and whether the kept readout came with
+a mask bias (``kept+bias``).
 
 Checks (issue: adapters that never lose), per row:
   adapter >= max(base top, SAM-F) - 0.5 mIoU, and adapter >= base top + 10 where SAM-F gains 10.
@@ -91,7 +92,7 @@ def run_case(sam, cache, train_photos, test, out: Path, model_type: str, device:
     )
     return {
         **miou,
-        "readout": "kept" if judged.readout_kept else "-",
+        "readout": ("kept+bias" if judged.readout_choice[1] else "kept") if judged.readout_kept else "-",
         "selected": judged.selected,
         "validation": plan.kind,
         "steps": result.steps,

@@ -18,16 +18,18 @@ WEB_MANIFEST_NAME = "models.json"
 
 #: Value of ``format`` in ``adapter_config.json`` and the versions this release reads. Version 2 adds the
 #: PLM's score offsets (``plm.score_offset``), version 3 its mask mix (``plm.mask_mix``), version 4 its score
-#: readout (``plm.score_readout``).
+#: readout (``plm.score_readout``), version 5 its mask bias (``plm.mask_bias``).
 ADAPTER_FORMAT = "samplm-adapter"
-ADAPTER_FORMAT_VERSION = 4
-SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4)
+ADAPTER_FORMAT_VERSION = 5
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
 #: Weights each format version added: an older file lacks them and loads them as a fresh adapter holds
-#: them (zero score offsets, the identity mix, a zero readout), i.e. plain SAM's behaviour for that part.
+#: them (zero score offsets, the identity mix, a zero readout, a zero mask bias), i.e. plain SAM's behaviour
+#: for that part.
 ADDED_IN_FORMAT = {
     2: ("plm.score_offset",),
     3: ("plm.mask_mix",),
     4: ("plm.score_readout", "plm.score_readout_bias"),
+    5: ("plm.mask_bias",),
 }
 
 #: Key of the JSON config embedded in the safetensors header metadata.

@@ -86,6 +86,7 @@ def make_adapter(task: str = "task", seed: int = 0, **config_kwargs) -> PromptAd
             torch.randn(adapter.plm.score_readout.shape, generator=generator) * 0.05
         )
         adapter.plm.score_readout_bias.copy_(torch.randn(4, generator=generator) * 0.05)
+        adapter.plm.mask_bias.copy_(torch.randn(4, generator=generator) * 0.3)
     return adapter
 
 

@@ -61,7 +61,7 @@ def test_config_file_content(tmp_path, adapter_factory):
     adapter_factory("plate", prompt_types=["point", "box"]).save_pretrained(tmp_path)
     data = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert data["format"] == "samplm-adapter"
-    assert data["format_version"] == 4
+    assert data["format_version"] == 5
     assert data["task"] == "plate"
     assert data["plm"] == {
         "embed_dim": 256,
@@ -198,22 +198,23 @@ def test_a_format_1_file_without_score_offsets_loads_with_zero_offsets(saved):
     tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
     assert tensors["plm.score_offset"].abs().sum() > 0  # the factory's adapter has offsets
     del tensors["plm.score_offset"], tensors["plm.mask_mix"]
-    del tensors["plm.score_readout"], tensors["plm.score_readout_bias"]
-    _write_weights(saved, tensors)  # still declared format 4: the offsets are required
+    del tensors["plm.score_readout"], tensors["plm.score_readout_bias"], tensors["plm.mask_bias"]
+    _write_weights(saved, tensors)  # still declared format 5: the offsets are required
     error = _expect_format_error(saved, WEIGHTS_NAME, "missing keys")
     assert "plm.score_offset" in str(error)
     _write_weights(saved, tensors, format_version=1)
     adapter = PromptAdapter.load(saved)
     assert torch.equal(adapter.plm.score_offset.detach(), torch.zeros(4))
     assert torch.equal(adapter.plm.mask_mix.detach(), torch.eye(3))
-    assert not adapter.plm.score_readout.any()
+    assert not adapter.plm.score_readout.any() and not adapter.plm.mask_bias.any()
     assert torch.equal(adapter.plm.mlp.lin1.weight, tensors["plm.mlp.lin1.weight"])
 
 
 def test_a_format_2_file_without_mask_mix_loads_with_the_identity_mix(saved):
     tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
     del tensors["plm.mask_mix"], tensors["plm.score_readout"], tensors["plm.score_readout_bias"]
-    _write_weights(saved, tensors)  # declared format 4: the mix is required
+    del tensors["plm.mask_bias"]
+    _write_weights(saved, tensors)  # declared format 5: the mix is required
     assert "plm.mask_mix" in str(_expect_format_error(saved, WEIGHTS_NAME, "missing keys"))
     _write_weights(saved, tensors, format_version=2)
     adapter = PromptAdapter.load(saved)
@@ -224,13 +225,25 @@ def test_a_format_2_file_without_mask_mix_loads_with_the_identity_mix(saved):
 def test_a_format_3_file_without_score_readout_loads_with_a_zero_readout(saved):
     tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
     assert tensors["plm.score_readout"].abs().sum() > 0  # the factory's adapter has a readout
-    del tensors["plm.score_readout"], tensors["plm.score_readout_bias"]
-    _write_weights(saved, tensors)  # declared format 4: the readout is required
+    del tensors["plm.score_readout"], tensors["plm.score_readout_bias"], tensors["plm.mask_bias"]
+    _write_weights(saved, tensors)  # declared format 5: the readout is required
     assert "plm.score_readout" in str(_expect_format_error(saved, WEIGHTS_NAME, "missing keys"))
     _write_weights(saved, tensors, format_version=3)
     adapter = PromptAdapter.load(saved)
     assert not adapter.plm.score_readout.any() and not adapter.plm.score_readout_bias.any()
     assert torch.equal(adapter.plm.mask_mix.detach(), tensors["plm.mask_mix"])
+
+
+def test_a_format_4_file_without_mask_bias_loads_with_a_zero_bias(saved):
+    tensors = safetensors.torch.load_file(str(saved / WEIGHTS_NAME))
+    assert tensors["plm.mask_bias"].abs().sum() > 0  # the factory's adapter has a mask bias
+    del tensors["plm.mask_bias"]
+    _write_weights(saved, tensors)  # declared format 5: the bias is required
+    assert "plm.mask_bias" in str(_expect_format_error(saved, WEIGHTS_NAME, "missing keys"))
+    _write_weights(saved, tensors, format_version=4)
+    adapter = PromptAdapter.load(saved)
+    assert not adapter.plm.mask_bias.any()
+    assert torch.equal(adapter.plm.score_readout, tensors["plm.score_readout"])
 
 
 def test_wrong_shape(saved):

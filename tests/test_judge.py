@@ -18,7 +18,7 @@ from samplm.cache.embeddings import EmbeddingCache
 from samplm.data import read_mask_folder
 from samplm.eval.samf import SamF
 from samplm.train.judge import Judgement, candidate_adapter
-from samplm.train.score_readout import RIDGE_ALPHAS
+from samplm.train.score_readout import READOUT_CHOICES
 from samplm.train.settings import TrainConfig
 from samplm.train.trainer import train
 
@@ -167,7 +167,7 @@ def test_small_sets_are_judged_by_k_fold_and_the_winner_made_from_every_image(tm
     assert saved.config.metadata["selection"] == judged.line()
     assert (saved.pmm is not None) == (judged.selected == "trained")
     # every fold fitted readouts: their mean gain decides whether the final adapter gets one
-    assert len(judged.readouts) == len(RIDGE_ALPHAS) and "score readout" in judged.line()
+    assert len(judged.readouts) == len(READOUT_CHOICES) and "score readout" in judged.line()
     assert bool(saved.plm.score_readout.any()) is judged.readout_kept
     # The final run reproduces the schedule's first steps: the same learning rate at each of them.
     short = _first_steps(TrainConfig(steps=100, warmup_steps=10), 70)

@@ -215,3 +215,30 @@ def test_score_readout_ranks_each_photo_by_what_lies_under_its_masks():
     torch.testing.assert_close(biased, ranked + torch.tensor([0.0, -2.0, 5.0]))
     plm.reset_offset()
     assert not plm.score_readout.any() and not plm.score_readout_bias.any()
+
+
+def test_mask_bias_moves_each_outputs_threshold_and_the_features_follow():
+    from samplm.adapter.plm import mask_features
+
+    plm = PromptLearningModule(embed_dim=8, num_heads=2, mlp_dim=16)
+    embedding = torch.randn(1, 8, 2, 2)
+    ramp = torch.linspace(-2.0, 2.0, 8).expand(8, 8)  # a logit ramp along x: the mask grows with a bias
+    logits, scores = ramp.repeat(1, 4, 1, 1), torch.rand(1, 4)
+    with torch.no_grad():
+        plm.mask_bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    masks, _ = plm.adjust_outputs(logits, scores, True, embedding)  # all four outputs, single first
+    torch.testing.assert_close(masks, logits + torch.tensor([0.0, 1.0, -1.0, 0.5]).view(1, 4, 1, 1))
+    areas = (masks > 0).flatten(2).sum(-1)[0].tolist()
+    assert areas[1] > areas[0] > areas[2]  # a positive bias grows the mask, a negative one shrinks it
+    multi, _ = plm.adjust_outputs(logits[:, 1:], scores[:, 1:], True, embedding)  # the multimask rows
+    torch.testing.assert_close(multi, masks[:, 1:])
+    single, _ = plm.adjust_outputs(logits[:, :1], scores[:, :1], False, embedding)
+    torch.testing.assert_close(single, logits[:, :1])  # row 0's bias is 0
+    with torch.no_grad():
+        plm.score_readout[1, 0] = 1.0
+    _, ranked = plm.adjust_outputs(logits, scores, True, embedding)
+    # the readout reads the features under the biased masks
+    expected = mask_features(masks, embedding)[0, 1, 0]
+    torch.testing.assert_close(ranked[0, 1] - scores[0, 1], expected)
+    plm.reset_offset()
+    assert not plm.mask_bias.any()

@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from samplm import AdapterConfig, PromptAdapter
+from samplm.train.center_scores import center_click_answers
 from samplm.train.judge import Judgement
 from samplm.train.score_readout import (
-    RIDGE_ALPHAS,
+    MASK_BIASES,
+    READOUT_CHOICES,
     ReadoutSamples,
+    fit_mask_bias,
     fit_readout,
     has_readout,
+    mask_bias_ious,
     readout_candidates,
     readout_samples,
     with_readout,
@@ -54,11 +58,41 @@ def test_samples_are_taken_with_the_readout_zero(tiny_sam, rect_task, adapter_fa
     n = len(train_set)
     assert samples.features.shape == (n, 3, 256) and samples.residuals.shape == (n, 3)
     assert samples.residuals.abs().max() <= 2.0  # IoU in [0, 1] minus a score near it
-    fitted = readout_candidates(tiny_sam, adapter, train_set, alphas=(1.0,))[1.0]
+    fitted = readout_candidates(tiny_sam, adapter, train_set, ((1.0, False),))[(1.0, False)]
     assert fitted.plm.score_readout.any() and fitted.plm.score_readout_bias.any()
     assert not torch.equal(fitted.plm.score_readout, adapter.plm.score_readout)
+    assert not fitted.plm.mask_bias.any()  # a readout without the mask bias
     # the rest is the adapter's, so zeroing the readout gives back the adapter without one
     torch.testing.assert_close(without_readout(fitted).state_dict(), plain.state_dict())
+
+
+def test_mask_bias_ious_score_each_output_under_each_bias():
+    logits = torch.linspace(-3.0, 3.0, 16).expand(16, 16).repeat(1, 3, 1, 1)  # 1 x 3 x 16 x 16 ramps
+    target = (logits[0, 0] > -1.0).float()  # the true mask is larger than the logits' own at 0
+    ious = mask_bias_ious(logits, target, torch.tensor(MASK_BIASES))
+    assert ious.shape == (len(MASK_BIASES), 3)
+    assert MASK_BIASES[int(ious[:, 0].argmax())] == 1.0 and ious[:, 0].max() == 1.0
+    assert ious[MASK_BIASES.index(0.0), 0] < 1.0
+
+
+def test_the_fitted_mask_bias_is_each_outputs_best_on_the_training_clicks(
+    tiny_sam, rect_task, adapter_factory
+):
+    train_set, _ = rect_task
+    plain = without_readout(adapter_factory("rect"))
+    with pytest.raises(ValueError, match="bias zero"):
+        fit_mask_bias(tiny_sam, adapter_factory("rect"), train_set)
+    fitted = fit_mask_bias(tiny_sam, plain, train_set)
+    assert fitted.shape == (4,) and fitted[0] == 0 and set(fitted[1:].tolist()) <= set(MASK_BIASES)
+    grid = torch.tensor(MASK_BIASES)
+    answers = list(center_click_answers(tiny_sam, train_set, plain.plm))
+    mean = torch.stack([mask_bias_ious(a.output.low_res_logits, a.target, grid) for a in answers]).mean(0)
+    for output in range(3):  # no bias of the grid does better for any output than the fitted one
+        chosen = MASK_BIASES.index(float(fitted[1 + output]))
+        assert mean[chosen, output] >= mean[:, output].max() - 1e-6
+        assert mean[chosen, output] >= mean[MASK_BIASES.index(0.0), output]
+    biased = readout_candidates(tiny_sam, plain, train_set, ((1.0, True),))[(1.0, True)]
+    torch.testing.assert_close(biased.plm.mask_bias, fitted)
 
 
 def test_a_run_fits_a_readout_for_its_winner_and_keeps_it_only_when_it_validates_better(
@@ -72,12 +106,16 @@ def test_a_run_fits_a_readout_for_its_winner_and_keeps_it_only_when_it_validates
         copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
     )
     judged = result.judgement
-    assert [alpha for alpha, _ in judged.readouts] == list(RIDGE_ALPHAS)
+    assert [(alpha, biased) for alpha, biased, _ in judged.readouts] == list(READOUT_CHOICES)
     assert "score readout" in judged.line() and ("kept" in judged.line())
     exported = PromptAdapter.load(result.adapter_dir)
     assert exported.config.metadata["selection"] == judged.line()
     assert result.metrics["score_readout"] is judged.readout_kept
     assert bool(exported.plm.score_readout.any()) is judged.readout_kept
+    biased = judged.readout_kept and judged.readout_choice[1]
+    assert result.metrics["mask_bias"] is biased
+    if not biased:
+        assert not exported.plm.mask_bias.any()
     figure = evaluate_center_miou(tiny_sam, exported, val_set, config.val_max_instances)
     # the exported adapter validates at the judged figure: with its readout when kept, else without
     assert math.isclose(figure, judged.best, abs_tol=1e-6)
@@ -86,22 +124,30 @@ def test_a_run_fits_a_readout_for_its_winner_and_keeps_it_only_when_it_validates
 
 def test_readout_judgement_state_and_line():
     judged = Judgement(sam=0.5, samf=0.6, samf_weights=(0.2, 0.3, 0.5), selected="samf")
-    judged.readouts = ((0.1, 0.55), (1.0, 0.7), (10.0, 0.7))
-    assert judged.readout_alpha == 1.0 and judged.readout == 0.7  # ties: the first strength
+    judged.readouts = ((0.1, False, 0.55), (1.0, False, 0.7), (10.0, False, 0.7))
+    assert judged.readout_choice == (1.0, False) and judged.readout == 0.7  # ties: the first
     assert judged.readout_kept and judged.best == 0.7
     assert "score readout (ridge 1) 70.00, kept" in judged.line()
     assert judged.metrics()["val_miou"] == 0.7 and judged.metrics()["val_miou_readout"] == 0.7
+    assert not judged.metrics()["mask_bias"]
     assert Judgement.from_state(judged.to_state()) == judged
-    judged.readouts = ((1.0, 0.6),)  # a tie with the candidate without it: not kept
+    judged.readouts = (*judged.readouts, (10.0, True, 0.75))
+    assert judged.readout_choice == (10.0, True) and judged.metrics()["mask_bias"]
+    assert "score readout (ridge 10) and a mask bias 75.00, kept" in judged.line()
+    assert Judgement.from_state(judged.to_state()) == judged
+    state = judged.to_state()
+    state["readouts"] = [[1.0, 0.7]]  # stored before mask biases: a readout without one
+    assert Judgement.from_state(state).readouts == ((1.0, False, 0.7),)
+    judged.readouts = ((1.0, True, 0.6),)  # a tie with the candidate without it: not kept
     assert not judged.readout_kept and judged.best == 0.6 and "not kept" in judged.line()
     assert judged.consider(0.65, 10) and judged.readouts == ()  # a new winner drops the old readout
 
 
 def test_a_fresh_adapter_has_a_zero_readout_and_answers_as_plain_sam():
     adapter = PromptAdapter(AdapterConfig(task="t"))
-    assert not adapter.plm.score_readout.any()
+    assert not adapter.plm.score_readout.any() and not adapter.plm.mask_bias.any()
     assert adapter.plm.score_readout.shape == (4, 256)
-    assert {"plm.score_readout", "plm.score_readout_bias"} <= set(adapter.state_dict())
+    assert {"plm.score_readout", "plm.score_readout_bias", "plm.mask_bias"} <= set(adapter.state_dict())
     assert adapter.num_parameters("plm") == 1_578_765  # a buffer, not a trained parameter
 
 
@@ -122,12 +168,13 @@ def test_a_checkpoint_from_before_the_readout_resumes(tmp_path, tiny_sam, rect_t
     path = tmp_path / "checkpoints" / "last.pt"
     payload = torch.load(path, weights_only=True)
     del payload["adapter"]["plm.score_readout"], payload["adapter"]["plm.score_readout_bias"]
+    del payload["adapter"]["plm.mask_bias"]
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path.write_bytes(buffer.getvalue())
     write_checksums(path, [hashlib.sha256(buffer.getvalue()).hexdigest()])
     result = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
-    assert result.steps == 6 and len(result.judgement.readouts) == len(RIDGE_ALPHAS)
+    assert result.steps == 6 and len(result.judgement.readouts) == len(READOUT_CHOICES)
 
 
 def test_a_finished_run_judged_again_leaves_no_stale_readout(tmp_path, tiny_sam, rect_task):
@@ -136,13 +183,16 @@ def test_a_finished_run_judged_again_leaves_no_stale_readout(tmp_path, tiny_sam,
     first = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
     # a readout the judgement did not fit (as from an earlier judgement that kept one)
     stale = PromptAdapter.load(first.adapter_dir)
-    stale = with_readout(stale, torch.full((4, 256), 0.3), torch.tensor([0.0, -5.0, 5.0, -5.0]))
+    stale = with_readout(
+        stale, torch.full((4, 256), 0.3), torch.tensor([0.0, -5.0, 5.0, -5.0]), torch.full((4,), 7.0)
+    )
     stale.save_pretrained(first.adapter_dir)
     again = train(copy.deepcopy(tiny_sam), train_set, tmp_path, **run)
     exported = PromptAdapter.load(again.adapter_dir)
     assert again.judgement.readouts == first.judgement.readouts  # judged anew from the readout-free adapter
     assert has_readout(exported) is again.judgement.readout_kept
+    assert not (exported.plm.mask_bias == 7.0).any()
     if not again.judgement.readout_kept:
-        assert not exported.plm.score_readout_bias.any()
+        assert not exported.plm.score_readout_bias.any() and not exported.plm.mask_bias.any()
     else:
         assert exported.plm.score_readout_bias[1] != -5.0

@@ -33,11 +33,14 @@ mask. It starts at zero, so a fresh module still is plain SAM.
 Last, a learned ``mask_mix`` (``3 x 3``) blends SAM's three multimask logits: output ``i`` becomes
 ``sum_j mask_mix[i, j] * logits_j``. SAM-F's blend (PerSAM-F) is the case where every row holds the
 same weights; on small sets such a blend can beat any single mask of the base. It starts as the
-identity, so a fresh module still is plain SAM. The single-mask output is never mixed.
+identity, so a fresh module still is plain SAM. The single-mask output is never mixed. Then each output's
+logits get ``mask_bias[i]`` (a buffer, ``4``, fitted with the readout): the mask threshold moved to
+``-mask_bias[i]``, for a task whose true masks are systematically larger (or smaller) than the base's
+at 0. It starts at zero.
 
-:meth:`PromptLearningModule.adjust_outputs` is the one place where the offsets, the readout and the mix
-change the decoder's outputs: prediction, training, evaluation, batched several-adapter decoding and the ONNX
-graph all call it.
+:meth:`PromptLearningModule.adjust_outputs` is the one place where the offsets, the readout, the mix and
+the mask bias change the decoder's outputs: prediction, training, evaluation, batched several-adapter
+decoding and the ONNX graph all call it.
 
 The prompt-to-image keys and values depend only on the image embedding, so they can be computed
 once per image (:meth:`PromptLearningModule.image_context`) and reused for every prompt.
@@ -90,7 +93,8 @@ class PromptLearningModule(nn.Module):
         activation: MLP activation, ``"relu"`` (as SAM's two-way transformer) or ``"gelu"``.
 
     With the defaults the module has 1,578,765 parameters (1,578,752 for the tokens, 4 score offsets,
-    a 3 x 3 mask mix), and a score readout in two buffers (``4 x 256`` weights, ``4`` biases).
+    a 3 x 3 mask mix), a score readout in two buffers (``4 x 256`` weights, ``4`` biases) and a mask
+    bias buffer (``4``).
     """
 
     def __init__(
@@ -123,16 +127,18 @@ class PromptLearningModule(nn.Module):
         self.mask_mix = nn.Parameter(torch.eye(MULTIMASK_OUTPUTS))
         self.register_buffer("score_readout", torch.zeros(DECODER_OUTPUTS, embed_dim))
         self.register_buffer("score_readout_bias", torch.zeros(DECODER_OUTPUTS))
+        self.register_buffer("mask_bias", torch.zeros(DECODER_OUTPUTS))
         self.reset_offset()
 
     def reset_offset(self) -> None:
-        """Zero the output LayerNorm's gain and bias, the score offsets and the score readout, and make the
-        mask mix the identity: the module becomes plain SAM exactly."""
+        """Zero the output LayerNorm's gain and bias, the score offsets, the score readout and the mask
+        bias, and make the mask mix the identity: the module becomes plain SAM exactly."""
         nn.init.zeros_(self.norm_out.weight)
         nn.init.zeros_(self.norm_out.bias)
         nn.init.zeros_(self.score_offset)
         nn.init.zeros_(self.score_readout)
         nn.init.zeros_(self.score_readout_bias)
+        nn.init.zeros_(self.mask_bias)
         with torch.no_grad():
             self.mask_mix.copy_(torch.eye(MULTIMASK_OUTPUTS))
 
@@ -149,8 +155,8 @@ class PromptLearningModule(nn.Module):
         self, low_res_logits: Tensor, iou_predictions: Tensor, multimask_output: bool, image_embedding: Tensor
     ) -> tuple[Tensor, Tensor]:
         """The decoder's outputs as this adapter gives them: the multimask logits mixed by
-        ``mask_mix``, and the IoU predictions plus ``score_offset`` and the score readout of the mixed
-        masks (see :meth:`adjust_scores`).
+        ``mask_mix``, every output's logits plus its ``mask_bias``, and the IoU predictions plus
+        ``score_offset`` and the score readout of those masks (see :meth:`adjust_scores`).
 
         Args:
             low_res_logits: ``B x C x h x w`` mask logits, ``C`` as in :meth:`adjust_scores`.
@@ -162,9 +168,11 @@ class PromptLearningModule(nn.Module):
         Returns:
             ``(B x C x h x w logits, B x C scores)``.
         """
-        mixed = self._mix(low_res_logits, multimask_output)
-        features = mask_features(mixed, image_embedding)
-        return mixed, self.adjust_scores(iou_predictions, multimask_output, features)
+        rows = self._output_rows(low_res_logits.shape[1], multimask_output)
+        bias = self.mask_bias[rows].to(low_res_logits.dtype)[None, :, None, None]
+        masks = self._mix(low_res_logits, multimask_output) + bias
+        features = mask_features(masks, image_embedding)
+        return masks, self.adjust_scores(iou_predictions, multimask_output, features)
 
     def _mix(self, low_res_logits: Tensor, multimask_output: bool) -> Tensor:
         """``B x C x h x w`` logits with the multimask columns blended by ``mask_mix`` (``C`` as in

@@ -30,11 +30,13 @@ class CenterClickAnswer:
         output: the decoder's (adapter's) ``1 x C x L x L`` logits and ``1 x C`` scores.
         true_iou: ``1 x C``, each output's IoU with the instance's target (thresholded at 0).
         features: the instance's image features, on the base's device.
+        target: ``L x L`` float target in {0, 1}, on the base's device.
     """
 
     output: DecoderOutput
     true_iou: Tensor
     features: ImageFeatures
+    target: Tensor
 
 
 @torch.no_grad()
@@ -49,4 +51,4 @@ def center_click_answers(
         output = decode_center_click(sam, features, item.target.low_res, plm=plm)
         logits = output.low_res_logits.float()
         target = torch.as_tensor(item.target.low_res, device=device, dtype=torch.float32)
-        yield CenterClickAnswer(output, mask_iou(logits, target.expand_as(logits)), features)
+        yield CenterClickAnswer(output, mask_iou(logits, target.expand_as(logits)), features, target)

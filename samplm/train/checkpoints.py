@@ -147,7 +147,8 @@ def load_checkpoint(run: TrainingRun) -> None:
     stored = payload.get("config")
     check_resumable(run.config, json.loads(stored) if stored else _read_json(run.out / CONFIG_NAME), run.out)
     try:
-        # a checkpoint from before the score readout (adapter format 4) gets a fresh adapter's zeros
+        # a checkpoint from before the score readout or the mask bias (adapter formats 4, 5) gets a fresh
+        # adapter's zeros
         run.adapter.load_state_dict(
             with_older_format_defaults(payload["adapter"], run.adapter.state_dict(), version=3)
         )

@@ -10,9 +10,9 @@ that fits its size.
   trained adapter at each validated step); the winner is then made from every image: the untrained
   adapter, SAM-F fitted on every image, or an adapter trained on every image for the winning number of
   steps with the same learning-rate schedule. Each fold's run also fits score readouts for its winner
-  (:mod:`samplm.train.score_readout`); when the readout at one ridge strength gains on average over the
-  folds whose winner was the same kind of candidate as the final one, the final adapter gets a readout
-  fitted on every image at that strength.
+  (:mod:`samplm.train.score_readout`); when the readout at one ridge strength (with or without a mask
+  bias) gains on average over the folds whose winner was the same kind of candidate as the final one, the
+  final adapter gets that readout fitted on every image.
 """
 
 from __future__ import annotations
@@ -161,18 +161,20 @@ def _mean_judgement(judgements: list[Judgement], curves: list[dict[int, float]],
 
 def _mean_readouts(
     judgements: list[Judgement], selected: str, figure: float
-) -> tuple[tuple[float, float], ...]:
-    """``(ridge strength, figure + the mean gain from a readout at that strength)`` over the folds whose
-    own winner was the ``selected`` kind of candidate (a fold's gain: its readout's figure minus its
+) -> tuple[tuple[float, bool, float], ...]:
+    """``(ridge strength, with the mask bias, figure + the mean gain from that readout)`` over the folds
+    whose own winner was the ``selected`` kind of candidate (a fold's gain: its readout's figure minus its
     winner's); empty when no such fold fitted readouts."""
     folds = [j for j in judgements if j.selected == selected and j.readouts]
     if not folds:
         return ()
-    alphas = [alpha for alpha, _ in folds[0].readouts]
+    figures = [{(a, b): f for a, b, f in j.readouts} for j in folds]
+    choices = list(figures[0])
     gains = [
-        float(np.mean([dict(j.readouts)[alpha] - getattr(j, j.selected) for j in folds])) for alpha in alphas
+        float(np.mean([fold[c] - getattr(j, j.selected) for fold, j in zip(figures, folds, strict=True)]))
+        for c in choices
     ]
-    return tuple((alpha, figure + gain) for alpha, gain in zip(alphas, gains, strict=True))
+    return tuple((*choice, figure + gain) for choice, gain in zip(choices, gains, strict=True))
 
 
 def _make_winner(
@@ -210,8 +212,8 @@ def _make_winner(
         adapter = candidate_adapter(template.to(device), samf)
         steps, last = 0, adapter
     if judgement.readout_kept:
-        alpha = judgement.readout_alpha
-        adapter = readout_candidates(sam, adapter, all_set, (alpha,))[alpha]
+        choice = judgement.readout_choice
+        adapter = readout_candidates(sam, adapter, all_set, (choice,))[choice]
     metrics = {**judgement.metrics(), "step": steps}
     # a trained adapter was loaded with the prototype its training run wrote
     prototype = None if judgement.selected == "trained" else training_prototype(all_set, adapter.task)

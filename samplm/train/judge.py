@@ -5,7 +5,8 @@ Before the first step the run validates two candidates that need no training: th
 masks, fitted on the training split as ``samplm eval`` does, held by an adapter whose mask mix is the
 blend). Each validation of the trained adapter then competes with them; the exported adapter is the best
 candidate seen, the untrained one when nothing beats it. After the last step the winner gets a score readout
-fitted on the training split (:mod:`samplm.train.score_readout`), kept only if it validates better.
+(with or without a mask bias) fitted on the training split (:mod:`samplm.train.score_readout`), kept only
+if it validates better.
 :class:`Judgement` holds the figures and says which won, in one line (printed, and written into the
 adapter's card).
 """
@@ -38,8 +39,8 @@ class Judgement:
         trained_step: the step of that validation.
         selected: the exported candidate, one of :data:`CANDIDATES`.
         validation: how the figures were validated (e.g. ``"validation split, 12 instances"``).
-        readouts: ``(ridge strength, val mIoU)`` of the selected candidate with a score readout fitted at
-            each strength (empty: none fitted).
+        readouts: ``(ridge strength, with the mask bias, val mIoU)`` of the selected candidate with each
+            fitted readout (:data:`~samplm.train.score_readout.READOUT_CHOICES`; empty: none fitted).
     """
 
     sam: float
@@ -49,17 +50,21 @@ class Judgement:
     trained_step: int | None = None
     selected: str = "sam"
     validation: str = ""
-    readouts: tuple[tuple[float, float], ...] = ()
+    readouts: tuple[tuple[float, bool, float], ...] = ()
 
     @property
-    def readout_alpha(self) -> float | None:
-        """The ridge strength of the best-validated readout (``None``: none fitted; ties: the first)."""
-        return max(self.readouts, key=lambda pair: pair[1])[0] if self.readouts else None
+    def readout_choice(self) -> tuple[float, bool] | None:
+        """``(ridge strength, with the mask bias)`` of the best-validated readout (``None``: none fitted;
+        ties: the first)."""
+        if not self.readouts:
+            return None
+        alpha, biased, _ = max(self.readouts, key=lambda row: row[2])
+        return alpha, biased
 
     @property
     def readout(self) -> float | None:
         """The selected candidate's figure with its best readout (``None``: none fitted)."""
-        return max(figure for _, figure in self.readouts) if self.readouts else None
+        return max(figure for _, _, figure in self.readouts) if self.readouts else None
 
     @property
     def readout_kept(self) -> bool:
@@ -92,10 +97,11 @@ class Judgement:
         )
         where = f" on the {self.validation}" if self.validation else ""
         readout = ""
-        if self.readout is not None:
+        if self.readout_choice is not None:
+            alpha, biased = self.readout_choice
             kept = "kept" if self.readout_kept else "not kept"
-            figure = f"{100 * self.readout:.2f}"
-            readout = f"; with a score readout (ridge {self.readout_alpha:g}) {figure}, {kept}"
+            bias = " and a mask bias" if biased else ""
+            readout = f"; with a score readout (ridge {alpha:g}){bias} {100 * self.readout:.2f}, {kept}"
         return (
             f"exported the {_LABELS[self.selected]}: val mIoU{where}: plain SAM {100 * self.sam:.2f}, "
             f"SAM-F {100 * self.samf:.2f}, {trained}{readout}"
@@ -112,18 +118,21 @@ class Judgement:
             "trained_step": self.trained_step,
             "val_miou_readout": round(self.readout, 6) if self.readout is not None else None,
             "score_readout": self.readout_kept,
+            "mask_bias": self.readout_kept and bool(self.readout_choice and self.readout_choice[1]),
         }
 
     def to_state(self) -> dict:
         """A plain dict for the training checkpoint (see :meth:`from_state`)."""
         state = asdict(self)
         state["samf_weights"] = list(self.samf_weights)
-        state["readouts"] = [list(pair) for pair in self.readouts]
+        state["readouts"] = [list(row) for row in self.readouts]
         return state
 
     @classmethod
     def from_state(cls, state: dict) -> Judgement:
-        readouts = tuple((float(a), float(f)) for a, f in state.get("readouts", ()))
+        """The judgement :meth:`to_state` stored (readouts stored before mask biases: without one)."""
+        rows = [row if len(row) == 3 else (row[0], False, row[1]) for row in state.get("readouts", ())]
+        readouts = tuple((float(a), bool(b), float(f)) for a, b, f in rows)
         return cls(**{**state, "samf_weights": tuple(state["samf_weights"]), "readouts": readouts})
 
 

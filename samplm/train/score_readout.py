@@ -11,8 +11,16 @@ Fitting (:func:`fit_readout`): one centre click per training instance is decoded
 readout zero); for each multimask output ``i``, a ridge regression on the ``n x E`` features predicts
 ``true IoU - score`` (what the adapter's score misses), with an unpenalised intercept (the bias). The
 single-mask output's row stays zero: one mask is never ranked against another.
-:func:`readout_candidates` fits one readout per ridge strength in :data:`RIDGE_ALPHAS`; the run keeps the
-one that validates best, and only if it validates better than the adapter without it
+
+Before the readout, each multimask output may get a mask bias (``plm.mask_bias``, added to its logits: the
+threshold moved to ``-mask_bias[i]``), the one of :data:`MASK_BIASES` under which that output's masks have
+the highest mean IoU over the training clicks (:func:`fit_mask_bias`): a task whose true masks are larger
+than the base's masks at 0 (a whole banner, not its painted inside) gets its masks grown. The readout is
+then fitted on the biased masks.
+
+:func:`readout_candidates` fits one readout per ridge strength in :data:`RIDGE_ALPHAS`, once on the
+adapter's own masks and once on its biased masks (:data:`READOUT_CHOICES`); the run keeps the candidate
+that validates best, and only if it validates better than the adapter without either
 (:func:`samplm.train.validation.judge_readout`).
 """
 
@@ -29,10 +37,20 @@ from ..adapter.plm import DECODER_OUTPUTS, MULTIMASK_OUTPUTS, mask_features
 from ..adapter.prompt_adapter import PromptAdapter
 from ..base.bases import as_base
 from .center_scores import center_click_answers
+from .losses import mask_iou
 from .training_set import TrainingSet
 
 #: Ridge strengths tried (the features are image-embedding values, of order 1).
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
+
+#: Mask biases tried per output (logit units; nearest zero first, so ties keep the smaller move).
+MASK_BIASES = (0.0, 0.25, -0.25, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 2.0, -2.0, 2.5, -2.5, 3.0, -3.0)
+
+#: A readout candidate: ``(ridge strength, with the fitted mask bias)``.
+Choice = tuple[float, bool]
+
+#: The candidates a run validates: every ridge strength without, then with, the mask bias.
+READOUT_CHOICES: tuple[Choice, ...] = tuple((a, b) for b in (False, True) for a in RIDGE_ALPHAS)
 
 
 @dataclass(frozen=True)
@@ -49,23 +67,54 @@ class ReadoutSamples:
 
 
 def has_readout(adapter: PromptAdapter) -> bool:
-    """Whether ``adapter``'s score readout (weights or bias) is non-zero."""
-    return bool(adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any())
+    """Whether ``adapter``'s score readout (weights or bias) or its mask bias is non-zero."""
+    plm = adapter.plm
+    return bool(plm.score_readout.any() or plm.score_readout_bias.any() or plm.mask_bias.any())
 
 
 def without_readout(adapter: PromptAdapter) -> PromptAdapter:
-    """A copy of ``adapter`` whose score readout (weights and bias) is zero: the adapter as it was before
-    the readout was fitted."""
+    """A copy of ``adapter`` whose score readout (weights and bias) and mask bias are zero: the adapter as
+    it was before they were fitted."""
     plm = adapter.plm
+    zeros = torch.zeros_like
     return with_readout(
-        adapter, torch.zeros_like(plm.score_readout), torch.zeros_like(plm.score_readout_bias)
+        adapter, zeros(plm.score_readout), zeros(plm.score_readout_bias), zeros(plm.mask_bias)
     )
 
 
+def mask_bias_ious(logits: Tensor, target: Tensor, biases: Tensor) -> Tensor:
+    """``G x C`` IoU of each of ``C`` outputs' masks with ``target`` under each of ``G`` biases.
+
+    Args:
+        logits: ``1 x C x L x L`` low-res logits of one click.
+        target: ``L x L`` target in {0, 1}.
+        biases: ``G`` biases added to every output's logits before thresholding at 0.
+    """
+    shifted = logits + biases.to(logits).view(-1, 1, 1, 1)
+    return mask_iou(shifted, target.to(logits).expand_as(shifted))
+
+
+def fit_mask_bias(
+    sam: Any, adapter: PromptAdapter, data: TrainingSet, biases: tuple[float, ...] = MASK_BIASES
+) -> Tensor:
+    """``4``: per multimask output, the bias of ``biases`` under which its masks' mean IoU over one centre
+    click per instance of ``data`` is highest (ties: the earlier one); row ``0`` (the single-mask output)
+    zero. ``adapter`` (its mask bias zero) decodes on the base's device."""
+    if adapter.plm.mask_bias.any():
+        raise ValueError("a mask bias is fitted with the bias zero: pass without_readout(adapter)")
+    grid = torch.tensor(biases, dtype=torch.float32)
+    total = torch.zeros(len(biases), MULTIMASK_OUTPUTS, dtype=torch.float64)
+    for answer in center_click_answers(sam, data, adapter.plm):
+        total += mask_bias_ious(answer.output.low_res_logits.float(), answer.target, grid).double().cpu()
+    fitted = torch.zeros(DECODER_OUTPUTS)
+    fitted[1:] = grid[total.argmax(dim=0)]
+    return fitted
+
+
 def readout_samples(sam: Any, adapter: PromptAdapter, data: TrainingSet) -> ReadoutSamples:
-    """Decode one centre click per instance of ``data`` with ``adapter`` (its readout must be zero; on
-    the base's device) and collect each output's features and residual."""
-    if has_readout(adapter):
+    """Decode one centre click per instance of ``data`` with ``adapter`` (its score readout must be zero;
+    its mask bias is applied; on the base's device) and collect each output's features and residual."""
+    if adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any():
         raise ValueError("readout samples are taken with the readout zero: pass without_readout(adapter)")
     features, residuals = [], []
     for answer in center_click_answers(sam, data, adapter.plm):
@@ -96,21 +145,35 @@ def fit_readout(samples: ReadoutSamples, alpha: float) -> tuple[Tensor, Tensor]:
     return readout.float(), bias.float()
 
 
-def with_readout(adapter: PromptAdapter, readout: Tensor, bias: Tensor) -> PromptAdapter:
-    """A copy of ``adapter`` with the score readout ``readout`` (``4 x E``) and ``bias`` (``4``); the
-    copy's weights differ from any file, so its ``weights_sha256`` is cleared."""
+def with_readout(
+    adapter: PromptAdapter, readout: Tensor, bias: Tensor, mask_bias: Tensor | None = None
+) -> PromptAdapter:
+    """A copy of ``adapter`` with the score readout ``readout`` (``4 x E``) and ``bias`` (``4``), and the
+    mask bias ``mask_bias`` (``4``; ``None``: ``adapter``'s); the copy's weights differ from any file,
+    so its ``weights_sha256`` is cleared."""
     fitted = copy.deepcopy(adapter)
     fitted.plm.score_readout.copy_(readout.to(fitted.plm.score_readout))
     fitted.plm.score_readout_bias.copy_(bias.to(fitted.plm.score_readout_bias))
+    if mask_bias is not None:
+        fitted.plm.mask_bias.copy_(mask_bias.to(fitted.plm.mask_bias))
     fitted.config.weights_sha256 = None
     return fitted
 
 
 def readout_candidates(
-    sam: Any, adapter: PromptAdapter, train_set: TrainingSet, alphas: tuple[float, ...] = RIDGE_ALPHAS
-) -> dict[float, PromptAdapter]:
-    """``{alpha: adapter with the readout fitted at that ridge strength}`` on ``train_set``'s instances,
-    each from ``adapter`` with its readout zeroed first, on the base's device."""
+    sam: Any, adapter: PromptAdapter, train_set: TrainingSet, choices: tuple[Choice, ...] = READOUT_CHOICES
+) -> dict[Choice, PromptAdapter]:
+    """``{(alpha, biased): adapter with the readout fitted at ridge strength alpha}`` on ``train_set``'s
+    instances, with the fitted mask bias when ``biased`` (the readout then fitted on the biased masks);
+    each from ``adapter`` with both zeroed first, on the base's device."""
     plain = without_readout(adapter).to(as_base(sam).decoder_parameter().device)
-    samples = readout_samples(sam, plain, train_set)
-    return {alpha: with_readout(plain, *fit_readout(samples, alpha)) for alpha in alphas}
+    candidates = {}
+    for biased in dict.fromkeys(b for _, b in choices):
+        start = plain
+        if biased:
+            readout, bias = plain.plm.score_readout, plain.plm.score_readout_bias
+            start = with_readout(plain, readout, bias, fit_mask_bias(sam, plain, train_set))
+        samples = readout_samples(sam, start, train_set)
+        for alpha in (a for a, b in choices if b == biased):
+            candidates[(alpha, biased)] = with_readout(start, *fit_readout(samples, alpha))
+    return candidates

@@ -95,8 +95,9 @@ def validate(run: TrainingRun, log: MetricsLog | None, bar: Any) -> None:
 
 
 def judge_readout(run: TrainingRun) -> None:
-    """After the last step (main process; nothing without a validation split): fit score readouts for the
-    exported candidate on the training split (:mod:`samplm.train.score_readout`), validate each, and export
+    """After the last step (main process; nothing without a validation split): fit score readouts (with and
+    without a mask bias) for the exported candidate on the training split
+    (:mod:`samplm.train.score_readout`), validate each, and export
     the best one if it validates strictly better than the candidate without it (the judgement's line says
     which)."""
     adapter_dir, judgement = run.out / ADAPTER_DIRNAME, run.state["judgement"]
@@ -105,11 +106,11 @@ def judge_readout(run: TrainingRun) -> None:
     chosen = PromptAdapter.load(adapter_dir).to(next(run.adapter.parameters()).device)
     candidates = readout_candidates(run.sam, chosen, run.train_set)
     judgement.readouts = tuple(
-        (alpha, evaluate_center_miou(run.sam, adapter, run.val_set, run.config.val_max_instances))
-        for alpha, adapter in candidates.items()
+        (alpha, biased, evaluate_center_miou(run.sam, adapter, run.val_set, run.config.val_max_instances))
+        for (alpha, biased), adapter in candidates.items()
     )
     record_judgement(run, judgement)
     if judgement.readout_kept:
-        export_adapter(candidates[judgement.readout_alpha], run.out, run.state["best_metrics"])
+        export_adapter(candidates[judgement.readout_choice], run.out, run.state["best_metrics"])
     elif has_readout(chosen):  # a run finished before and judged again: its old readout goes
         export_adapter(without_readout(chosen), run.out, run.state["best_metrics"])
