@@ -132,7 +132,7 @@ def test_small_sets_are_judged_by_k_fold_and_the_winner_made_from_every_image(tm
     folds = image_folds(dataset, plan.folds, seed=0)
     held = [i.instance_id for fold in folds for i in fold]
     assert sorted(held) == sorted(i.instance_id for i in dataset) and all(len(f) for f in folds)
-    config = _config(steps=4, val_every=2, lr=1e-3)
+    config = _config(steps=4, val_every=2, lr=1e-3, readout_min_instances=1)
     adapter_config = AdapterConfig(task="rect", pmm={"num_points": 12})
     result = fit_adapter(
         copy.deepcopy(tiny_sam),

@@ -99,9 +99,7 @@ def test_a_run_fits_a_readout_for_its_winner_and_keeps_it_only_when_it_validates
     tmp_path, tiny_sam, rect_task
 ):
     train_set, val_set = rect_task
-    config = TrainConfig(
-        steps=6, batch_size=3, lr=1e-3, warmup_steps=0, val_every=2, checkpoint_every=2, use_pmm=False
-    )
+    config = _short_config()
     result = train(
         copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
     )
@@ -152,8 +150,20 @@ def test_a_fresh_adapter_has_a_zero_readout_and_answers_as_plain_sam():
 
 
 def _short_config(**changes):
+    """Six steps, no PMM; a readout fitted on the four training instances (below the default minimum)."""
     settings = dict(steps=6, batch_size=3, lr=1e-3, warmup_steps=0, val_every=2, checkpoint_every=2)
-    return TrainConfig(**{**settings, "use_pmm": False, **changes})
+    return TrainConfig(**{**settings, "use_pmm": False, "readout_min_instances": 1, **changes})
+
+
+def test_a_run_on_fewer_instances_than_the_minimum_fits_no_readout(tmp_path, tiny_sam, rect_task):
+    train_set, val_set = rect_task
+    config = _short_config(readout_min_instances=len(train_set) + 1)
+    result = train(
+        copy.deepcopy(tiny_sam), train_set, tmp_path, config=config, val_set=val_set, progress=False
+    )
+    assert result.judgement.readouts == () and "score readout" not in result.judgement.line()
+    assert not has_readout(PromptAdapter.load(result.adapter_dir))
+    assert TrainConfig().readout_min_instances == 8
 
 
 def test_a_checkpoint_from_before_the_readout_resumes(tmp_path, tiny_sam, rect_task):

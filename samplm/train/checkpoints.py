@@ -34,7 +34,15 @@ CONFIG_NAME = "train_config.json"
 #: Settings that may differ when a run resumes: they change what is logged, validated and saved, not
 #: the optimisation (``extra`` holds notes such as the recipe's name).
 RESUMABLE_CHANGES = frozenset(
-    {"val_every", "val_max_instances", "checkpoint_every", "log_every", "patience", "extra"}
+    {
+        "val_every",
+        "val_max_instances",
+        "readout_min_instances",
+        "checkpoint_every",
+        "log_every",
+        "patience",
+        "extra",
+    }
 )
 #: The loop's state in a checkpoint; ``judgement``, ``stale`` and ``stopped`` are absent from checkpoints
 #: of runs that did not judge candidates and take these values then.

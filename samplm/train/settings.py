@@ -50,7 +50,9 @@ class TrainConfig:
 
     Judgement (with a validation set): plain SAM and SAM-F are validated before the first step, the
     adapter every ``val_every`` steps (at most ``val_max_instances``); the best candidate is exported.
-    ``patience`` > 0 stops the run after that many validations without a better trained adapter.
+    ``patience`` > 0 stops the run after that many validations without a better trained adapter. After
+    the last step a score readout and mask bias are fitted for the winner when the training split holds at
+    least ``readout_min_instances`` instances (on fewer they would follow those photos, not the task).
     """
 
     steps: int = _setting(20_000, "optimiser steps (default: the recipe's)", limit=_COUNT)
@@ -90,6 +92,11 @@ class TrainConfig:
         0,
         "stop after this many validations without a better trained adapter (0: never; default: the recipe's)",
         limit=Limit(int, 0),
+    )
+    readout_min_instances: int = _setting(
+        8,
+        "fit the score readout and mask bias only on at least this many training instances (default 8)",
+        limit=_COUNT,
     )
     checkpoint_every: int = _setting(500, limit=_COUNT)
     log_every: int = _setting(10, limit=_COUNT)

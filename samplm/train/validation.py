@@ -97,14 +97,16 @@ def validate(run: TrainingRun, log: MetricsLog | None, bar: Any) -> None:
 def judge_readout(run: TrainingRun) -> None:
     """After the last step (main process; nothing without a validation split): fit score readouts (with and
     without a mask bias) for the exported candidate on the training split
-    (:mod:`samplm.train.score_readout`), validate each, and export
-    the best one if it validates strictly better than the candidate without it (the judgement's line says
-    which)."""
+    (:mod:`samplm.train.score_readout`), validate each, and export the best one if it validates strictly
+    better than the candidate without it (the judgement's line says which). None is fitted on fewer than
+    ``readout_min_instances`` training instances."""
     adapter_dir, judgement = run.out / ADAPTER_DIRNAME, run.state["judgement"]
     if judgement is None or not adapter_dir.is_dir():
         return
     chosen = PromptAdapter.load(adapter_dir).to(next(run.adapter.parameters()).device)
-    candidates = readout_candidates(run.sam, chosen, run.train_set)
+    candidates = {}
+    if len(run.train_set) >= run.config.readout_min_instances:
+        candidates = readout_candidates(run.sam, chosen, run.train_set)
     judgement.readouts = tuple(
         (alpha, biased, evaluate_center_miou(run.sam, adapter, run.val_set, run.config.val_max_instances))
         for (alpha, biased), adapter in candidates.items()
