@@ -66,10 +66,14 @@ class ReadoutSamples:
     residuals: Tensor
 
 
+def has_score_readout(adapter: PromptAdapter) -> bool:
+    """Whether ``adapter``'s score readout (weights or bias) is non-zero."""
+    return bool(adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any())
+
+
 def has_readout(adapter: PromptAdapter) -> bool:
     """Whether ``adapter``'s score readout (weights or bias) or its mask bias is non-zero."""
-    plm = adapter.plm
-    return bool(plm.score_readout.any() or plm.score_readout_bias.any() or plm.mask_bias.any())
+    return has_score_readout(adapter) or bool(adapter.plm.mask_bias.any())
 
 
 def without_readout(adapter: PromptAdapter) -> PromptAdapter:
@@ -114,7 +118,7 @@ def fit_mask_bias(
 def readout_samples(sam: Any, adapter: PromptAdapter, data: TrainingSet) -> ReadoutSamples:
     """Decode one centre click per instance of ``data`` with ``adapter`` (its score readout must be zero;
     its mask bias is applied; on the base's device) and collect each output's features and residual."""
-    if adapter.plm.score_readout.any() or adapter.plm.score_readout_bias.any():
+    if has_score_readout(adapter):
         raise ValueError("readout samples are taken with the readout zero: pass without_readout(adapter)")
     features, residuals = [], []
     for answer in center_click_answers(sam, data, adapter.plm):
