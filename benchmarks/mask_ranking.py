@@ -5,7 +5,7 @@ the held-out half of the real plate photos (the split of ``samplm demo --task pl
     python benchmarks/mask_ranking.py --data ../shared/data/car_license_plate_andrewmvd \\
         --adapter runs/plates/train/adapter
 
-One centre click per held-out plate (the deepest pixel of its low-res rectangle, as training
+One centre click per held-out plate (the centre of its low-res rectangle, as training
 validation clicks), mIoU at the decoder's resolution. Prints, for the base and each adapter: the mIoU
 of each multimask output alone, of the first-ranked mask (``top``), of the best of the three
 (``oracle``), and how often each output is ranked first and is the best. ``--zero-offsets`` also

@@ -15,6 +15,12 @@ def test_center_click_is_the_deepest_low_res_pixel_in_input_pixels():
     assert center_click(mask, 64) == ((7 + 0.5) * 4, (5 + 0.5) * 4)
 
 
+def test_center_click_on_a_wide_box_is_its_middle():
+    mask = np.zeros((32, 32), bool)
+    mask[10:15, 4:25] = True  # 21 x 5 low-res box, a plate: its middle row ties from x = 6 to x = 22
+    assert center_click(mask, 128) == ((14 + 0.5) * 4, (12 + 0.5) * 4)
+
+
 def test_decode_center_click_decodes_that_click(tiny_sam):
     side = 4 * tiny_sam.prompt_encoder.image_embedding_size[0]
     mask = np.zeros((side, side), bool)

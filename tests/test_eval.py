@@ -89,7 +89,10 @@ def test_identity_adapter_reproduces_sam_and_oracle_bounds(rects, tiny_sam):
         assert all(0.0 <= v <= 1.0 for v in record.iou.values())
         x, y = record.prompt["point"]
         inst = next(i for i in dataset if i.instance_id == record.instance_id)
-        assert inst.mask(72, 96)[int(y), int(x)]  # the click lies inside the object
+        mask = inst.mask(72, 96)
+        assert mask[int(y), int(x)]  # the click lies inside the object
+        ys, xs = np.nonzero(mask)  # a box: clicked at its middle, not at one end of its middle line
+        assert abs(x - (xs.min() + xs.max()) / 2) <= 1 and abs(y - (ys.min() + ys.max()) / 2) <= 1
     assert result.miou[SAM]["all"] == pytest.approx(np.mean([r.iou[SAM] for r in result.instances]))
     assert set(result.cross_task()) == {SAM, "fresh (PLM)"}
     assert set(result.refinement_effect()) == {"fresh"}

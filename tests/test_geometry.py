@@ -23,7 +23,7 @@ def test_boxes():
         g.mask_to_box(np.zeros((4, 4), bool))
 
 
-def test_center_point_is_deepest_pixel():
+def test_center_point_is_the_centre_of_the_deepest_pixels():
     mask = np.zeros((9, 9), bool)
     mask[1:8, 1:8] = True
     assert g.center_point(mask) == (4.0, 4.0)
@@ -32,7 +32,20 @@ def test_center_point_is_deepest_pixel():
     assert g.center_point(one) == (1.0, 3.0)
     border = np.zeros((5, 9), bool)
     border[:, :3] = True  # touches the image border: the border counts as outside
-    assert g.center_point(border) == (1.0, 1.0)  # rows 1-3 tie at distance 2: first in row-major order
+    assert g.center_point(border) == (1.0, 2.0)
+    plate = np.zeros((300, 400), bool)
+    plate[140:194, 181:335] = True  # a wide box: its middle line ties at the deepest distance
+    assert g.center_point(plate) == (257.0, 166.0)  # its centre, not the line's left end (207, 166)
+
+
+def test_center_point_stays_on_the_deepest_pixels_of_any_shape():
+    shape = np.zeros((40, 40), bool)
+    shape[5:35, 5:12] = True
+    shape[28:35, 5:35] = True  # an L: the ridge's centroid falls outside the mask
+    x, y = g.center_point(shape)
+    dist = g.distance_transform(shape)
+    assert shape[int(y), int(x)]
+    assert dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
 
 
 def test_sample_points_stay_inside_and_favour_centre():

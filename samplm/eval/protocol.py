@@ -1,8 +1,8 @@
 """The paper's evaluation protocol (Section 5.1) for any dataset the readers understand.
 
-Each instance is prompted with one positive click at its centre (argmax of the distance transform of
-its ground-truth mask), or optionally with its ground-truth box. Methods, side by side on the same
-cached embeddings:
+Each instance is prompted with one positive click at its centre
+(:func:`~samplm.utils.geometry.center_point` of its ground-truth mask: the centre of its deepest
+pixels), or optionally with its ground-truth box. Methods, side by side on the same cached embeddings:
 
 - ``SAM``: SAM's most confident of its three masks; ``SAM (oracle)``: the best of the three vs GT;
 - ``SAM-F``: SAM's three masks blended with PerSAM-F's two learned weights (if fitted);

@@ -2,9 +2,10 @@
 pretraining checks.
 
 Frames: ``low_res_mask`` is a padded low-res target (``L x L``, ``L`` = 4 x the embedding side, as in
-:mod:`samplm.train.targets`); the click is returned and decoded in SAM's input frame, at the centre of the
-target's deepest low-res pixel (``(x + 0.5) * img_size / L``). Evaluation at the original resolution
-(:mod:`samplm.eval`) clicks :func:`samplm.utils.geometry.center_point` of the full-size mask instead.
+:mod:`samplm.train.targets`); the click is returned and decoded in SAM's input frame, at the middle of the
+low-res pixel that :func:`samplm.utils.geometry.center_point` picks (``(x + 0.5) * img_size / L``).
+Evaluation at the original resolution (:mod:`samplm.eval`) clicks ``center_point`` of the full-size mask
+instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ..utils.geometry import center_point
 
 
 def center_click(low_res_mask: np.ndarray, img_size: int) -> tuple[float, float]:
-    """``(x, y)`` in the input frame of the deepest pixel of ``low_res_mask`` (``L x L`` bool)."""
+    """``(x, y)`` in the input frame of ``low_res_mask``'s centre pixel (``L x L`` bool; the centre of its
+    deepest pixels, :func:`~samplm.utils.geometry.center_point`)."""
     x, y = center_point(low_res_mask)
     scale = img_size / low_res_mask.shape[0]
     return ((x + 0.5) * scale, (y + 0.5) * scale)

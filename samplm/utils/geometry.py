@@ -100,6 +100,9 @@ def _scanline_fill(points: np.ndarray, centres_y: np.ndarray, width: int) -> np.
     return out
 
 
+RIDGE_TOLERANCE = 1.0  # pixels: how far from the deepest a pixel of the ridge may be
+
+
 def distance_transform(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance of each mask pixel to the nearest pixel outside the mask (image border
     counts as outside); 0 outside the mask. ``H x W`` float32."""
@@ -109,13 +112,21 @@ def distance_transform(mask: np.ndarray) -> np.ndarray:
 
 
 def center_point(mask: np.ndarray) -> tuple[float, float]:
-    """The deterministic evaluation click: the pixel farthest from the boundary (argmax of the
-    distance transform; ties -> first in row-major order), as ``(x, y)``."""
+    """The deterministic evaluation click, as ``(x, y)``: the centre of the mask's ridge.
+
+    The ridge is the mask's deepest pixels: those within :data:`RIDGE_TOLERANCE` pixels of the largest
+    distance to the boundary (a disk's centre, a wide rectangle's whole middle line). The click is the
+    ridge pixel nearest to the ridge's centroid (ties -> first in row-major order), so a wide rectangle
+    such as a plate is clicked at its centre, not at one end of its middle line, and the click is
+    always a mask pixel within a pixel of the deepest.
+    """
     dist = distance_transform(mask)
-    if dist.max() <= 0:
+    deepest = float(dist.max())
+    if deepest <= 0:
         raise ValueError("mask is empty")
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return (float(x), float(y))
+    ys, xs = np.nonzero((dist > 0) & (dist >= deepest - RIDGE_TOLERANCE))
+    nearest = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+    return (float(xs[nearest]), float(ys[nearest]))
 
 
 def sample_points(
