@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from samplm.utils import geometry as g
 
@@ -46,6 +48,21 @@ def test_center_point_stays_on_the_deepest_pixels_of_any_shape():
     dist = g.distance_transform(shape)
     assert shape[int(y), int(x)]
     assert dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 20), st.integers(0, 20), st.integers(0, 2**16))
+def test_center_point_of_a_box_is_its_middle_and_of_any_mask_a_deepest_pixel(w, h, x0, y0, seed):
+    box = np.zeros((64, 64), bool)
+    box[y0 : y0 + h, x0 : x0 + w] = True
+    x, y = g.center_point(box)
+    assert abs(x - (x0 + (w - 1) / 2)) <= 0.5 and abs(y - (y0 + (h - 1) / 2)) <= 0.5
+    blobs = np.random.default_rng(seed).random((12, 12)) < 0.5
+    blobs = cv2.resize(blobs.astype(np.uint8), (48, 48), interpolation=cv2.INTER_NEAREST).astype(bool)
+    if blobs.any():
+        x, y = g.center_point(blobs)
+        dist = g.distance_transform(blobs)
+        assert blobs[int(y), int(x)] and dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
 
 
 def test_sample_points_stay_inside_and_favour_centre():
