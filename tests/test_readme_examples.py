@@ -53,12 +53,15 @@ def demo_run(tmp_path_factory):
     """A working directory holding a small ``samplm demo`` run at ``runs/demo``."""
     import torch
 
+    from samplm import PromptAdapter
     from samplm.demo import run_demo
 
     torch.set_num_threads(1)
     workdir = tmp_path_factory.mktemp("readme")
-    result = run_demo(workdir / "runs" / "demo", images=5, steps=2, batch_size=2, visuals=0, progress=False)
+    result = run_demo(workdir / "runs" / "demo", images=5, steps=8, batch_size=2, visuals=0, progress=False)
     assert result.adapter_dir == workdir / "runs" / "demo" / "train" / "adapter"  # README's path
+    selected = PromptAdapter.load(result.adapter_dir).config.metadata["metrics"]["selected"]
+    assert selected == "trained", f"the demo exported {selected}; the examples refine with a trained PMM"
     return workdir
 
 
