@@ -11,15 +11,20 @@ of each multimask output alone, of the first-ranked mask (``top``), of the best 
 (``oracle``), and how often each output is ranked first and is the best. ``--zero-offsets`` also
 shows each adapter with its score offsets and readout (and mask bias) set to zero (SAM's own ranking of the
 adapter's masks); ``--zero-readout`` with its readout and mask bias set to zero (the offsets' ranking).
+``--by-size`` adds, per plate size (the target's area in low-res pixels, :data:`SIZE_EDGES`), how many
+plates, the first-ranked and best-of-3 mIoU, and the median ratio of the smallest mask's area to the
+plate's.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from samplm import PromptAdapter
 from samplm.adapter import PromptLearningModule
@@ -29,13 +34,42 @@ from samplm.train.score_readout import without_readout
 from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace
 
+#: Plate-size buckets of ``--by-size``: target areas in low-res pixels (of 256 x 256).
+SIZE_EDGES = (0, 100, 400, 1600, None)
 
-def ranking(sam, data: TrainingSet, plm: PromptLearningModule | None) -> dict[str, object]:
-    """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances."""
+
+def by_size(areas: Tensor, smallest: Tensor, first_iou: Tensor, best_iou: Tensor) -> list[str]:
+    """One line per :data:`SIZE_EDGES` bucket: plates, first-ranked and best-of-3 mIoU (%), and the median
+    ratio of the smallest mask's area to the target's."""
+    lines = []
+    for low, high in itertools.pairwise(SIZE_EDGES):
+        inside = (areas >= low) & (areas < high if high is not None else True)
+        if inside.any():
+            ratio = float((smallest[inside] / areas[inside]).median())
+            first, best = (100 * float(v[inside].mean()) for v in (first_iou, best_iou))
+            lines.append(
+                f"  plates of {low} to {high or 'more'} px: {int(inside.sum())}, first-ranked {first:.2f}, "
+                f"best of 3 {best:.2f}, smallest mask / plate area (median) {ratio:.2f}"
+            )
+    return lines
+
+
+def ranking(
+    sam, data: TrainingSet, plm: PromptLearningModule | None, sizes: bool = False
+) -> dict[str, object]:
+    """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances
+    (``sizes``: also the :func:`by_size` lines, under ``"by_size"``)."""
     answers = list(center_click_answers(sam, data, plm))
     iou = torch.cat([a.true_iou for a in answers]).cpu()
     first = torch.cat([a.output.iou_predictions for a in answers]).float().argmax(dim=1).cpu()
-    return {
+    extra = {}
+    if sizes:
+        areas = torch.stack([a.target.sum() for a in answers]).cpu()
+        smallest = torch.stack([(a.output.low_res_logits[0] > 0).sum((-2, -1)).min() for a in answers]).cpu()
+        extra["by_size"] = by_size(
+            areas, smallest.float(), iou.gather(1, first[:, None])[:, 0], iou.max(1).values
+        )
+    return extra | {
         "outputs": [round(100 * float(v), 2) for v in iou.mean(dim=0)],
         "top": round(100 * float(iou.gather(1, first[:, None]).mean()), 2),
         "oracle": round(100 * float(iou.max(dim=1).values.mean()), 2),
@@ -61,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
     parser.add_argument("--zero-offsets", action="store_true")
     parser.add_argument("--zero-readout", action="store_true")
+    parser.add_argument("--by-size", action="store_true", help="also per plate size")
     args = parser.parse_args()
     dataset = held_out(args.data, args.seed)
     sam, embeddings = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False).embed([dataset])
@@ -77,7 +112,9 @@ def main() -> None:
             torch.nn.init.zeros_(plain.score_offset)
             rows.append((f"{path} (offsets and readout zero)", plain))
     for name, plm in rows:
-        print(f"{name}: {ranking(sam, data, plm)}", flush=True)
+        figures = ranking(sam, data, plm, args.by_size)
+        lines = figures.pop("by_size", [])
+        print(f"{name}: {figures}", *lines, sep="\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ def _rect(h=10, w=12, y0=2, y1=6, x0=3, x1=9):
     return mask
 
 
+def _assert_on_a_deepest_pixel(mask):
+    """``center_point(mask)`` is a pixel of ``mask`` within ``RIDGE_TOLERANCE`` of its largest depth."""
+    x, y = g.center_point(mask)
+    dist = g.distance_transform(mask)
+    assert mask[int(y), int(x)] and dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
+
+
 def test_boxes():
     assert g.xywh_to_xyxy([3, 2, 6, 4]) == (3.0, 2.0, 9.0, 6.0)
     assert g.mask_to_box(_rect()) == (3.0, 2.0, 9.0, 6.0)
@@ -44,10 +51,7 @@ def test_center_point_stays_on_the_deepest_pixels_of_any_shape():
     shape = np.zeros((40, 40), bool)
     shape[5:35, 5:12] = True
     shape[28:35, 5:35] = True  # an L: the ridge's centroid falls outside the mask
-    x, y = g.center_point(shape)
-    dist = g.distance_transform(shape)
-    assert shape[int(y), int(x)]
-    assert dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
+    _assert_on_a_deepest_pixel(shape)
 
 
 @settings(max_examples=80, deadline=None)
@@ -60,9 +64,7 @@ def test_center_point_of_a_box_is_its_middle_and_of_any_mask_a_deepest_pixel(w, 
     blobs = np.random.default_rng(seed).random((12, 12)) < 0.5
     blobs = cv2.resize(blobs.astype(np.uint8), (48, 48), interpolation=cv2.INTER_NEAREST).astype(bool)
     if blobs.any():
-        x, y = g.center_point(blobs)
-        dist = g.distance_transform(blobs)
-        assert blobs[int(y), int(x)] and dist[int(y), int(x)] >= dist.max() - g.RIDGE_TOLERANCE
+        _assert_on_a_deepest_pixel(blobs)
 
 
 def test_sample_points_stay_inside_and_favour_centre():

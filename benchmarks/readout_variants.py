@@ -1,0 +1,180 @@
+"""The score readout against richer ones: which features and which fit rank an adapter's three masks best.
+
+    samplm demo --task plates --data ../shared/data/car_license_plate_andrewmvd --out runs/plates
+    python benchmarks/readout_variants.py --data ../shared/data/car_license_plate_andrewmvd \\
+        --adapter runs/plates/train/adapter --cache runs/plates/cache
+
+The adapter's readout and mask bias are zeroed; its three masks for one centre click per plate of the
+demo's training half are what each variant is fitted on, and the same for the held-out half is what it
+is measured on (mIoU of the mask each variant ranks first, at the decoder's resolution, as
+``mask_ranking.py``). Features per mask (each variant adds to the one before where marked ``+``):
+
+- ``mean``: the mean image embedding under the mask (:func:`~samplm.adapter.plm.mask_features`: what
+  the shipped readout scores);
+- ``standardised``: ``mean`` with every feature scaled to zero mean and unit variance over the
+  training masks;
+- ``+ area``: ``standardised`` plus the mask's share of the image, its logarithm, whether it is empty and
+  its stability score (segment-anything's: the IoU of the mask at logit thresholds +1 and -1);
+- ``+ ring``: ``+ area`` plus the mean embedding in a two-cell ring just outside the mask (what the
+  mask stops at);
+- ``+ all outputs``: ``+ ring`` plus the ``mean`` features of all three masks (each output sees the others).
+
+Fits: ``ridge`` (the shipped :func:`~samplm.train.score_readout.fit_readout`: each output's true IoU
+minus its score, one ridge regression per output) at each ``--alphas`` strength, and ``expected IoU``
+(the same linear score, fitted by L-BFGS to maximise the softmax-weighted true IoU of the three masks,
+temperature 0.1, L2 weight ``alpha / 1000``). Prints one row per variant and fit, one column per strength.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.amg import calculate_stability_score
+from torch import Tensor
+
+from samplm import PromptAdapter
+from samplm.adapter.plm import mask_features
+from samplm.data import read_voc
+from samplm.train.center_scores import center_click_answers
+from samplm.train.score_readout import ReadoutSamples, fit_readout, without_readout
+from samplm.train.training_set import TrainingSet
+from samplm.workspace import Workspace
+
+#: One click's answer: ``(3 x L x L logits, 1 x E x h x w embedding, 3 true IoUs, 3 scores)``.
+Answer = tuple[Tensor, Tensor, Tensor, Tensor]
+#: The ring's width in embedding cells.
+RING_CELLS = 2
+#: The expected-IoU fit's softmax temperature.
+TEMPERATURE = 0.1
+
+
+def answers(sam, data: TrainingSet, adapter: PromptAdapter) -> list[Answer]:
+    """The adapter's (readout and mask bias zero) answer to one centre click per instance of ``data``."""
+    return [
+        (
+            a.output.low_res_logits.float()[0].cpu(),
+            a.features.embedding.float().cpu(),
+            a.true_iou[0].float().cpu(),
+            a.output.iou_predictions.float()[0].cpu(),
+        )
+        for a in center_click_answers(sam, data, adapter.plm)
+    ]
+
+
+def ring_logits(logits: Tensor, width: int) -> Tensor:
+    """``3 x L x L`` logits (+1 / -1) of a ring ``width`` pixels wide just outside each of the masks."""
+    masks = (logits > 0).float()[:, None]
+    grown = F.max_pool2d(masks, 2 * width + 1, stride=1, padding=width)[:, 0]
+    return 2 * (grown - masks[:, 0]).clamp(min=0) - 1
+
+
+def area_features(logits: Tensor) -> Tensor:
+    """``3 x 4``: each mask's share of the image, its logarithm, whether it is empty, and its stability
+    (segment-anything's score: IoU of the mask at logit thresholds +1 and -1)."""
+    share = (logits > 0).float().mean(dim=(-2, -1))
+    stability = calculate_stability_score(logits, 0.0, 1.0)
+    return torch.stack([share, share.clamp(min=1e-6).log(), (share == 0).float(), stability], dim=1)
+
+
+def variant_features(answer: Answer, variant: str) -> Tensor:
+    """``3 x D`` features of one answer's masks for ``variant`` (see the module's docstring)."""
+    logits, embedding = answer[0], answer[1]
+    mean = mask_features(logits[None], embedding)[0]
+    parts = [mean]
+    if variant in ("+ area", "+ ring", "+ all outputs"):
+        parts.append(area_features(logits))
+    if variant in ("+ ring", "+ all outputs"):
+        cell = logits.shape[-1] // embedding.shape[-1]
+        parts.append(mask_features(ring_logits(logits, RING_CELLS * cell)[None], embedding)[0])
+    if variant == "+ all outputs":
+        parts.append(mean.flatten()[None].expand(len(mean), -1))
+    return torch.cat(parts, dim=1)
+
+
+def stacked(rows: list[Answer], variant: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(n x 3 x D features, n x 3 true IoUs, n x 3 scores)``."""
+    features = torch.stack([variant_features(r, variant) for r in rows]).double()
+    return features, torch.stack([r[2] for r in rows]).double(), torch.stack([r[3] for r in rows]).double()
+
+
+def fit_ridge(features: Tensor, ious: Tensor, scores: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """The shipped fit: ``(3 x D weights, 3 biases)`` of :func:`fit_readout` (its multimask rows)."""
+    readout, bias = fit_readout(ReadoutSamples(features.float(), (ious - scores).float()), alpha)
+    return readout[1:].double(), bias[1:].double()
+
+
+def fit_expected_iou(features: Tensor, ious: Tensor, scores: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """``(3 x D weights, 3 biases)`` maximising the mean softmax(score / T)-weighted true IoU."""
+    weights = torch.zeros(features.shape[1:], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimiser.zero_grad()
+        ranked = (scores + (features * weights).sum(-1) + bias) / TEMPERATURE
+        loss = -(torch.softmax(ranked, dim=1) * ious).sum(1).mean() + alpha / 1000 * weights.square().sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return weights.detach(), bias.detach()
+
+
+FITS: dict[str, Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]] = {
+    "ridge": fit_ridge,
+    "expected IoU": fit_expected_iou,
+}
+VARIANTS = ("mean", "standardised", "+ area", "+ ring", "+ all outputs")
+
+
+def measure(train: list[Answer], held: list[Answer], variant: str, fit: str, alpha: float) -> float:
+    """Held-out mIoU (%) of the mask ranked first by ``variant``'s features fitted with ``fit``."""
+    x, ious, scores = stacked(train, variant)
+    xt, ious_t, scores_t = stacked(held, variant)
+    if variant != "mean":
+        centre, spread = x.flatten(0, 1).mean(0), x.flatten(0, 1).std(0) + 1e-6
+        x, xt = (x - centre) / spread, (xt - centre) / spread
+    weights, bias = FITS[fit](x, ious, scores, alpha)
+    first = (scores_t + (xt * weights).sum(-1) + bias).argmax(dim=1, keepdim=True)
+    return 100 * float(ious_t.gather(1, first).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="VOC plate folder (annotations/, images/)")
+    parser.add_argument("--adapter", type=Path, required=True, help="the plate demo's adapter")
+    parser.add_argument("--model-type", default="samplm_lite")
+    parser.add_argument("--cache", type=Path, default=Path("runs/mask-ranking-cache"))
+    parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0])
+    args = parser.parse_args()
+    annotations = args.data / "annotations" if (args.data / "annotations").is_dir() else args.data
+    train_split, held_split = read_voc(annotations).split(0.5, seed=args.seed)
+    workspace = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False)
+    sam, embeddings = workspace.embed([train_split, held_split])
+    adapter = without_readout(PromptAdapter.load(args.adapter))
+    train, held = (
+        answers(sam, TrainingSet(s, embeddings, sam, progress=False), adapter)
+        for s in (train_split, held_split)
+    )
+    ious = torch.stack([r[2] for r in held])
+    first = torch.stack([r[3] for r in held]).argmax(dim=1, keepdim=True)
+    zero, best = 100 * float(ious.gather(1, first).mean()), 100 * float(ious.max(1).values.mean())
+    print(f"{len(train)} training and {len(held)} held-out plates, base {args.model_type}, {args.adapter}")
+    print(f"held out: readout zero {zero:.2f}, best of 3 {best:.2f}")
+    print("| features | fit | " + " | ".join(f"alpha {a:g}" for a in args.alphas) + " |")
+    print("|---|---|" + "---|" * len(args.alphas))
+    for variant in VARIANTS:
+        for fit in FITS:
+            cells = [f"{measure(train, held, variant, fit, alpha):.2f}" for alpha in args.alphas]
+            print(f"| {variant} | {fit} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
