@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from samplm import AdapterConfig, PromptAdapter
+from samplm.train import score_readout
 from samplm.train.center_scores import center_click_answers
 from samplm.train.judge import Judgement
 from samplm.train.score_readout import (
@@ -206,3 +207,34 @@ def test_a_finished_run_judged_again_leaves_no_stale_readout(tmp_path, tiny_sam,
         assert not exported.plm.score_readout_bias.any() and not exported.plm.mask_bias.any()
     else:
         assert exported.plm.score_readout_bias[1] != -5.0
+
+
+def test_candidates_decode_the_training_clicks_once_per_set_of_masks(
+    monkeypatch, tiny_sam, rect_task, adapter_factory
+):
+    train_set, _ = rect_task
+    adapter = adapter_factory("rect")
+    plain = without_readout(adapter)
+    bias = fit_mask_bias(tiny_sam, plain, train_set)
+    plain_samples = readout_samples(tiny_sam, plain, train_set)
+    biased_start = with_readout(plain, plain.plm.score_readout, plain.plm.score_readout_bias, bias)
+    biased_samples = readout_samples(tiny_sam, biased_start, train_set)
+    passes = []
+    real = score_readout.center_click_answers
+
+    def counted(*args, **kwargs):  # the real decoding, counted
+        passes.append(len(passes))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_readout, "center_click_answers", counted)
+    candidates = readout_candidates(tiny_sam, adapter, train_set)
+    assert len(passes) == 2  # the unbiased masks once (readout and mask bias), the biased masks once
+    for (alpha, biased), fitted in candidates.items():
+        samples = biased_samples if biased else plain_samples
+        readout, readout_bias = fit_readout(samples, alpha)
+        torch.testing.assert_close(fitted.plm.score_readout, readout)
+        torch.testing.assert_close(fitted.plm.score_readout_bias, readout_bias)
+        torch.testing.assert_close(fitted.plm.mask_bias, bias if biased else torch.zeros(4))
+    passes.clear()
+    readout_candidates(tiny_sam, adapter, train_set, ((1.0, False),))
+    assert len(passes) == 1

@@ -98,6 +98,31 @@ def mask_bias_ious(logits: Tensor, target: Tensor, biases: Tensor) -> Tensor:
     return mask_iou(shifted, target.to(logits).expand_as(shifted))
 
 
+def _decode_pass(
+    sam: Any, adapter: PromptAdapter, data: TrainingSet, biases: Tensor | None = None
+) -> tuple[ReadoutSamples, Tensor | None]:
+    """One decoding of a centre click per instance of ``data`` with ``adapter`` (on the base's device):
+    its :class:`ReadoutSamples` and, for ``G`` ``biases``, the ``G x 3`` sum over instances of each
+    output's IoU under each bias (``None`` without ``biases``)."""
+    features, residuals = [], []
+    total = None if biases is None else torch.zeros(len(biases), MULTIMASK_OUTPUTS, dtype=torch.float64)
+    for answer in center_click_answers(sam, data, adapter.plm):
+        logits = answer.output.low_res_logits.float()
+        features.append(mask_features(logits, answer.features.embedding.float())[0])
+        residuals.append((answer.true_iou - answer.output.iou_predictions.float())[0])
+        if total is not None:
+            total += mask_bias_ious(logits, answer.target, biases).double().cpu()
+    return ReadoutSamples(torch.stack(features).cpu(), torch.stack(residuals).cpu()), total
+
+
+def _best_biases(total: Tensor, biases: Tensor) -> Tensor:
+    """``4``: per multimask output, the bias of ``biases`` with the highest summed IoU in ``total``
+    (``G x 3``; ties: the earlier one); row ``0`` zero."""
+    fitted = torch.zeros(DECODER_OUTPUTS)
+    fitted[1:] = biases[total.argmax(dim=0)]
+    return fitted
+
+
 def fit_mask_bias(
     sam: Any, adapter: PromptAdapter, data: TrainingSet, biases: tuple[float, ...] = MASK_BIASES
 ) -> Tensor:
@@ -107,12 +132,7 @@ def fit_mask_bias(
     if adapter.plm.mask_bias.any():
         raise ValueError("a mask bias is fitted with the bias zero: pass without_readout(adapter)")
     grid = torch.tensor(biases, dtype=torch.float32)
-    total = torch.zeros(len(biases), MULTIMASK_OUTPUTS, dtype=torch.float64)
-    for answer in center_click_answers(sam, data, adapter.plm):
-        total += mask_bias_ious(answer.output.low_res_logits.float(), answer.target, grid).double().cpu()
-    fitted = torch.zeros(DECODER_OUTPUTS)
-    fitted[1:] = grid[total.argmax(dim=0)]
-    return fitted
+    return _best_biases(_decode_pass(sam, adapter, data, grid)[1], grid)
 
 
 def readout_samples(sam: Any, adapter: PromptAdapter, data: TrainingSet) -> ReadoutSamples:
@@ -120,12 +140,7 @@ def readout_samples(sam: Any, adapter: PromptAdapter, data: TrainingSet) -> Read
     its mask bias is applied; on the base's device) and collect each output's features and residual."""
     if has_score_readout(adapter):
         raise ValueError("readout samples are taken with the readout zero: pass without_readout(adapter)")
-    features, residuals = [], []
-    for answer in center_click_answers(sam, data, adapter.plm):
-        logits = answer.output.low_res_logits.float()
-        features.append(mask_features(logits, answer.features.embedding.float())[0])
-        residuals.append((answer.true_iou - answer.output.iou_predictions.float())[0])
-    return ReadoutSamples(torch.stack(features).cpu(), torch.stack(residuals).cpu())
+    return _decode_pass(sam, adapter, data)[0]
 
 
 def fit_readout(samples: ReadoutSamples, alpha: float) -> tuple[Tensor, Tensor]:
@@ -169,15 +184,19 @@ def readout_candidates(
 ) -> dict[Choice, PromptAdapter]:
     """``{(alpha, biased): adapter with the readout fitted at ridge strength alpha}`` on ``train_set``'s
     instances, with the fitted mask bias when ``biased`` (the readout then fitted on the biased masks);
-    each from ``adapter`` with both zeroed first, on the base's device."""
+    each from ``adapter`` with both zeroed first, on the base's device. The unbiased masks are decoded once
+    for both the unbiased readout and the mask bias's fit."""
     plain = without_readout(adapter).to(as_base(sam).decoder_parameter().device)
+    grid = torch.tensor(MASK_BIASES, dtype=torch.float32)
+    biased_too = any(biased for _, biased in choices)
+    plain_samples, total = _decode_pass(sam, plain, train_set, grid if biased_too else None)
     candidates = {}
     for biased in dict.fromkeys(b for _, b in choices):
-        start = plain
+        start, samples = plain, plain_samples
         if biased:
             readout, bias = plain.plm.score_readout, plain.plm.score_readout_bias
-            start = with_readout(plain, readout, bias, fit_mask_bias(sam, plain, train_set))
-        samples = readout_samples(sam, start, train_set)
+            start = with_readout(plain, readout, bias, _best_biases(total, grid))
+            samples = _decode_pass(sam, start, train_set)[0]
         for alpha in (a for a, b in choices if b == biased):
             candidates[(alpha, biased)] = with_readout(start, *fit_readout(samples, alpha))
     return candidates
