@@ -54,28 +54,23 @@ def by_size(areas: Tensor, smallest: Tensor, first_iou: Tensor, best_iou: Tensor
     return lines
 
 
-def ranking(
-    sam, data: TrainingSet, plm: PromptLearningModule | None, sizes: bool = False
-) -> dict[str, object]:
-    """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances
-    (``sizes``: also the :func:`by_size` lines, under ``"by_size"``)."""
+def ranking(sam, data: TrainingSet, plm: PromptLearningModule | None) -> tuple[dict[str, object], list[str]]:
+    """Per-output, top and oracle mIoU (%) and rank-first / best counts over ``data``'s instances, and
+    the :func:`by_size` lines."""
     answers = list(center_click_answers(sam, data, plm))
     iou = torch.cat([a.true_iou for a in answers]).cpu()
     first = torch.cat([a.output.iou_predictions for a in answers]).float().argmax(dim=1).cpu()
-    extra = {}
-    if sizes:
-        areas = torch.stack([a.target.sum() for a in answers]).cpu()
-        smallest = torch.stack([(a.output.low_res_logits[0] > 0).sum((-2, -1)).min() for a in answers]).cpu()
-        extra["by_size"] = by_size(
-            areas, smallest.float(), iou.gather(1, first[:, None])[:, 0], iou.max(1).values
-        )
-    return extra | {
+    first_iou, best_iou = iou.gather(1, first[:, None])[:, 0], iou.max(dim=1).values
+    areas = torch.stack([a.target.sum() for a in answers]).cpu()
+    smallest = torch.stack([(a.output.low_res_logits[0] > 0).sum((-2, -1)).min() for a in answers]).cpu()
+    figures = {
         "outputs": [round(100 * float(v), 2) for v in iou.mean(dim=0)],
-        "top": round(100 * float(iou.gather(1, first[:, None]).mean()), 2),
-        "oracle": round(100 * float(iou.max(dim=1).values.mean()), 2),
+        "top": round(100 * float(first_iou.mean()), 2),
+        "oracle": round(100 * float(best_iou.mean()), 2),
         "ranked_first": np.bincount(first.numpy(), minlength=3).tolist(),
         "best": np.bincount(iou.argmax(dim=1).numpy(), minlength=3).tolist(),
     }
+    return figures, by_size(areas, smallest.float(), first_iou, best_iou)
 
 
 def held_out(folder: Path, seed: int) -> InstanceDataset:
@@ -112,9 +107,8 @@ def main() -> None:
             torch.nn.init.zeros_(plain.score_offset)
             rows.append((f"{path} (offsets and readout zero)", plain))
     for name, plm in rows:
-        figures = ranking(sam, data, plm, args.by_size)
-        lines = figures.pop("by_size", [])
-        print(f"{name}: {figures}", *lines, sep="\n", flush=True)
+        figures, sizes = ranking(sam, data, plm)
+        print(f"{name}: {figures}", *(sizes if args.by_size else []), sep="\n", flush=True)
 
 
 if __name__ == "__main__":

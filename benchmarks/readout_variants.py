@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,25 +45,44 @@ from samplm.train.score_readout import ReadoutSamples, fit_readout, without_read
 from samplm.train.training_set import TrainingSet
 from samplm.workspace import Workspace
 
-#: One click's answer: ``(3 x L x L logits, 1 x E x h x w embedding, 3 true IoUs, 3 scores)``.
-Answer = tuple[Tensor, Tensor, Tensor, Tensor]
 #: The ring's width in embedding cells.
 RING_CELLS = 2
 #: The expected-IoU fit's softmax temperature.
 TEMPERATURE = 0.1
+#: Each variant's feature parts (:func:`feature_parts`; ``all``: every output's ``mean``), in order.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "mean": ("mean",),
+    "standardised": ("mean",),
+    "+ area": ("mean", "area"),
+    "+ ring": ("mean", "area", "ring"),
+    "+ all outputs": ("mean", "area", "ring", "all"),
+}
 
 
-def answers(sam, data: TrainingSet, adapter: PromptAdapter) -> list[Answer]:
-    """The adapter's (readout and mask bias zero) answer to one centre click per instance of ``data``."""
-    return [
-        (
-            a.output.low_res_logits.float()[0].cpu(),
-            a.features.embedding.float().cpu(),
-            a.true_iou[0].float().cpu(),
-            a.output.iou_predictions.float()[0].cpu(),
-        )
-        for a in center_click_answers(sam, data, adapter.plm)
-    ]
+@dataclass(frozen=True)
+class Answers:
+    """The adapter's answers to one centre click per instance, ``n`` instances.
+
+    Attributes:
+        parts: :func:`feature_parts` of every answer, stacked: name -> ``n x 3 x D``.
+        ious: ``n x 3`` true IoU of each output.
+        scores: ``n x 3`` the adapter's scores (readout zero).
+    """
+
+    parts: dict[str, Tensor]
+    ious: Tensor
+    scores: Tensor
+
+    def features(self, variant: str) -> Tensor:
+        """``n x 3 x D`` features of ``variant`` (:data:`VARIANTS`), float64."""
+        columns = []
+        for part in VARIANTS[variant]:
+            if part == "all":
+                mean = self.parts["mean"]
+                columns.append(mean.flatten(1)[:, None].expand(-1, mean.shape[1], -1))
+            else:
+                columns.append(self.parts[part])
+        return torch.cat(columns, dim=2).double()
 
 
 def ring_logits(logits: Tensor, width: int) -> Tensor:
@@ -80,25 +100,26 @@ def area_features(logits: Tensor) -> Tensor:
     return torch.stack([share, share.clamp(min=1e-6).log(), (share == 0).float(), stability], dim=1)
 
 
-def variant_features(answer: Answer, variant: str) -> Tensor:
-    """``3 x D`` features of one answer's masks for ``variant`` (see the module's docstring)."""
-    logits, embedding = answer[0], answer[1]
-    mean = mask_features(logits[None], embedding)[0]
-    parts = [mean]
-    if variant in ("+ area", "+ ring", "+ all outputs"):
-        parts.append(area_features(logits))
-    if variant in ("+ ring", "+ all outputs"):
-        cell = logits.shape[-1] // embedding.shape[-1]
-        parts.append(mask_features(ring_logits(logits, RING_CELLS * cell)[None], embedding)[0])
-    if variant == "+ all outputs":
-        parts.append(mean.flatten()[None].expand(len(mean), -1))
-    return torch.cat(parts, dim=1)
+def feature_parts(logits: Tensor, embedding: Tensor) -> dict[str, Tensor]:
+    """The feature parts of one answer's ``3 x L x L`` logits on its ``1 x E x h x w`` embedding:
+    ``mean`` (``3 x E``, the shipped readout's), ``area`` (``3 x 4``) and ``ring`` (``3 x E``)."""
+    cell = logits.shape[-1] // embedding.shape[-1]
+    return {
+        "mean": mask_features(logits[None], embedding)[0],
+        "area": area_features(logits),
+        "ring": mask_features(ring_logits(logits, RING_CELLS * cell)[None], embedding)[0],
+    }
 
 
-def stacked(rows: list[Answer], variant: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(n x 3 x D features, n x 3 true IoUs, n x 3 scores)``."""
-    features = torch.stack([variant_features(r, variant) for r in rows]).double()
-    return features, torch.stack([r[2] for r in rows]).double(), torch.stack([r[3] for r in rows]).double()
+def answers(sam, data: TrainingSet, adapter: PromptAdapter) -> Answers:
+    """The adapter's (readout and mask bias zero) answers to one centre click per instance of ``data``."""
+    parts, ious, scores = [], [], []
+    for a in center_click_answers(sam, data, adapter.plm):
+        parts.append(feature_parts(a.output.low_res_logits.float()[0], a.features.embedding.float()))
+        ious.append(a.true_iou[0].float())
+        scores.append(a.output.iou_predictions.float()[0])
+    stacked = {name: torch.stack([p[name] for p in parts]).cpu() for name in parts[0]}
+    return Answers(stacked, torch.stack(ious).double().cpu(), torch.stack(scores).double().cpu())
 
 
 def fit_ridge(features: Tensor, ious: Tensor, scores: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -128,19 +149,21 @@ FITS: dict[str, Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
     "ridge": fit_ridge,
     "expected IoU": fit_expected_iou,
 }
-VARIANTS = ("mean", "standardised", "+ area", "+ ring", "+ all outputs")
 
 
-def measure(train: list[Answer], held: list[Answer], variant: str, fit: str, alpha: float) -> float:
-    """Held-out mIoU (%) of the mask ranked first by ``variant``'s features fitted with ``fit``."""
-    x, ious, scores = stacked(train, variant)
-    xt, ious_t, scores_t = stacked(held, variant)
+def variant_row(train: Answers, held: Answers, variant: str, fit: str, alphas: list[float]) -> list[float]:
+    """Held-out mIoU (%) of the mask ranked first by ``variant``'s features fitted with ``fit``, one per
+    strength of ``alphas``; every variant but ``mean`` standardised on the training masks."""
+    x, xt = train.features(variant), held.features(variant)
     if variant != "mean":
         centre, spread = x.flatten(0, 1).mean(0), x.flatten(0, 1).std(0) + 1e-6
         x, xt = (x - centre) / spread, (xt - centre) / spread
-    weights, bias = FITS[fit](x, ious, scores, alpha)
-    first = (scores_t + (xt * weights).sum(-1) + bias).argmax(dim=1, keepdim=True)
-    return 100 * float(ious_t.gather(1, first).mean())
+    row = []
+    for alpha in alphas:
+        weights, bias = FITS[fit](x, train.ious, train.scores, alpha)
+        first = (held.scores + (xt * weights).sum(-1) + bias).argmax(dim=1, keepdim=True)
+        row.append(100 * float(held.ious.gather(1, first).mean()))
+    return row
 
 
 def main() -> None:
@@ -163,16 +186,16 @@ def main() -> None:
         answers(sam, TrainingSet(s, embeddings, sam, progress=False), adapter)
         for s in (train_split, held_split)
     )
-    ious = torch.stack([r[2] for r in held])
-    first = torch.stack([r[3] for r in held]).argmax(dim=1, keepdim=True)
-    zero, best = 100 * float(ious.gather(1, first).mean()), 100 * float(ious.max(1).values.mean())
-    print(f"{len(train)} training and {len(held)} held-out plates, base {args.model_type}, {args.adapter}")
+    first = held.scores.argmax(dim=1, keepdim=True)
+    zero, best = (100 * float(v.mean()) for v in (held.ious.gather(1, first), held.ious.max(1).values))
+    counts = f"{len(train.ious)} training and {len(held.ious)} held-out plates"
+    print(f"{counts}, base {args.model_type}, {args.adapter}")
     print(f"held out: readout zero {zero:.2f}, best of 3 {best:.2f}")
     print("| features | fit | " + " | ".join(f"alpha {a:g}" for a in args.alphas) + " |")
     print("|---|---|" + "---|" * len(args.alphas))
     for variant in VARIANTS:
         for fit in FITS:
-            cells = [f"{measure(train, held, variant, fit, alpha):.2f}" for alpha in args.alphas]
+            cells = [f"{v:.2f}" for v in variant_row(train, held, variant, fit, args.alphas)]
             print(f"| {variant} | {fit} | " + " | ".join(cells) + " |", flush=True)
 
 
