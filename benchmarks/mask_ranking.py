@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="VOC plate folder (annotations/, images/)")
     parser.add_argument("--adapter", type=Path, action="append", default=[], help="adapter (repeatable)")
     parser.add_argument("--model-type", default="samplm_lite")
+    parser.add_argument("--checkpoint", type=Path, help="the base's weights (default: the packaged ones)")
     parser.add_argument("--cache", type=Path, default=Path("runs/mask-ranking-cache"))
     parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
     parser.add_argument("--zero-offsets", action="store_true")
@@ -93,7 +94,9 @@ def main() -> None:
     parser.add_argument("--by-size", action="store_true", help="also per plate size")
     args = parser.parse_args()
     dataset = held_out(args.data, args.seed)
-    sam, embeddings = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False).embed([dataset])
+    sam, embeddings = Workspace(args.model_type, args.checkpoint, cache_dir=args.cache, verbose=False).embed(
+        [dataset]
+    )
     data = TrainingSet(dataset, embeddings, sam, progress=False)
     print(f"{len(data.items)} held-out plates, base {args.model_type}")
     rows = [("base", None)]

@@ -19,6 +19,10 @@ is measured on (mIoU of the mask each variant ranks first, at the decoder's reso
   mask stops at);
 - ``+ all outputs``: ``+ ring`` plus the ``mean`` features of all three masks (each output sees the others).
 
+``--with-base`` ranks six masks instead: the adapter's three and the base's own three for the same click
+(each of the six with its own weights; the base's scores are its IoU head's), so a variant may fall back
+to a base mask where the adapter's are worse.
+
 Fits: ``ridge`` (the shipped :func:`~samplm.train.score_readout.fit_readout`: each output's true IoU
 minus its score, one ridge regression per output) at each ``--alphas`` strength, and ``expected IoU``
 (the same linear score, fitted by L-BFGS to maximise the softmax-weighted true IoU of the three masks,
@@ -61,20 +65,28 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Answers:
-    """The adapter's answers to one centre click per instance, ``n`` instances.
+    """The answers to one centre click per instance, ``n`` instances of ``C`` masks each (an adapter's
+    or the base's 3; 6 with :meth:`beside`).
 
     Attributes:
-        parts: :func:`feature_parts` of every answer, stacked: name -> ``n x 3 x D``.
-        ious: ``n x 3`` true IoU of each output.
-        scores: ``n x 3`` the adapter's scores (readout zero).
+        parts: :func:`feature_parts` of every answer, stacked: name -> ``n x C x D``.
+        ious: ``n x C`` true IoU of each output.
+        scores: ``n x C`` the scores (an adapter's with its readout zero).
     """
 
     parts: dict[str, Tensor]
     ious: Tensor
     scores: Tensor
 
+    def beside(self, other: Answers) -> Answers:
+        """These answers and ``other``'s for the same instances as one set of ``3 + 3`` masks each."""
+        parts = {name: torch.cat([self.parts[name], other.parts[name]], dim=1) for name in self.parts}
+        return Answers(
+            parts, torch.cat([self.ious, other.ious], 1), torch.cat([self.scores, other.scores], 1)
+        )
+
     def features(self, variant: str) -> Tensor:
-        """``n x 3 x D`` features of ``variant`` (:data:`VARIANTS`), float64."""
+        """``n x C x D`` features of ``variant`` (:data:`VARIANTS`), float64."""
         columns = []
         for part in VARIANTS[variant]:
             if part == "all":
@@ -111,10 +123,11 @@ def feature_parts(logits: Tensor, embedding: Tensor) -> dict[str, Tensor]:
     }
 
 
-def answers(sam, data: TrainingSet, adapter: PromptAdapter) -> Answers:
-    """The adapter's (readout and mask bias zero) answers to one centre click per instance of ``data``."""
+def answers(sam, data: TrainingSet, adapter: PromptAdapter | None) -> Answers:
+    """The adapter's (readout and mask bias zero; ``None``: the base's) answers to one centre click per
+    instance of ``data``."""
     parts, ious, scores = [], [], []
-    for a in center_click_answers(sam, data, adapter.plm):
+    for a in center_click_answers(sam, data, adapter.plm if adapter is not None else None):
         parts.append(feature_parts(a.output.low_res_logits.float()[0], a.features.embedding.float()))
         ious.append(a.true_iou[0].float())
         scores.append(a.output.iou_predictions.float()[0])
@@ -122,10 +135,22 @@ def answers(sam, data: TrainingSet, adapter: PromptAdapter) -> Answers:
     return Answers(stacked, torch.stack(ious).double().cpu(), torch.stack(scores).double().cpu())
 
 
+def answer_set(sam, data: TrainingSet, adapter: PromptAdapter, with_base: bool) -> Answers:
+    """The adapter's answers on ``data``, and the base's beside them when ``with_base``."""
+    own = answers(sam, data, adapter)
+    return own.beside(answers(sam, data, None)) if with_base else own
+
+
 def fit_ridge(features: Tensor, ious: Tensor, scores: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """The shipped fit: ``(3 x D weights, 3 biases)`` of :func:`fit_readout` (its multimask rows)."""
-    readout, bias = fit_readout(ReadoutSamples(features.float(), (ious - scores).float()), alpha)
-    return readout[1:].double(), bias[1:].double()
+    """The shipped fit: ``(C x D weights, C biases)`` of :func:`fit_readout` (its multimask rows) on each
+    block of three of the ``C`` masks (the fit is one regression per mask)."""
+    rows = [
+        fit_readout(
+            ReadoutSamples(features[:, i : i + 3].float(), (ious - scores)[:, i : i + 3].float()), alpha
+        )
+        for i in range(0, features.shape[1], 3)
+    ]
+    return torch.cat([r[1:] for r, _ in rows]).double(), torch.cat([b[1:] for _, b in rows]).double()
 
 
 def fit_expected_iou(features: Tensor, ious: Tensor, scores: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -173,24 +198,26 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="VOC plate folder (annotations/, images/)")
     parser.add_argument("--adapter", type=Path, required=True, help="the plate demo's adapter")
     parser.add_argument("--model-type", default="samplm_lite")
+    parser.add_argument("--checkpoint", type=Path, help="the base's weights (default: the packaged ones)")
     parser.add_argument("--cache", type=Path, default=Path("runs/mask-ranking-cache"))
     parser.add_argument("--seed", type=int, default=0, help="the demo's split seed")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0])
+    parser.add_argument("--with-base", action="store_true", help="rank the base's three masks too")
     args = parser.parse_args()
     annotations = args.data / "annotations" if (args.data / "annotations").is_dir() else args.data
     train_split, held_split = read_voc(annotations).split(0.5, seed=args.seed)
-    workspace = Workspace(args.model_type, None, cache_dir=args.cache, verbose=False)
+    workspace = Workspace(args.model_type, args.checkpoint, cache_dir=args.cache, verbose=False)
     sam, embeddings = workspace.embed([train_split, held_split])
     adapter = without_readout(PromptAdapter.load(args.adapter))
     train, held = (
-        answers(sam, TrainingSet(s, embeddings, sam, progress=False), adapter)
+        answer_set(sam, TrainingSet(s, embeddings, sam, progress=False), adapter, args.with_base)
         for s in (train_split, held_split)
     )
-    first = held.scores.argmax(dim=1, keepdim=True)
+    first = held.scores[:, :3].argmax(dim=1, keepdim=True)
     zero, best = (100 * float(v.mean()) for v in (held.ious.gather(1, first), held.ious.max(1).values))
     counts = f"{len(train.ious)} training and {len(held.ious)} held-out plates"
     print(f"{counts}, base {args.model_type}, {args.adapter}")
-    print(f"held out: readout zero {zero:.2f}, best of 3 {best:.2f}")
+    print(f"held out: readout zero {zero:.2f}, best of {held.ious.shape[1]} {best:.2f}")
     print("| features | fit | " + " | ".join(f"alpha {a:g}" for a in args.alphas) + " |")
     print("|---|---|" + "---|" * len(args.alphas))
     for variant in VARIANTS:
